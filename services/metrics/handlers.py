@@ -1,0 +1,44 @@
+"""Bus handlers of the metrics service: decode, store, nothing else."""
+
+import logging
+
+from faststream.exceptions import NackMessage
+from faststream.middlewares import AckPolicy
+from faststream.nats import NatsBroker, NatsMessage, NatsRouter
+from prometheus_client import Counter
+from pymongo.errors import PyMongoError
+
+from services.metrics.store import MetricsStore
+from shared.bus import decode_event, durable, event_stream, pull
+from shared.events import EpochLogged
+from shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+EPOCHS_INGESTED = Counter("trainyard_epochs_ingested_total", "epoch.logged events stored", ["outcome"])
+CONSUMER = "metrics-epochs"
+
+
+def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) -> NatsRouter:
+    router = NatsRouter()
+
+    @router.subscriber(
+        subjects.epoch_logged,
+        stream=event_stream(subjects),
+        durable=CONSUMER,
+        config=durable(CONSUMER),
+        pull_sub=pull(),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_epoch_logged(message: NatsMessage) -> None:
+        event = await decode_event(message, EpochLogged, broker=broker, subjects=subjects, consumer=CONSUMER)
+        if event is None:
+            return
+        try:
+            stored = await store.record_epoch(event)
+        except PyMongoError as error:
+            log.warning("storing epoch %s of run %s failed, retrying: %s", event.epoch, event.run_id, error)
+            raise NackMessage(delay=2.0) from error
+        EPOCHS_INGESTED.labels(outcome="stored" if stored else "duplicate").inc()
+
+    return router

@@ -1,0 +1,57 @@
+"""The narrow channel between the trainer service and its training child.
+
+The parent writes a TrainingJob as JSON to a file; the child writes one
+ChildReport per line to an inherited pipe. Nothing else crosses.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.events import ConfusionMatrix, FiniteFloat
+from shared.specs import DatasetLayout, RunSpec
+
+
+class TrainingJob(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    attempt: int
+    spec: RunSpec
+    dataset: DatasetLayout
+    work_dir: str
+    device: Literal["cpu", "cuda"]
+    threads: int = 1
+
+
+class StartedReport(BaseModel):
+    kind: Literal["started"] = "started"
+    device: str
+
+
+class EpochReport(BaseModel):
+    kind: Literal["epoch"] = "epoch"
+    epoch: int
+    total_epochs: int
+    losses: dict[str, FiniteFloat]
+    loss: FiniteFloat
+    learning_rate: FiniteFloat
+    epoch_time_s: FiniteFloat
+    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    confusion_matrix: ConfusionMatrix | None = None
+
+
+class FailedReport(BaseModel):
+    kind: Literal["failed"] = "failed"
+    message: str
+
+
+class FinishedReport(BaseModel):
+    kind: Literal["finished"] = "finished"
+    checkpoint: str | None = None
+
+
+ChildReport = Annotated[
+    StartedReport | EpochReport | FailedReport | FinishedReport, Field(discriminator="kind")
+]
+child_report_adapter: TypeAdapter[ChildReport] = TypeAdapter(ChildReport)

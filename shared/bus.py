@@ -1,0 +1,129 @@
+"""NATS helpers every service uses: the broker, the stream, durable consumers,
+publishing with de-duplication, and decoding with dead-lettering."""
+
+import logging
+from typing import TypeVar
+
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from pydantic import BaseModel, ValidationError
+
+from shared.events import DeadLetter, Event
+from shared.settings import CommonSettings
+from shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+EventT = TypeVar("EventT", bound=BaseModel)
+
+# Redelivery is what makes delivery at-least-once; the cap keeps a message
+# that can never succeed from looping for ever (it is dead-lettered below).
+MAX_DELIVER = 20
+ACK_WAIT_S = 60.0
+# Publishers set Nats-Msg-Id; the stream drops a repeat inside this window.
+DUPLICATE_WINDOW_S = 600.0
+
+DEAD_LETTERED = Counter(
+    "trainyard_dead_lettered_events_total",
+    "Events a consumer could not decode and set aside",
+    ["consumer"],
+)
+
+
+def make_broker(settings: CommonSettings, service: str, registry: CollectorRegistry = REGISTRY) -> NatsBroker:
+    return NatsBroker(
+        settings.nats_url,
+        name=f"trainyard-{service}",
+        middlewares=[
+            NatsTelemetryMiddleware(),
+            NatsPrometheusMiddleware(registry=registry, app_name=service, metrics_prefix="trainyard_bus"),
+        ],
+    )
+
+
+def event_stream(subjects: Subjects) -> JStream:
+    return JStream(
+        name=subjects.stream,
+        subjects=subjects.stream_subjects,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        declare=True,
+    )
+
+
+def durable(name: str) -> ConsumerConfig:
+    """A durable pull consumer that every replica of a service shares."""
+    return ConsumerConfig(
+        durable_name=name,
+        ack_wait=ACK_WAIT_S,
+        max_deliver=MAX_DELIVER,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+
+
+def pull() -> PullSub:
+    return PullSub(batch_size=16, timeout=2.0)
+
+
+async def publish_event(
+    broker: NatsBroker, subjects: Subjects, subject: str, event: Event, *, dedup_key: str | None = None
+) -> None:
+    """Publish to JetStream and wait for its ack; a repeat of dedup_key is dropped by the stream."""
+    await broker.publish(
+        event.model_dump_json(),
+        subject,
+        headers={"Nats-Msg-Id": dedup_key or event.event_id, "content-type": "application/json"},
+        stream=subjects.stream,
+        timeout=10.0,
+    )
+
+
+async def decode_event(
+    message: NatsMessage,
+    model: type[EventT],
+    *,
+    broker: NatsBroker,
+    subjects: Subjects,
+    consumer: str,
+) -> EventT | None:
+    """The event in a message, or None after setting a malformed message aside.
+
+    A malformed event must never stop a consumer, nor be redelivered for ever:
+    it goes to deadletter.<subject> with the error, and the caller acks it.
+    """
+    raw: bytes = message.body
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        subject = message.raw_message.subject
+        log.warning("dead-lettering a malformed %s on %s: %s", model.__name__, subject, error)
+        DEAD_LETTERED.labels(consumer=consumer).inc()
+        letter = DeadLetter(
+            subject=subject,
+            consumer=consumer,
+            error=str(error)[:4000],
+            payload=raw[:65536].decode("utf-8", errors="replace"),
+        )
+        await publish_event(broker, subjects, subjects.dead_letter(subject), letter)
+        return None
+
+
+async def ensure_stream(broker: NatsBroker, subjects: Subjects) -> None:
+    """Create the event stream if it is missing, for services that only publish."""
+    from nats.js.api import StreamConfig
+    from nats.js.errors import NotFoundError
+
+    js = broker.connection.jetstream()
+    config = StreamConfig(
+        name=subjects.stream,
+        subjects=subjects.stream_subjects,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+    )
+    try:
+        await js.stream_info(subjects.stream)
+    except NotFoundError:
+        await js.add_stream(config)

@@ -1,0 +1,117 @@
+"""Events on the bus: facts in the past tense, versioned, each with its own id.
+
+Consumers ignore fields they do not know (forward compatible); a producer only
+adds optional fields within a schema_version.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.specs import DatasetLayout, RunSpec
+from shared.status import RunStatus
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid4().hex
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int = 1
+    event_id: str = Field(default_factory=new_id)
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class RunEvent(Event):
+    run_id: str
+
+
+class RunCreated(RunEvent):
+    project: str
+    spec: RunSpec
+
+
+class RunAssigned(RunEvent):
+    """The scheduler gave an attempt of a run to one trainer."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    trainer_id: str
+    spec: RunSpec
+    dataset: DatasetLayout
+
+
+class RunStarted(RunEvent):
+    attempt: Annotated[int, Field(ge=1)]
+    trainer_id: str
+    device: str
+
+
+class ConfusionMatrix(BaseModel):
+    """Rows are ground truth, columns predictions; the last class is Background."""
+
+    model_config = ConfigDict(frozen=True)
+
+    classes: list[str]
+    matrix: list[list[int]]
+    score_threshold: float
+    iou_threshold: float
+
+
+class EpochLogged(RunEvent):
+    attempt: Annotated[int, Field(ge=1)]
+    epoch: Annotated[int, Field(ge=1)]
+    total_epochs: Annotated[int, Field(ge=1)]
+    losses: dict[str, FiniteFloat] = Field(description="mean of each loss the model reports over the epoch")
+    loss: FiniteFloat = Field(description="mean total training loss over the epoch")
+    learning_rate: FiniteFloat
+    epoch_time_s: FiniteFloat
+    metrics: dict[str, FiniteFloat] = Field(
+        default_factory=dict, description="COCO bbox metrics: bbox_mAP, bbox_mAP_50, bbox_mAP_75, ..."
+    )
+    confusion_matrix: ConfusionMatrix | None = None
+
+
+class RunCompleted(RunEvent):
+    """The one terminal event of an attempt; it carries the final status."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    trainer_id: str
+    status: Literal[RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED]
+    message: str | None = None
+    epochs_completed: int = 0
+
+
+class Accelerator(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    count: int
+    memory_mb: int | None = None
+
+
+class TrainerHeartbeat(Event):
+    trainer_id: str
+    host: str
+    accelerators: list[Accelerator]
+    running_run_ids: list[str] = Field(default_factory=list)
+    version: str
+    draining: bool = False
+
+
+class DeadLetter(Event):
+    """A message a consumer could not decode: kept for people, never retried."""
+
+    subject: str
+    consumer: str
+    error: str
+    payload: str

@@ -1,0 +1,48 @@
+"""Configuration from the environment (TRAINYARD_*), one Settings class per service."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_MONGO_OPTIONS = "retryWrites=false&maxIdleTimeMS=240000"
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    # The local server needs retryWrites off (write throughput) and idle
+    # connections recycled before its 300 s idle cut-off.
+    mongo_url: str = f"mongodb://127.0.0.1:27017/?{LOCAL_MONGO_OPTIONS}"
+    mongo_db: str = "trainyard"
+    subject_prefix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
+    log_level: str = "INFO"
+    # Where /metrics is served for Prometheus; port 0 disables it.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+
+
+class SchedulerSettings(CommonSettings):
+    # A trainer whose last heartbeat is older than this is offline.
+    trainer_timeout_s: float = 10.0
+    # How often pending runs are re-examined even without new events.
+    placement_interval_s: float = 2.0
+
+
+class MetricsSettings(CommonSettings):
+    pass
+
+
+class ApiSettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class TrainerSettings(CommonSettings):
+    trainer_id: str = ""
+    # Empty means detect: CUDA devices when present, else the CPU.
+    accelerator_name: str = ""
+    accelerator_count: int = 0
+    work_root: str = ".trainyard/work"
+    heartbeat_interval_s: float = 2.0
+    # Torch threads for the training child; 0 means every core of this machine.
+    threads: int = 0

@@ -1,0 +1,56 @@
+"""Run and dataset specs: what a user asks for, validated once at the edge."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.catalogue import ARCHITECTURES
+
+AcceleratorName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,31}$", examples=["CPU", "GPU_H100"])]
+ObjectId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a 32-hex-digit id")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AcceleratorRequest(Strict):
+    name: AcceleratorName = "CPU"
+    count: Annotated[int, Field(ge=1, le=16)] = 1
+
+
+class RunSpec(Strict):
+    """What to train: validated before anything is stored."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    dataset_id: ObjectId
+    architecture: str = Field(description="an id from GET /v1/architectures")
+    init: Literal["random"] = "random"
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 12
+    batch_size: Annotated[int, Field(ge=1, le=256)] = 4
+    input_size: Annotated[int, Field(ge=32, le=2048, multiple_of=32)] = 128
+    learning_rate: Annotated[float | None, Field(gt=0, le=10)] = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    accelerator: AcceleratorRequest = AcceleratorRequest()
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        if value not in ARCHITECTURES:
+            known = ", ".join(sorted(ARCHITECTURES))
+            raise ValueError(f"unknown architecture {value!r}; known: {known}")
+        return value
+
+
+class DatasetSplit(Strict):
+    annotations: str = Field(description="absolute path of the COCO annotation JSON")
+    images: str = Field(description="absolute path of the image directory")
+
+
+class DatasetLayout(Strict):
+    """Where a registered dataset's files are; every trainer must see the same paths."""
+
+    root: str
+    train: DatasetSplit
+    val: DatasetSplit
+    classes: list[str]

@@ -1,0 +1,26 @@
+"""MongoDB access shared by every service: one client factory, the collection names."""
+
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.settings import CommonSettings
+
+Document = dict[str, Any]
+
+# Each collection has one writer; the API gateway reads the others.
+RUNS = "runs"  # written by the api (creation) and the scheduler (state machine)
+DATASETS = "datasets"  # api
+TRAINERS = "trainers"  # scheduler
+EPOCHS = "epochs"  # metrics
+CONFUSION_MATRICES = "confusion_matrices"  # metrics
+DEAD_LETTERS = "dead_letters"  # every consumer
+
+
+def mongo_client(settings: CommonSettings) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(settings.mongo_url, tz_aware=True, connect=False)
+
+
+def database(client: AsyncMongoClient[Document], settings: CommonSettings) -> AsyncDatabase[Document]:
+    return client[settings.mongo_db]

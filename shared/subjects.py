@@ -1,0 +1,48 @@
+"""Subject and stream names: the one place they are spelled."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Subjects under an optional prefix, so tests and tenants can share one NATS."""
+
+    prefix: str = ""
+
+    def _s(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    @property
+    def stream(self) -> str:
+        return f"TRAINYARD_{self.prefix.upper()}" if self.prefix else "TRAINYARD"
+
+    @property
+    def stream_subjects(self) -> list[str]:
+        return [self._s("run.>"), self._s("epoch.>"), self._s("deadletter.>")]
+
+    @property
+    def run_created(self) -> str:
+        return self._s("run.created")
+
+    @property
+    def run_started(self) -> str:
+        return self._s("run.started")
+
+    @property
+    def epoch_logged(self) -> str:
+        return self._s("epoch.logged")
+
+    @property
+    def run_completed(self) -> str:
+        return self._s("run.completed")
+
+    def run_assigned(self, trainer_id: str) -> str:
+        return self._s(f"run.assigned.{trainer_id}")
+
+    @property
+    def trainer_heartbeat(self) -> str:
+        # Core NATS, not JetStream: a lost heartbeat is replaced by the next one.
+        return self._s("trainer.heartbeat")
+
+    def dead_letter(self, subject: str) -> str:
+        return self._s(f"deadletter.{subject.removeprefix(self.prefix + '.') if self.prefix else subject}")

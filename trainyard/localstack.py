@@ -1,0 +1,215 @@
+"""The local default: real NATS (JetStream) and a MongoDB-wire server as child
+processes with all data under one directory, then the four services."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.settings import LOCAL_MONGO_OPTIONS
+
+SERVICES = ("metrics", "scheduler", "api", "trainer")
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment, else one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"{name} is not installed: run scripts/setup.sh")
+    return found
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise StackError(f"{what} exited with code {proc.returncode}; log {log}:\n{tail}")
+        if ready():
+            return
+        time.sleep(0.1)
+    raise StackError(f"{what} did not become ready within {timeout:.0f} s; log {log}")
+
+
+def _mongo_answers(url: str) -> bool:
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    try:
+        with MongoClient(url, serverSelectionTimeoutMS=500) as client:
+            client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+
+
+@dataclass
+class LocalStack:
+    """Starts what is missing, remembers what it started, stops it in reverse order."""
+
+    data_dir: Path
+    nats_url: str | None = None
+    mongo_url: str | None = None
+    mongo_db: str = "trainyard"
+    subject_prefix: str = ""
+    api_port: int | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                # Own process group: Ctrl-C in a terminal reaches the stack's
+                # owner, which then stops children in order.
+                start_new_session=True,
+            )
+        self.processes[name] = proc
+        return proc
+
+    def start_servers(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.nats_url is None:
+            port = free_port()
+            proc = self._spawn(
+                "nats",
+                [_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.data_dir / "nats")],
+            )
+            self.nats_url = f"nats://127.0.0.1:{port}"
+            _wait("nats-server", lambda: _port_open(port), proc, self.log_dir / "nats.log", 20)
+        if self.mongo_url is None:
+            port = free_port()
+            argv = [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port)]
+            # --sync-on-commit: without it a kill -9 can lose acknowledged writes.
+            argv += ["--storage-path", str(self.data_dir / "mongo"), "--cache-size", "256M", "--sync-on-commit"]
+            proc = self._spawn("mongo", argv)
+            url = f"mongodb://127.0.0.1:{port}/?{LOCAL_MONGO_OPTIONS}"
+            _wait("secantusd", lambda: _mongo_answers(url), proc, self.log_dir / "mongo.log", 60)
+            self.mongo_url = url
+
+    def service_env(self, **overrides: str) -> dict[str, str]:
+        assert self.nats_url and self.mongo_url, "servers not started"
+        env = {
+            "TRAINYARD_NATS_URL": self.nats_url,
+            "TRAINYARD_MONGO_URL": self.mongo_url,
+            "TRAINYARD_MONGO_DB": self.mongo_db,
+            "TRAINYARD_SUBJECT_PREFIX": self.subject_prefix,
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        env.update(overrides)
+        return env
+
+    def start_service(self, service: str, name: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+        if service == "api":
+            self.api_port = self.api_port or free_port()
+            env.setdefault("TRAINYARD_PORT", str(self.api_port))
+        if service == "trainer":
+            env.setdefault("TRAINYARD_WORK_ROOT", str(self.data_dir / "work"))
+        name = name or service
+        proc = self._spawn(name, [sys.executable, "-m", f"services.{service}.main"], self.service_env(**env))
+        if service == "api":
+            port = self.api_port
+            _wait("api", lambda: _port_open(port), proc, self.log_dir / f"{name}.log", 30)  # type: ignore[arg-type]
+        return proc
+
+    def start(self, services: tuple[str, ...] = SERVICES) -> None:
+        self.start_servers()
+        for service in services:
+            self.start_service(service)
+        self.write_state()
+
+    def write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "nats_url": self.nats_url,
+            "mongo_url": self.mongo_url,
+            "api_url": self.api_url if self.api_port else None,
+            "processes": {name: proc.pid for name, proc in self.processes.items()},
+        }
+        (self.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        # Services first, servers last, so nothing loses its connection mid-write.
+        for name in [n for n in reversed(list(self.processes)) if n not in ("nats", "mongo")]:
+            self.stop_process(name)
+        for name in ("mongo", "nats"):
+            self.stop_process(name)
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / STATE_FILE).unlink()
+
+    @contextlib.contextmanager
+    def running(self, services: tuple[str, ...] = SERVICES) -> Iterator["LocalStack"]:
+        try:
+            self.start(services)
+            yield self
+        finally:
+            self.stop()
+
+
+def stop_recorded_stack(data_dir: Path) -> list[str]:
+    """`trainyard down`: signal the stack that `trainyard up` recorded."""
+    state_path = data_dir / STATE_FILE
+    if not state_path.exists():
+        return []
+    state = json.loads(state_path.read_text())
+    stopped = []
+    with contextlib.suppress(ProcessLookupError):
+        # The owner stops its children in order on SIGTERM.
+        os.kill(int(state["pid"]), signal.SIGTERM)
+        stopped.append(f"trainyard up (pid {state['pid']})")
+    return stopped
