@@ -1,0 +1,189 @@
+"""Checks a COCO dataset on disk and reports every problem with file, id, field and value."""
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+MAX_PROBLEMS = 100
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    message: str
+    field: str | None = None
+    image_id: Any = None
+    annotation_id: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class SplitSummary:
+    images: int = 0
+    boxes: int = 0
+    boxes_per_class: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SplitReport:
+    summary: SplitSummary
+    categories: list[tuple[int, str]]
+    problems: list[Problem]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_split(annotations: Path, images_dir: Path) -> SplitReport:
+    """Validate one annotation file against its image directory."""
+    problems: list[Problem] = []
+    f = str(annotations)
+
+    def problem(message: str, **where: Any) -> None:
+        problems.append(Problem(file=where.pop("file", f), message=message, **where))
+
+    summary = SplitSummary()
+    if not annotations.is_file():
+        problem("annotation file does not exist")
+        return SplitReport(summary, [], problems)
+    if not images_dir.is_dir():
+        problem("image directory does not exist", file=str(images_dir))
+        return SplitReport(summary, [], problems)
+    try:
+        data = json.loads(annotations.read_text())
+    except UnicodeDecodeError as error:
+        problem(f"not UTF-8 text: {error}")
+        return SplitReport(summary, [], problems)
+    except json.JSONDecodeError as error:
+        problem(f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}")
+        return SplitReport(summary, [], problems)
+    if not isinstance(data, dict):
+        problem("top level must be a JSON object with images, annotations and categories")
+        return SplitReport(summary, [], problems)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            problem(f"missing or not a list: {key!r}", field=key)
+    if problems:
+        return SplitReport(summary, [], problems)
+
+    categories: dict[int, str] = {}
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
+            problem("each category needs an integer id and a string name", field=f"categories[{i}]")
+        elif cat["id"] in categories:
+            problem(f"duplicate category id {cat['id']}", field=f"categories[{i}].id")
+        else:
+            categories[cat["id"]] = cat["name"]
+    if not categories:
+        problem("no categories: a detector needs at least one class", field="categories")
+
+    images: dict[Any, dict[str, Any]] = {}
+    for i, image in enumerate(data["images"]):
+        if not isinstance(image, dict):
+            problem("not an object", field=f"images[{i}]")
+            continue
+        image_id = image.get("id")
+        if not isinstance(image_id, int):
+            problem(f"image id must be an integer, got {image_id!r}", field=f"images[{i}].id")
+            continue
+        if image_id in images:
+            problem(f"duplicate image id {image_id}", field=f"images[{i}].id", image_id=image_id)
+            continue
+        images[image_id] = image
+        width, height, name = image.get("width"), image.get("height"), image.get("file_name")
+        if not (_number(width) and _number(height) and width > 0 and height > 0):
+            problem(f"width and height must be positive numbers, got {width!r} x {height!r}",
+                    field=f"images[{i}].width", image_id=image_id)
+        if not isinstance(name, str) or not name:
+            problem("file_name missing", field=f"images[{i}].file_name", image_id=image_id)
+            continue
+        path = images_dir / name
+        if not path.is_file():
+            problem("image file does not exist", file=str(path), image_id=image_id)
+            continue
+        try:
+            with Image.open(path) as img:
+                actual = img.size
+                img.verify()
+        except (UnidentifiedImageError, OSError) as error:
+            problem(f"image cannot be decoded: {error}", file=str(path), image_id=image_id)
+            continue
+        if _number(width) and _number(height) and actual != (width, height):
+            problem(f"declared size {width}x{height} but the file is {actual[0]}x{actual[1]}",
+                    file=str(path), field=f"images[{i}].width", image_id=image_id)
+    summary.images = len(images)
+
+    seen_annotations: set[Any] = set()
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            problem("not an object", field=where)
+            continue
+        ann_id = ann.get("id")
+        if ann_id in seen_annotations:
+            problem(f"duplicate annotation id {ann_id}", field=f"{where}.id", annotation_id=ann_id)
+        seen_annotations.add(ann_id)
+        image = images.get(ann.get("image_id"))
+        if image is None:
+            problem(f"image_id {ann.get('image_id')!r} is not an image of this file",
+                    field=f"{where}.image_id", annotation_id=ann_id)
+            continue
+        if ann.get("category_id") not in categories:
+            problem(f"category_id {ann.get('category_id')!r} is not a category of this file",
+                    field=f"{where}.category_id", annotation_id=ann_id, image_id=image["id"])
+            continue
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+            problem(f"bbox must be [x, y, width, height] numbers, got {bbox!r}",
+                    field=f"{where}.bbox", annotation_id=ann_id, image_id=image["id"])
+            continue
+        x, y, w, h = bbox
+        if w <= 0 or h <= 0:
+            problem(f"bbox {bbox} has non-positive size", field=f"{where}.bbox",
+                    annotation_id=ann_id, image_id=image["id"])
+            continue
+        width, height = image.get("width"), image.get("height")
+        if _number(width) and _number(height) and (x < 0 or y < 0 or x + w > width + 1e-3 or y + h > height + 1e-3):
+            problem(f"bbox {bbox} lies outside its {width}x{height} image", field=f"{where}.bbox",
+                    annotation_id=ann_id, image_id=image["id"])
+            continue
+        summary.boxes += 1
+        cls = categories[ann["category_id"]]
+        summary.boxes_per_class[cls] = summary.boxes_per_class.get(cls, 0) + 1
+    return SplitReport(summary, sorted(categories.items()), problems)
+
+
+@dataclass
+class DatasetReport:
+    classes: list[str]
+    train: SplitSummary
+    val: SplitSummary
+    problems: list[Problem]
+
+
+def validate_dataset(train_annotations: Path, train_images: Path,
+                     val_annotations: Path, val_images: Path) -> DatasetReport:
+    train = validate_split(train_annotations, train_images)
+    val = validate_split(val_annotations, val_images)
+    problems = train.problems + val.problems
+    if train.categories and val.categories and train.categories != val.categories:
+        problems.append(Problem(
+            file=str(val_annotations), field="categories",
+            message=f"categories differ from {train_annotations}: {val.categories} vs {train.categories}",
+        ))
+    if not problems and train.summary.boxes == 0:
+        problems.append(Problem(file=str(train_annotations), field="annotations",
+                                message="no valid boxes to train on"))
+    return DatasetReport(
+        classes=[name for _, name in train.categories],
+        train=train.summary,
+        val=val.summary,
+        problems=problems[:MAX_PROBLEMS],
+    )

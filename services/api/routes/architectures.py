@@ -1,0 +1,12 @@
+from fastapi import APIRouter
+
+from services.api.models import ArchitectureOut
+from shared.catalogue import ARCHITECTURES
+
+router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
+
+
+@router.get("")
+async def list_architectures() -> list[ArchitectureOut]:
+    """Architectures a run can train."""
+    return [ArchitectureOut.model_validate(a.model_dump()) for a in ARCHITECTURES.values()]
