@@ -1,0 +1,95 @@
+"""The metrics service against real NATS (JetStream) and the local MongoDB-wire server."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from faststream.nats import NatsBroker
+from pymongo import AsyncMongoClient
+
+from shared.bus import ensure_stream, publish_event
+from shared.events import ConfusionMatrix, DeadLetter, EpochLogged
+from shared.subjects import Subjects
+from trainyard.localstack import LocalStack
+
+
+@pytest.fixture
+async def bus(stack: LocalStack) -> AsyncIterator[tuple[NatsBroker, Subjects]]:
+    broker = NatsBroker(stack.nats_url)
+    await broker.connect()
+    subjects = Subjects(stack.subject_prefix)
+    await ensure_stream(broker, subjects)
+    yield broker, subjects
+    await broker.stop()
+
+
+def epoch(n: int, loss: float = 1.0) -> EpochLogged:
+    return EpochLogged(
+        run_id="run-1", attempt=1, epoch=n, total_epochs=3, losses={"loss_cls": loss, "loss_bbox": 0.5},
+        loss=loss + 0.5, learning_rate=0.01, epoch_time_s=2.0, metrics={"bbox_mAP_50": 0.25},
+        confusion_matrix=ConfusionMatrix(classes=["a", "Background"], matrix=[[1, 0], [2, 0]],
+                                         score_threshold=0.3, iou_threshold=0.5),
+    )
+
+
+async def wait_for_count(stack: LocalStack, collection: str, query: dict[str, object], count: int) -> int:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)
+    try:
+        deadline = time.monotonic() + 20
+        found = 0
+        while time.monotonic() < deadline:
+            found = await client[stack.mongo_db][collection].count_documents(query)
+            if found >= count:
+                break
+            await asyncio.sleep(0.1)
+        return found
+    finally:
+        await client.close()
+
+
+async def test_redelivered_epoch_is_stored_once(stack: LocalStack, bus: tuple[NatsBroker, Subjects]) -> None:
+    stack.start_service("metrics")
+    broker, subjects = bus
+    first = epoch(1, loss=1.0)
+    # Distinct message ids get past the stream's de-duplication: the consumer
+    # sees the same epoch twice, as after a redelivery, the second with other values.
+    await publish_event(broker, subjects, subjects.epoch_logged, first, dedup_key="delivery-1")
+    await publish_event(broker, subjects, subjects.epoch_logged, epoch(1, loss=9.0), dedup_key="delivery-2")
+    await publish_event(broker, subjects, subjects.epoch_logged, epoch(2), dedup_key="delivery-3")
+
+    assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 2) == 2
+    await asyncio.sleep(0.5)  # give a wrongly stored duplicate the chance to appear
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)
+    db = client[stack.mongo_db]
+    docs = await db.epochs.find({"run_id": "run-1"}).sort("epoch", 1).to_list()
+    assert [d["epoch"] for d in docs] == [1, 2]
+    assert docs[0]["loss"] == 1.5 and docs[0]["event_id"] == first.event_id
+    assert await db.confusion_matrices.count_documents({"run_id": "run-1"}) == 2
+    await client.close()
+
+
+async def test_malformed_event_is_dead_lettered_and_consumer_goes_on(
+    stack: LocalStack, bus: tuple[NatsBroker, Subjects]
+) -> None:
+    stack.start_service("metrics")
+    broker, subjects = bus
+    dead: list[DeadLetter] = []
+
+    @broker.subscriber(subjects.dead_letter(subjects.epoch_logged))
+    async def collect(letter: DeadLetter) -> None:
+        dead.append(letter)
+
+    await broker.start()
+    await broker.publish(b'{"run_id": "run-1", "epoch": "first"}', subjects.epoch_logged, stream=subjects.stream)
+    await broker.publish(b"\xff not json", subjects.epoch_logged, stream=subjects.stream)
+    await publish_event(broker, subjects, subjects.epoch_logged, epoch(1))
+
+    assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 1) == 1
+    deadline = time.monotonic() + 10
+    while len(dead) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert len(dead) == 2
+    assert {d.consumer for d in dead} == {"metrics-epochs"}
+    assert {d.subject for d in dead} == {subjects.epoch_logged}
+    assert any("epoch" in d.error and '"first"' in d.payload for d in dead)

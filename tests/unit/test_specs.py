@@ -1,0 +1,26 @@
+import pytest
+from pydantic import ValidationError
+
+from shared.specs import RunSpec
+
+DATASET = "0" * 32
+
+
+def test_unknown_architecture_is_named_with_the_known_ones() -> None:
+    with pytest.raises(ValidationError, match="unknown architecture 'yolo9000'; known: .*rtmdet-tiny"):
+        RunSpec(name="r", dataset_id=DATASET, architecture="yolo9000")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("batch_size", 0), ("input_size", 100), ("name", ""), ("dataset_id", "../etc")],
+)
+def test_out_of_range_fields_are_rejected(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny", field: value})
+    assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_unknown_fields_are_rejected_not_ignored() -> None:
+    with pytest.raises(ValidationError, match="epoch"):
+        RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny", "epoch": 3})
