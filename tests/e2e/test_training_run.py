@@ -1,0 +1,52 @@
+"""All four services as processes on the real servers, training a real detector on the CPU."""
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import service_log
+from trainyard.client import TrainyardClient
+from trainyard.localstack import LocalStack
+from trainyard.synth import write_synthetic_coco
+
+pytestmark = pytest.mark.training
+
+
+def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> None:
+    stack.start(("metrics", "scheduler", "api"))
+    stack.start_service("trainer", TRAINYARD_TRAINER_ID="cpu-trainer-1", TRAINYARD_THREADS="1")
+    files = write_synthetic_coco(tmp_path / "shapes", train_images=8, val_images=4, size=64)
+    with TrainyardClient(stack.api_url) as client:
+        dataset = client.datasets.register("shapes", str(files.root))
+        run = client.runs.start({"name": "e2e", "dataset_id": dataset["id"], "architecture": "rtmdet-tiny",
+                                 "epochs": 2, "batch_size": 4, "input_size": 64})
+        seen_statuses = [run["status"]]
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and run["status"] not in ("success", "failed", "aborted"):
+            time.sleep(0.5)
+            run = client.runs.get(run["id"])
+            if run["status"] != seen_statuses[-1]:
+                seen_statuses.append(run["status"])
+        assert run["status"] == "success", (run, service_log(stack, "trainer")[-3000:])
+        assert seen_statuses[-1] == "success" and "in_progress" in seen_statuses
+        assert run["trainer_id"] == "cpu-trainer-1" and run["attempt"] == 1 and run["device"] == "cpu"
+        assert [h["status"] for h in run["history"]] == ["created", "pending", "in_progress", "success"]
+
+        logs = client.runs.logs(run["id"])
+        assert [e["epoch"] for e in logs] == [1, 2]
+        for epoch in logs:
+            assert {"loss_cls", "loss_bbox"} <= epoch["losses"].keys()
+            assert all(math.isfinite(v) for v in [epoch["loss"], *epoch["losses"].values()])
+            for key in ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75"):
+                assert 0.0 <= epoch["metrics"][key] <= 1.0
+        assert run["progress"] == {"epoch": 2, "total_epochs": 2, "percent": 100.0}
+
+        matrix = client.runs.confusion_matrix(run["id"])
+        assert matrix["epoch"] == 2
+        assert matrix["classes"] == [*files.classes, "Background"]
+        assert len(matrix["matrix"]) == 4 and all(len(row) == 4 for row in matrix["matrix"])
+        # Every ground-truth box of the val set is somewhere in its row.
+        val_boxes = sum(dataset["val"]["boxes_per_class"].values())
+        assert sum(sum(row) for row in matrix["matrix"][:3]) >= val_boxes
