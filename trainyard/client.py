@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import builtins
+from typing import Any, cast
 
 import httpx
 
@@ -18,40 +19,38 @@ class TrainyardError(Exception):
 
 
 class _Resource:
-    def __init__(self, client: "TrainyardClient") -> None:
+    def __init__(self, client: TrainyardClient) -> None:
         self._client = client
 
 
 class Datasets(_Resource):
     def register(self, name: str, path: str, **layout: str) -> dict[str, Any]:
-        return self._client.request("POST", "/v1/datasets", json={"name": name, "path": path, **layout})
+        return self._client.json("POST", "/v1/datasets", json={"name": name, "path": path, **layout})
 
     def get(self, dataset_id: str) -> dict[str, Any]:
-        return self._client.request("GET", f"/v1/datasets/{dataset_id}")
+        return self._client.json("GET", f"/v1/datasets/{dataset_id}")
 
-    def list(self) -> list[dict[str, Any]]:
-        return self._client.request("GET", "/v1/datasets")  # type: ignore[return-value]
+    def list(self) -> builtins.list[dict[str, Any]]:
+        return cast(builtins.list[dict[str, Any]], self._client.request("GET", "/v1/datasets"))
 
 
 class Runs(_Resource):
     def start(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._client.request("POST", "/v1/runs", json=spec)
+        return self._client.json("POST", "/v1/runs", json=spec)
 
     def get(self, run_id: str) -> dict[str, Any]:
-        return self._client.request("GET", f"/v1/runs/{run_id}")
+        return self._client.json("GET", f"/v1/runs/{run_id}")
 
-    def list(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def list(self, status: str | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
-        items: list[dict[str, Any]] = self._client.request("GET", "/v1/runs", params=params)["items"]
-        return items
+        return cast(builtins.list[dict[str, Any]], self._client.json("GET", "/v1/runs", params=params)["items"])
 
-    def logs(self, run_id: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self._client.request("GET", f"/v1/runs/{run_id}/logs")["items"]
-        return items
+    def logs(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        return cast(builtins.list[dict[str, Any]], self._client.json("GET", f"/v1/runs/{run_id}/logs")["items"])
 
     def confusion_matrix(self, run_id: str, epoch: int | None = None) -> dict[str, Any]:
         params = {"epoch": epoch} if epoch is not None else {}
-        return self._client.request("GET", f"/v1/runs/{run_id}/confusion-matrix", params=params)
+        return self._client.json("GET", f"/v1/runs/{run_id}/confusion-matrix", params=params)
 
 
 class TrainyardClient:
@@ -70,10 +69,13 @@ class TrainyardClient:
             raise TrainyardError(response.status_code, str(body.get("detail")), body.get("errors"))
         return response.json()
 
+    def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request(method, path, **kwargs))
+
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "TrainyardClient":
+    def __enter__(self) -> TrainyardClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -65,6 +65,7 @@ def _mongo_answers(url: str) -> bool:
     from pymongo.errors import PyMongoError
 
     try:
+        client: MongoClient[dict[str, object]]
         with MongoClient(url, serverSelectionTimeoutMS=500) as client:
             client.admin.command("ping")
         return True

@@ -29,7 +29,9 @@ class Unprocessable(ApiError):
         super().__init__(422, "Unprocessable Content", detail, errors)
 
 
-def problem(status: int, title: str, detail: str, instance: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, instance: str, errors: list[dict[str, Any]] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail,
                             "instance": instance}
     if errors:

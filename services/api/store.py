@@ -36,7 +36,8 @@ class ApiStore:
 
     async def list_runs(self, status: str | None, limit: int) -> list[Document]:
         query: dict[str, Any] = {"status": status} if status else {}
-        return await self.runs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list()
+        newest_first = [("created_at", DESCENDING), ("_id", DESCENDING)]
+        return await self.runs.find(query).sort(newest_first).limit(limit).to_list()
 
     async def epochs_of(self, run_id: str) -> list[Document]:
         return await self.epochs.find({"run_id": run_id}, {"_id": 0}).sort("epoch", ASCENDING).to_list()

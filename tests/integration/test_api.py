@@ -74,7 +74,7 @@ def test_nothing_is_stored_for_a_rejected_dataset(api: httpx.Client, files: Data
 def test_bad_run_specs_name_the_field(api: httpx.Client, files: DatasetFiles) -> None:
     dataset_id = register(api, files.root).json()["id"]
     base = {"name": "r", "dataset_id": dataset_id, "architecture": "rtmdet-tiny", "epochs": 2}
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"architecture": "yolo9000"}, "architecture", "unknown architecture 'yolo9000'"),
         ({"epochs": 0}, "epochs", "greater than or equal to 1"),
         ({"accelerator": {"name": "h100", "count": 1}}, "accelerator.name", "should match pattern"),

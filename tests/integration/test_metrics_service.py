@@ -16,6 +16,7 @@ from trainyard.localstack import LocalStack
 
 @pytest.fixture
 async def bus(stack: LocalStack) -> AsyncIterator[tuple[NatsBroker, Subjects]]:
+    assert stack.nats_url
     broker = NatsBroker(stack.nats_url)
     await broker.connect()
     subjects = Subjects(stack.subject_prefix)
@@ -75,10 +76,13 @@ async def test_malformed_event_is_dead_lettered_and_consumer_goes_on(
     stack.start_service("metrics")
     broker, subjects = bus
     dead: list[DeadLetter] = []
+    two_dead = asyncio.Event()
 
     @broker.subscriber(subjects.dead_letter(subjects.epoch_logged))
     async def collect(letter: DeadLetter) -> None:
         dead.append(letter)
+        if len(dead) == 2:
+            two_dead.set()
 
     await broker.start()
     await broker.publish(b'{"run_id": "run-1", "epoch": "first"}', subjects.epoch_logged, stream=subjects.stream)
@@ -86,9 +90,8 @@ async def test_malformed_event_is_dead_lettered_and_consumer_goes_on(
     await publish_event(broker, subjects, subjects.epoch_logged, epoch(1))
 
     assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 1) == 1
-    deadline = time.monotonic() + 10
-    while len(dead) < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await asyncio.wait_for(two_dead.wait(), timeout=10)
+    await asyncio.sleep(0.3)
     assert len(dead) == 2
     assert {d.consumer for d in dead} == {"metrics-epochs"}
     assert {d.subject for d in dead} == {subjects.epoch_logged}

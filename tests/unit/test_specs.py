@@ -7,7 +7,7 @@ DATASET = "0" * 32
 
 
 def test_unknown_architecture_is_named_with_the_known_ones() -> None:
-    with pytest.raises(ValidationError, match="unknown architecture 'yolo9000'; known: .*rtmdet-tiny"):
+    with pytest.raises(ValidationError, match=r"unknown architecture 'yolo9000'; known: .*rtmdet-tiny"):
         RunSpec(name="r", dataset_id=DATASET, architecture="yolo9000")
 
 

@@ -1,10 +1,12 @@
+import itertools
+
 from services.scheduler.state import can_move, sources_of
 from shared.status import TERMINAL_STATUSES, RunStatus
 
 
 def test_a_run_moves_forward_through_its_lifecycle() -> None:
     path = [RunStatus.CREATED, RunStatus.PENDING, RunStatus.IN_PROGRESS, RunStatus.SUCCESS]
-    assert all(can_move(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert all(can_move(a, b) for a, b in itertools.pairwise(path))
 
 
 def test_terminal_statuses_never_change() -> None:

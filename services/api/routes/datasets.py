@@ -1,7 +1,9 @@
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path as PathParam, Query, status
+from fastapi import APIRouter, Query, status
+from fastapi import Path as PathParam
 
 from services.api.dataset_validation import SplitSummary, validate_dataset
 from services.api.deps import Store
@@ -36,12 +38,15 @@ async def register_dataset(body: DatasetRegistration, store: Store) -> DatasetOu
     if not root.is_absolute():
         raise Unprocessable(f"path: {body.path!r} must be absolute (every trainer reads the same path)",
                             [{"field": "path", "message": "must be an absolute path", "value": body.path}])
-    if not root.is_dir():
+    if not await asyncio.to_thread(root.is_dir):
         raise Unprocessable(f"path: directory {body.path} does not exist",
                             [{"field": "path", "message": "directory does not exist", "value": body.path}])
     train = DatasetSplit(annotations=str(root / body.train_annotations), images=str(root / body.train_images))
     val = DatasetSplit(annotations=str(root / body.val_annotations), images=str(root / body.val_images))
-    report = validate_dataset(Path(train.annotations), Path(train.images), Path(val.annotations), Path(val.images))
+    # Reading every image header is disk-bound: keep it off the event loop.
+    report = await asyncio.to_thread(
+        validate_dataset, Path(train.annotations), Path(train.images), Path(val.annotations), Path(val.images)
+    )
     if report.problems:
         first = report.problems[0]
         more = f" (and {len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""

@@ -1,6 +1,7 @@
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path as PathParam, Query, status
+from fastapi import APIRouter, Query, status
+from fastapi import Path as PathParam
 
 from services.api.deps import Bus, Store, SubjectNames
 from services.api.errors import NotFound, Unprocessable
