@@ -91,6 +91,22 @@ class RunCompleted(RunEvent):
     epochs_completed: int = 0
 
 
+class RunStatusChanged(RunEvent):
+    """The scheduler moved a run to another status (every transition, terminal ones too)."""
+
+    status: RunStatus
+    previous_status: RunStatus | None = None
+    attempt: int = 0
+    message: str | None = None
+    trainer_id: str | None = None
+
+
+class RunKillRequested(RunEvent):
+    """A user asked to stop a run; the scheduler ends it or tells its trainer."""
+
+    requested_by: str | None = None
+
+
 class Accelerator(BaseModel):
     model_config = ConfigDict(frozen=True)
 

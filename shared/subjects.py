@@ -36,6 +36,14 @@ class Subjects:
     def run_completed(self) -> str:
         return self._s("run.completed")
 
+    @property
+    def run_status_changed(self) -> str:
+        return self._s("run.status_changed")
+
+    @property
+    def run_kill_requested(self) -> str:
+        return self._s("run.kill_requested")
+
     def run_assigned(self, trainer_id: str) -> str:
         return self._s(f"run.assigned.{trainer_id}")
 
