@@ -35,6 +35,12 @@ class MetricsSettings(CommonSettings):
 class ApiSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8000
+    # Larger request bodies are refused with 413 before they are read.
+    max_request_bytes: int = 1_048_576
+    # How often a live event stream looks for new status changes and epochs.
+    sse_poll_interval_s: float = 0.5
+    # A comment line this often keeps proxies from closing a quiet stream.
+    sse_keepalive_s: float = 15.0
 
 
 class TrainerSettings(CommonSettings):

@@ -16,6 +16,8 @@ TRAINERS = "trainers"  # scheduler
 EPOCHS = "epochs"  # metrics
 CONFUSION_MATRICES = "confusion_matrices"  # metrics
 DEAD_LETTERS = "dead_letters"  # every consumer
+API_KEYS = "api_keys"  # api (/v1/keys) and the operator's `trainyard keys bootstrap`
+ITERATIONS = "iterations"  # metrics, once trainers report iteration losses
 
 
 def mongo_client(settings: CommonSettings) -> AsyncMongoClient[Document]:

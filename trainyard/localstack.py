@@ -18,6 +18,9 @@ from shared.settings import LOCAL_MONGO_OPTIONS
 
 SERVICES = ("metrics", "scheduler", "api", "trainer")
 STATE_FILE = "stack.json"
+# The local stack's admin key of the default project; the client and CLI read it from here.
+API_KEY_FILE = "api-key"
+DEFAULT_PROJECT = "default"
 
 
 class StackError(RuntimeError):
@@ -144,8 +147,48 @@ class LocalStack:
         env.update(overrides)
         return env
 
+    @property
+    def api_key_file(self) -> Path:
+        return self.data_dir / API_KEY_FILE
+
+    @property
+    def admin_key(self) -> str:
+        """The admin key of the default project (the API must have been started once)."""
+        return self.api_key_file.read_text().strip()
+
+    def ensure_admin_key(self) -> str:
+        """Keep one admin key of the default project under the data dir and make sure MongoDB knows it.
+
+        Written straight to MongoDB, as `trainyard keys bootstrap` does: it is
+        the first key, so there is no key yet to ask the API with.
+        """
+        from datetime import UTC, datetime
+
+        from pymongo import MongoClient
+
+        from shared.apikeys import Scope, generate_key, key_document, parse_key
+        from shared.store import API_KEYS
+
+        assert self.mongo_url, "servers not started"
+        key = self.api_key_file.read_text().strip() if self.api_key_file.exists() else ""
+        if parse_key(key) is None:
+            key = generate_key()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the first byte: the key is the project's master key.
+            fd = os.open(self.api_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(key + "\n")
+        doc = key_document(key, DEFAULT_PROJECT, "local stack admin", [Scope.ADMIN], created_by="localstack",
+                           now=datetime.now(UTC))
+        client: MongoClient[dict[str, object]]
+        with MongoClient(self.mongo_url) as client:
+            # $setOnInsert: a key someone revoked stays revoked across restarts.
+            client[self.mongo_db][API_KEYS].update_one({"_id": doc.pop("_id")}, {"$setOnInsert": doc}, upsert=True)
+        return key
+
     def start_service(self, service: str, name: str | None = None, **env: str) -> subprocess.Popen[bytes]:
         if service == "api":
+            self.ensure_admin_key()
             self.api_port = self.api_port or free_port()
             env.setdefault("TRAINYARD_PORT", str(self.api_port))
         if service == "trainer":

@@ -6,6 +6,7 @@ from fastapi import Depends, Request
 from faststream.nats import NatsBroker
 
 from services.api.store import ApiStore
+from shared.settings import ApiSettings
 from shared.subjects import Subjects
 
 
@@ -27,3 +28,11 @@ def _subjects(request: Request) -> Subjects:
 Store = Annotated[ApiStore, Depends(_store)]
 Bus = Annotated[NatsBroker, Depends(_broker)]
 SubjectNames = Annotated[Subjects, Depends(_subjects)]
+
+
+def _settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+Settings = Annotated[ApiSettings, Depends(_settings)]

@@ -2,19 +2,42 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import make_asgi_app
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from services.api.errors import install_error_handlers
-from services.api.routes import architectures, datasets, runs
+from services.api.auth import authenticate
+from services.api.errors import FieldProblem, Problem, install_error_handlers, problem_responses
+from services.api.limits import BodySizeLimit
+from services.api.routes import architectures, datasets, keys, run_events, run_results, runs
 from services.api.store import ApiStore
 from shared.bus import ensure_stream, make_broker
 from shared.settings import ApiSettings
 from shared.store import database, mongo_client
 from shared.subjects import Subjects
 from shared.telemetry import setup_telemetry
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The generated schema plus the problem-details shape every error response refers to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (FieldProblem, Problem):
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                model_schema.pop("$defs", None)
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -39,19 +62,26 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(
         title="trainyard",
         version="0.1.0",
-        description="Managed MMDetection training runs",
+        description="Managed MMDetection training runs. Every operation needs an API key "
+                    "(`Authorization: Bearer <key>`) bound to one project; errors are RFC 9457 problem details.",
         lifespan=lifespan,
+        # Secure by default: a route added without thinking of auth still needs a valid key.
+        dependencies=[Depends(authenticate)],
+        responses=problem_responses(401, 422),
     )
+    app.state.settings = settings
     install_error_handlers(app)
-    for module in (datasets, runs, architectures):
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    for module in (datasets, runs, run_results, run_events, architectures, keys):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
+    _install_openapi(app)
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness: the process answers (no key needed, not part of the API)."""
+        return JSONResponse({"status": "ok"})
 
+    app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     return app
 
 

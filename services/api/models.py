@@ -1,22 +1,25 @@
 """Request and response bodies of the HTTP API."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from shared.apikeys import Scope
 from shared.specs import RunSpec, Strict
+
+Cursor = Annotated[str | None, Field(description="pass as `cursor` to get the next page; null on the last page")]
 
 
 class DatasetRegistration(Strict):
     """A COCO dataset on storage every trainer can read; relative paths are under `path`."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    path: str = Field(description="absolute path of the dataset's root directory")
-    train_annotations: str = "annotations/train.json"
-    train_images: str = "images/train"
-    val_annotations: str = "annotations/val.json"
-    val_images: str = "images/val"
+    path: Annotated[str, Field(min_length=1, max_length=4096, description="absolute path of the dataset's root")]
+    train_annotations: Annotated[str, Field(min_length=1, max_length=4096)] = "annotations/train.json"
+    train_images: Annotated[str, Field(min_length=1, max_length=4096)] = "images/train"
+    val_annotations: Annotated[str, Field(min_length=1, max_length=4096)] = "annotations/val.json"
+    val_images: Annotated[str, Field(min_length=1, max_length=4096)] = "images/val"
 
 
 class SplitOut(BaseModel):
@@ -30,6 +33,7 @@ class SplitOut(BaseModel):
 class DatasetOut(BaseModel):
     id: str
     name: str
+    project: str
     root: str
     classes: list[str]
     train: SplitOut
@@ -37,10 +41,26 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+    next_cursor: Cursor = None
+
+
 class Progress(BaseModel):
-    epoch: int
+    epoch: int = Field(description="epochs finished")
     total_epochs: int
     percent: float
+
+
+class StatusChange(BaseModel):
+    """One entry of a run's status history, oldest first."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    at: datetime
+    message: str | None = None
+    attempt: int | None = None
 
 
 class RunOut(BaseModel):
@@ -48,11 +68,12 @@ class RunOut(BaseModel):
     name: str
     project: str
     status: str
-    message: str | None = None
+    overview: str = Field(description="one line a person reads: what the run is doing and why")
+    message: str | None = Field(default=None, description="why it waits, or how it ended")
     pending_reason: str | None = None
     spec: RunSpec
     trainer_id: str | None = None
-    attempt: int
+    attempt: int = Field(description="attempts started so far (1 after the first assignment)")
     device: str | None = None
     progress: Progress
     latest_metrics: dict[str, float] = Field(default_factory=dict)
@@ -60,15 +81,17 @@ class RunOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
-    duration_s: float | None = None
-    history: list[dict[str, Any]] = Field(default_factory=list)
+    duration_s: float | None = Field(default=None, description="training time so far, or in all once finished")
+    history: list[StatusChange] = Field(default_factory=list)
 
 
 class RunList(BaseModel):
     items: list[RunOut]
+    next_cursor: Cursor = None
 
 
 class EpochLog(BaseModel):
+    kind: Literal["epoch"] = "epoch"
     epoch: int
     attempt: int
     total_epochs: int
@@ -80,12 +103,47 @@ class EpochLog(BaseModel):
     logged_at: datetime
 
 
-class EpochLogs(BaseModel):
+class IterationLog(BaseModel):
+    """A training iteration's losses, for trainers that report them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["iteration"] = "iteration"
+    epoch: int
+    iteration: int
+    attempt: int | None = None
+    loss: float | None = None
+    losses: dict[str, float] = Field(default_factory=dict)
+    learning_rate: float | None = None
+    logged_at: datetime
+
+
+LogEntry = Annotated[EpochLog | IterationLog, Field(discriminator="kind")]
+
+
+class RunLogs(BaseModel):
     run_id: str
-    items: list[EpochLog]
+    items: list[LogEntry] = Field(description="timestamped log events in time order")
+
+
+class MetricSeries(BaseModel):
+    """Per-epoch series for charts: every list lines up with `epochs`; null where an epoch lacks the value."""
+
+    run_id: str
+    epochs: list[int]
+    series: dict[str, list[float | None]]
+
+
+class BestEpoch(BaseModel):
+    run_id: str
+    metric: str
+    mode: Literal["max", "min"]
+    value: float
+    epoch: EpochLog
 
 
 class ConfusionMatrixOut(BaseModel):
+    format: Literal["matrix"] = "matrix"
     run_id: str
     epoch: int
     classes: list[str] = Field(description="ground-truth rows and predicted columns; the last is Background")
@@ -94,12 +152,62 @@ class ConfusionMatrixOut(BaseModel):
     iou_threshold: float
 
 
+class CellCount(BaseModel):
+    x: str = Field(description="the ground-truth class")
+    y: int = Field(description="boxes of that ground truth predicted as this column's class")
+
+
+class ConfusionColumn(BaseModel):
+    id: str = Field(description="the predicted class")
+    data: list[CellCount]
+
+
+class DatatureConfusionMatrixOut(BaseModel):
+    """Datature Nexus' per-column shape: one entry per predicted class, its counts per ground truth."""
+
+    format: Literal["datature"] = "datature"
+    run_id: str
+    epoch: int
+    score_threshold: float
+    iou_threshold: float
+    data: list[ConfusionColumn]
+
+
 class ArchitectureOut(BaseModel):
     id: str
     family: str
     backbone: str
     single_stage: bool
     description: str
+
+
+class ApiKeyRequest(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(Scope))]
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    project: str
+    scopes: list[str]
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+
+
+class CreatedApiKey(ApiKeyOut):
+    key: str = Field(description="the key itself: shown this once, only its hash is stored")
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKeyOut]
+
+
+class WhoAmI(BaseModel):
+    key_id: str
+    project: str
+    scopes: list[str]
 
 
 RunSpecIn = RunSpec

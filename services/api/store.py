@@ -1,11 +1,33 @@
-"""The gateway's collections: it writes datasets and new runs, and reads the rest."""
+"""The gateway's collections: it writes datasets, new runs and API keys, and reads the rest.
 
+Every read of a project's things filters by project, so another project's id
+is indistinguishable from an id that does not exist.
+"""
+
+import asyncio
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.store import CONFUSION_MATRICES, DATASETS, EPOCHS, RUNS, Document
+from services.api.pagination import After, Direction, Fetch, scan_by_created
+from shared.store import API_KEYS, CONFUSION_MATRICES, DATASETS, EPOCHS, ITERATIONS, RUNS, Document
+
+FULL_ID = re.compile(r"^[0-9a-f]{32}$")
+HEX_PREFIX = re.compile(r"^[0-9a-f]{4,31}$")
+
+
+def run_search_filter(search: str) -> dict[str, Any]:
+    """Runs whose name contains `search` (any case) or whose id starts with it."""
+    name = {"name": {"$regex": re.escape(search), "$options": "i"}}
+    prefix = search.lower()
+    if HEX_PREFIX.match(prefix):
+        # Ids are lowercase hex, so every id with this prefix sorts below prefix + "g".
+        return {"$or": [name, {"_id": {"$gte": prefix, "$lt": prefix + "g"}}]}
+    return name
 
 
 class ApiStore:
@@ -13,37 +35,106 @@ class ApiStore:
         self.runs = db[RUNS]
         self.datasets = db[DATASETS]
         self.epochs = db[EPOCHS]
+        self.iterations = db[ITERATIONS]
         self.confusion_matrices = db[CONFUSION_MATRICES]
+        self.api_keys = db[API_KEYS]
 
     async def ensure_indexes(self) -> None:
-        await self.runs.create_index([("created_at", DESCENDING), ("_id", DESCENDING)], name="created_desc")
-        await self.datasets.create_index([("created_at", DESCENDING)], name="created_desc")
+        newest = [("created_at", DESCENDING), ("_id", DESCENDING)]
+        await self.runs.create_index([("project", ASCENDING), *newest], name="project_created")
+        await self.runs.create_index([("project", ASCENDING), ("status", ASCENDING), *newest],
+                                     name="project_status_created")
+        await self.datasets.create_index([("project", ASCENDING), *newest], name="project_created")
+        await self.api_keys.create_index([("project", ASCENDING), ("created_at", ASCENDING)], name="project_created")
+
+    # -- keys --------------------------------------------------------------
+
+    async def api_key(self, key_id: str) -> Document | None:
+        return await self.api_keys.find_one({"_id": key_id})
+
+    async def project_key(self, project: str, key_id: str) -> Document | None:
+        return await self.api_keys.find_one({"_id": key_id, "project": project})
+
+    async def insert_api_key(self, doc: Document) -> None:
+        await self.api_keys.insert_one(doc)
+
+    async def list_api_keys(self, project: str) -> list[Document]:
+        return await self.api_keys.find({"project": project}).sort("created_at", ASCENDING).limit(1000).to_list()
+
+    async def revoke_api_key(self, project: str, key_id: str, now: datetime) -> Document | None:
+        await self.api_keys.update_one({"_id": key_id, "project": project, "revoked_at": None},
+                                       {"$set": {"revoked_at": now}})
+        return await self.project_key(project, key_id)
+
+    # -- datasets ----------------------------------------------------------
 
     async def insert_dataset(self, doc: Document) -> None:
         await self.datasets.insert_one(doc)
 
-    async def dataset(self, dataset_id: str) -> Document | None:
-        return await self.datasets.find_one({"_id": dataset_id})
+    async def dataset(self, project: str, dataset_id: str) -> Document | None:
+        return await self.datasets.find_one({"_id": dataset_id, "project": project})
 
-    async def list_datasets(self, limit: int) -> list[Document]:
-        return await self.datasets.find().sort("created_at", DESCENDING).limit(limit).to_list()
+    async def page_of_datasets(self, project: str, after: After | None, limit: int, window: timedelta,
+                               now: datetime) -> tuple[list[Document], timedelta]:
+        scan = await scan_by_created(self._fetcher(self.datasets, {"project": project}), direction="newest",
+                                     after=after, wanted=limit, window=window, now=now)
+        return scan.items, scan.window
+
+    # -- runs --------------------------------------------------------------
 
     async def insert_run(self, doc: Document) -> None:
         await self.runs.insert_one(doc)
 
-    async def run(self, run_id: str) -> Document | None:
-        return await self.runs.find_one({"_id": run_id})
+    async def run(self, project: str, run_id: str) -> Document | None:
+        return await self.runs.find_one({"_id": run_id, "project": project})
 
-    async def list_runs(self, status: str | None, limit: int) -> list[Document]:
-        query: dict[str, Any] = {"status": status} if status else {}
-        newest_first = [("created_at", DESCENDING), ("_id", DESCENDING)]
-        return await self.runs.find(query).sort(newest_first).limit(limit).to_list()
+    async def page_of_runs(
+        self, project: str, *, status: str | None, search: str | None, direction: Direction,
+        after: After | None, limit: int, window: timedelta, now: datetime,
+    ) -> tuple[list[Document], timedelta]:
+        """Up to `limit` runs of one status (or all) strictly after `after`; the window to start the next page with."""
+        query: dict[str, Any] = {"project": project}
+        if status is not None:
+            query["status"] = status
+        if search is not None:
+            query.update(run_search_filter(search))
+        scan = await scan_by_created(self._fetcher(self.runs, query), direction=direction, after=after,
+                                     wanted=limit, window=window, now=now)
+        return scan.items, scan.window
+
+    async def run_by_exact_id(self, project: str, run_id: str, status: str | None) -> list[Document]:
+        query: dict[str, Any] = {"_id": run_id, "project": project}
+        if status is not None:
+            query["status"] = status
+        return await self.runs.find(query).to_list()
+
+    @staticmethod
+    def _fetcher(collection: AsyncCollection[Document], query: dict[str, Any]) -> Fetch:
+        async def fetch(fragment: dict[str, Any], sort: list[tuple[str, int]], limit: int) -> list[Document]:
+            return await collection.find({**query, **fragment}).sort(sort).limit(limit).to_list()
+
+        return fetch
+
+    # -- metrics (written by the metrics service) ---------------------------
 
     async def epochs_of(self, run_id: str) -> list[Document]:
         return await self.epochs.find({"run_id": run_id}, {"_id": 0}).sort("epoch", ASCENDING).to_list()
 
+    async def epochs_after(self, run_id: str, epoch: int) -> list[Document]:
+        return await self.epochs.find({"run_id": run_id, "epoch": {"$gt": epoch}}, {"_id": 0}) \
+            .sort("epoch", ASCENDING).to_list()
+
+    async def iterations_of(self, run_id: str, limit: int) -> list[Document]:
+        return await self.iterations.find({"run_id": run_id}, {"_id": 0}) \
+            .sort([("epoch", ASCENDING), ("iteration", ASCENDING)]).limit(limit).to_list()
+
     async def latest_epoch(self, run_id: str) -> Document | None:
         return await self.epochs.find_one({"run_id": run_id}, {"_id": 0}, sort=[("epoch", DESCENDING)])
+
+    async def latest_epochs(self, run_ids: list[str]) -> dict[str, Document]:
+        """The latest epoch of each run, one indexed lookup per run, side by side."""
+        found = await asyncio.gather(*(self.latest_epoch(run_id) for run_id in run_ids))
+        return {run_id: doc for run_id, doc in zip(run_ids, found, strict=True) if doc is not None}
 
     async def confusion_matrix(self, run_id: str, epoch: int | None) -> Document | None:
         query: dict[str, Any] = {"run_id": run_id}

@@ -18,7 +18,8 @@ def api(stack: LocalStack) -> Iterator[httpx.Client]:
     stack.start_servers()
     stack.start_service("scheduler")
     stack.start_service("api")
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    with httpx.Client(base_url=stack.api_url, timeout=30, headers=headers) as client:
         yield client
 
 
@@ -68,7 +69,7 @@ def test_box_outside_image_is_named(api: httpx.Client, files: DatasetFiles) -> N
 def test_nothing_is_stored_for_a_rejected_dataset(api: httpx.Client, files: DatasetFiles) -> None:
     files.train_annotations.write_text("[]")
     problem_of(register(api, files.root))
-    assert api.get("/v1/datasets").json() == []
+    assert api.get("/v1/datasets").json()["items"] == []
 
 
 def test_bad_run_specs_name_the_field(api: httpx.Client, files: DatasetFiles) -> None:

@@ -1,5 +1,6 @@
 from fastapi import APIRouter
 
+from services.api.auth import Authenticated
 from services.api.models import ArchitectureOut
 from shared.catalogue import ARCHITECTURES
 
@@ -7,6 +8,6 @@ router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 
 
 @router.get("")
-async def list_architectures() -> list[ArchitectureOut]:
-    """Architectures a run can train."""
+async def list_architectures(caller: Authenticated) -> list[ArchitectureOut]:
+    """Architectures a run can train (any valid key may read the catalogue)."""
     return [ArchitectureOut.model_validate(a.model_dump()) for a in ARCHITECTURES.values()]

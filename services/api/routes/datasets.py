@@ -5,25 +5,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
 
+from services.api.auth import DatasetsReader, DatasetsWriter
 from services.api.dataset_validation import SplitSummary, validate_dataset
 from services.api.deps import Store
-from services.api.errors import NotFound, Unprocessable
-from services.api.models import DatasetOut, DatasetRegistration, SplitOut
+from services.api.errors import NotFound, Unprocessable, problem_responses
+from services.api.listing import page_of_datasets
+from services.api.models import DatasetList, DatasetOut, DatasetRegistration
+from services.api.pagination import InvalidCursor
+from services.api.views import dataset_out
 from shared.events import new_id, utcnow
 from shared.specs import DatasetLayout, DatasetSplit, ObjectId
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-
-
-def _split_out(split: dict[str, Any]) -> SplitOut:
-    return SplitOut.model_validate(split)
-
-
-def _dataset_out(doc: dict[str, Any]) -> DatasetOut:
-    return DatasetOut(
-        id=doc["_id"], name=doc["name"], root=doc["layout"]["root"], classes=doc["layout"]["classes"],
-        train=_split_out(doc["train"]), val=_split_out(doc["val"]), created_at=doc["created_at"],
-    )
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(403))
 
 
 def _split_doc(split: DatasetSplit, summary: SplitSummary) -> dict[str, Any]:
@@ -31,9 +24,16 @@ def _split_doc(split: DatasetSplit, summary: SplitSummary) -> dict[str, Any]:
             "box_count": summary.boxes, "boxes_per_class": summary.boxes_per_class}
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def register_dataset(body: DatasetRegistration, store: Store) -> DatasetOut:
-    """Validate a COCO dataset on disk and register it."""
+def _has_nul(*paths: str) -> bool:
+    return any("\x00" in p for p in paths)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(413))
+async def register_dataset(body: DatasetRegistration, caller: DatasetsWriter, store: Store) -> DatasetOut:
+    """Validate a COCO dataset on disk and register it in the key's project."""
+    if _has_nul(body.path, body.train_annotations, body.train_images, body.val_annotations, body.val_images):
+        raise Unprocessable("paths must not contain NUL characters",
+                            [{"field": "path", "message": "contains a NUL character"}])
     root = Path(body.path)
     if not root.is_absolute():
         raise Unprocessable(f"path: {body.path!r} must be absolute (every trainer reads the same path)",
@@ -53,23 +53,33 @@ async def register_dataset(body: DatasetRegistration, store: Store) -> DatasetOu
         raise Unprocessable(f"{first.file}: {first.message}{more}", [p.as_dict() for p in report.problems])
     layout = DatasetLayout(root=str(root), train=train, val=val, classes=report.classes)
     doc = {
-        "_id": new_id(), "name": body.name, "layout": layout.model_dump(), "created_at": utcnow(),
+        "_id": new_id(), "project": caller.project, "name": body.name, "layout": layout.model_dump(),
+        "created_at": utcnow(), "created_by": caller.key_id,
         "train": _split_doc(train, report.train), "val": _split_doc(val, report.val),
     }
     await store.insert_dataset(doc)
-    return _dataset_out(doc)
+    return dataset_out(doc)
 
 
 @router.get("")
-async def list_datasets(store: Store, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[DatasetOut]:
-    """Registered datasets, newest first."""
-    return [_dataset_out(doc) for doc in await store.list_datasets(limit)]
+async def list_datasets(
+    caller: DatasetsReader,
+    store: Store,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+) -> DatasetList:
+    """The project's datasets, newest first, a page at a time."""
+    try:
+        page = await page_of_datasets(store, caller.project, limit=limit, cursor=cursor, now=utcnow())
+    except InvalidCursor as error:
+        raise Unprocessable(f"cursor: {error}", [{"field": "query.cursor", "message": str(error)}]) from error
+    return DatasetList(items=[dataset_out(doc) for doc in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{dataset_id}")
-async def get_dataset(dataset_id: Annotated[ObjectId, PathParam()], store: Store) -> DatasetOut:
+@router.get("/{dataset_id}", responses=problem_responses(404))
+async def get_dataset(dataset_id: Annotated[ObjectId, PathParam()], caller: DatasetsReader, store: Store) -> DatasetOut:
     """One dataset with its image and box counts per class and split."""
-    doc = await store.dataset(dataset_id)
+    doc = await store.dataset(caller.project, dataset_id)
     if doc is None:
         raise NotFound("dataset", dataset_id)
-    return _dataset_out(doc)
+    return dataset_out(doc)

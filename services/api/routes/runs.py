@@ -3,97 +3,81 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
 
+from services.api.auth import RunsReader, RunsWriter
 from services.api.deps import Bus, Store, SubjectNames
-from services.api.errors import NotFound, Unprocessable
-from services.api.models import ConfusionMatrixOut, EpochLog, EpochLogs, Progress, RunList, RunOut
+from services.api.errors import NotFound, Unprocessable, problem_responses
+from services.api.listing import RunSort, page_of_runs
+from services.api.models import RunList, RunOut
+from services.api.pagination import InvalidCursor
+from services.api.views import run_out
 from shared.bus import publish_event
 from shared.events import RunCreated, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
 from shared.status import RunStatus
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403))
 RunId = Annotated[ObjectId, PathParam(description="the run's id")]
-DEFAULT_PROJECT = "default"
+SearchText = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                  description="part of the run's name (any case), or the start of its id")]
+CursorParam = Annotated[str, Query(min_length=1, max_length=1000, description="`next_cursor` of the previous page")]
 
 
-def _run_out(doc: dict[str, Any], latest: dict[str, Any] | None) -> RunOut:
-    total = int(doc["spec"]["epochs"])
-    epoch = int(latest["epoch"]) if latest else 0
-    started, completed = doc.get("started_at"), doc.get("completed_at")
-    duration = (completed or utcnow()) - started if started else None
-    return RunOut(
-        id=doc["_id"], name=doc["name"], project=doc["project"], status=doc["status"],
-        message=doc.get("message"), pending_reason=doc.get("pending_reason"), spec=RunSpec.model_validate(doc["spec"]),
-        trainer_id=doc.get("trainer_id"), attempt=doc.get("attempt", 0), device=doc.get("device"),
-        progress=Progress(epoch=epoch, total_epochs=total, percent=round(100.0 * epoch / total, 1)),
-        latest_metrics=(latest or {}).get("metrics", {}),
-        created_at=doc["created_at"], updated_at=doc["updated_at"], started_at=started, completed_at=completed,
-        duration_s=duration.total_seconds() if duration is not None else None,
-        history=doc.get("history", []),
-    )
-
-
-async def _existing_run(store: Store, run_id: str) -> dict[str, Any]:
-    doc = await store.run(run_id)
+async def existing_run(store: Store, project: str, run_id: str) -> dict[str, Any]:
+    """The run with this id in the caller's project; 404 for ids of other projects, as for unknown ones."""
+    doc = await store.run(project, run_id)
     if doc is None:
         raise NotFound("run", run_id)
     return doc
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def start_run(spec: RunSpec, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(413))
+async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
     """Create a training run; the scheduler queues and places it."""
-    dataset = await store.dataset(spec.dataset_id)
+    dataset = await store.dataset(caller.project, spec.dataset_id)
     if dataset is None:
         raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}",
                             [{"field": "dataset_id", "message": "no such dataset", "value": spec.dataset_id}])
     now = utcnow()
     doc: dict[str, Any] = {
-        "_id": new_id(), "project": DEFAULT_PROJECT, "name": spec.name, "spec": spec.model_dump(mode="json"),
+        "_id": new_id(), "project": caller.project, "name": spec.name, "spec": spec.model_dump(mode="json"),
         "dataset": dataset["layout"], "status": str(RunStatus.CREATED), "attempt": 0, "trainer_id": None,
         "pending_reason": None, "message": None, "created_at": now, "updated_at": now,
+        "created_by": caller.key_id,
         "history": [{"status": str(RunStatus.CREATED), "at": now, "message": None, "attempt": None}],
     }
     await store.insert_run(doc)
     # If this publish is lost, the scheduler still finds the run in `created` and queues it.
     await publish_event(bus, subjects, subjects.run_created,
-                        RunCreated(run_id=doc["_id"], project=DEFAULT_PROJECT, spec=spec),
+                        RunCreated(run_id=doc["_id"], project=caller.project, spec=spec),
                         dedup_key=f"{doc['_id']}:created")
-    return _run_out(doc, None)
+    return run_out(doc, None, now)
 
 
 @router.get("")
 async def list_runs(
+    caller: RunsReader,
     store: Store,
-    status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    status_filter: Annotated[RunStatus | None, Query(alias="status", description="only runs in this status")] = None,
+    search: SearchText | None = None,
+    sort: Annotated[RunSort, Query(description="newest first (`-created_at`), oldest first, or by status "
+                                               "in lifecycle order (newest first within a status)")] = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: CursorParam | None = None,
 ) -> RunList:
-    """Runs, newest first, optionally of one status."""
-    docs = await store.list_runs(str(status_filter) if status_filter else None, limit)
-    return RunList(items=[_run_out(doc, await store.latest_epoch(doc["_id"])) for doc in docs])
+    """The project's runs, a page at a time; follow `next_cursor` for the next page."""
+    try:
+        page = await page_of_runs(store, caller.project, status=status_filter, search=search, sort=sort,
+                                  limit=limit, cursor=cursor, now=utcnow())
+    except InvalidCursor as error:
+        raise Unprocessable(f"cursor: {error}", [{"field": "query.cursor", "message": str(error)}]) from error
+    latest = await store.latest_epochs([doc["_id"] for doc in page.items])
+    now = utcnow()
+    return RunList(items=[run_out(doc, latest.get(doc["_id"]), now) for doc in page.items],
+                   next_cursor=page.next_cursor)
 
 
-@router.get("/{run_id}")
-async def get_run(run_id: RunId, store: Store) -> RunOut:
-    """A run's status, progress, latest metrics and history."""
-    doc = await _existing_run(store, run_id)
-    return _run_out(doc, await store.latest_epoch(run_id))
-
-
-@router.get("/{run_id}/logs")
-async def get_run_logs(run_id: RunId, store: Store) -> EpochLogs:
-    """Per-epoch logs in epoch order: losses, learning rate, COCO metrics."""
-    await _existing_run(store, run_id)
-    return EpochLogs(run_id=run_id, items=[EpochLog.model_validate(d) for d in await store.epochs_of(run_id)])
-
-
-@router.get("/{run_id}/confusion-matrix")
-async def get_confusion_matrix(
-    run_id: RunId, store: Store, epoch: Annotated[int | None, Query(ge=1)] = None
-) -> ConfusionMatrixOut:
-    """The confusion matrix of one evaluation (the latest unless `epoch` is given)."""
-    await _existing_run(store, run_id)
-    doc = await store.confusion_matrix(run_id, epoch)
-    if doc is None:
-        raise NotFound("confusion matrix for run", run_id if epoch is None else f"{run_id} epoch {epoch}")
-    return ConfusionMatrixOut.model_validate(doc)
+@router.get("/{run_id}", responses=problem_responses(404))
+async def get_run(run_id: RunId, caller: RunsReader, store: Store) -> RunOut:
+    """A run's status overview, progress, duration, trainer, attempts, latest metrics and history."""
+    doc = await existing_run(store, caller.project, run_id)
+    return run_out(doc, await store.latest_epoch(run_id), utcnow())

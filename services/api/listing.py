@@ -1,0 +1,85 @@
+"""Pages of runs and datasets: sort orders, filters and cursors on top of the store's windowed scans."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from services.api.pagination import INITIAL_WINDOW, After, Cursor, Direction, InvalidCursor, query_fingerprint
+from services.api.store import FULL_ID, ApiStore
+from shared.status import RunStatus
+from shared.store import Document
+
+RunSort = Literal["-created_at", "created_at", "status", "-status"]
+
+# Sorting by status follows the lifecycle, not the alphabet; within a status, newest first.
+STATUS_ORDER: tuple[RunStatus, ...] = (
+    RunStatus.CREATED, RunStatus.PENDING, RunStatus.IN_PROGRESS, RunStatus.RERUN,
+    RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED,
+)
+
+
+@dataclass
+class Page:
+    items: list[Document]
+    next_cursor: str | None
+
+
+def _lanes(sort: RunSort, status: RunStatus | None) -> tuple[list[RunStatus | None], Direction]:
+    """The groups a listing walks one after the other (status sorts: one per status), and their direction."""
+    if sort in ("status", "-status"):
+        order = list(STATUS_ORDER) if sort == "status" else list(reversed(STATUS_ORDER))
+        return [s for s in order if status is None or s == status], "newest"
+    return [status], "newest" if sort == "-created_at" else "oldest"
+
+
+def _resume(cursor: str | None, fingerprint: str, lanes: int) -> tuple[int, After | None, timedelta]:
+    if cursor is None:
+        return 0, None, INITIAL_WINDOW
+    decoded = Cursor.decode(cursor)
+    if decoded.query != fingerprint or decoded.lane >= lanes:
+        raise InvalidCursor("this cursor belongs to a listing with other filters or another sort")
+    return decoded.lane, After(decoded.at, decoded.id), timedelta(seconds=decoded.window_s)
+
+
+async def page_of_runs(store: ApiStore, project: str, *, status: RunStatus | None, search: str | None,
+                       sort: RunSort, limit: int, cursor: str | None, now: datetime) -> Page:
+    if search is not None and FULL_ID.match(search.lower()):
+        # A whole id names at most one run: no scan, no next page.
+        if cursor is not None:
+            raise InvalidCursor("a search by a whole run id has no further pages")
+        return Page(await store.run_by_exact_id(project, search.lower(), str(status) if status else None), None)
+    lanes, direction = _lanes(sort, status)
+    fingerprint = query_fingerprint(kind="runs", status=status, search=search, sort=sort)
+    first_lane, after, window = _resume(cursor, fingerprint, len(lanes))
+    items: list[Document] = []
+    lane_of: list[int] = []
+    for lane in range(first_lane, len(lanes)):
+        # One more than a page tells whether another page follows.
+        wanted = limit + 1 - len(items)
+        lane_status = lanes[lane]
+        docs, window = await store.page_of_runs(
+            project, status=str(lane_status) if lane_status else None, search=search, direction=direction,
+            after=after if lane == first_lane else None, limit=wanted,
+            window=window if lane == first_lane else INITIAL_WINDOW, now=now,
+        )
+        items += docs
+        lane_of += [lane] * len(docs)
+        if len(items) > limit:
+            break
+    return Page(items[:limit], _next_cursor(items, lane_of, limit, fingerprint, window))
+
+
+async def page_of_datasets(store: ApiStore, project: str, *, limit: int, cursor: str | None, now: datetime) -> Page:
+    fingerprint = query_fingerprint(kind="datasets")
+    _lane, after, window = _resume(cursor, fingerprint, 1)
+    items, window = await store.page_of_datasets(project, after, limit + 1, window, now)
+    return Page(items[:limit], _next_cursor(items, [0] * len(items), limit, fingerprint, window))
+
+
+def _next_cursor(items: list[Document], lane_of: list[int], limit: int, fingerprint: str,
+                 window: timedelta) -> str | None:
+    if len(items) <= limit:
+        return None
+    last = items[limit - 1]
+    return Cursor(query=fingerprint, lane=lane_of[limit - 1], at=last["created_at"], id=last["_id"],
+                  window_s=window.total_seconds()).encode()

@@ -1,0 +1,149 @@
+"""A run's live events for server-sent events, rebuilt from MongoDB on every poll.
+
+The stream is the run's status history (the `history` array the scheduler
+appends to) and its stored epochs. An event's id is the position after it,
+`<status changes sent>-<last epoch sent>`, so a client reconnecting with
+`Last-Event-ID` resumes exactly there, from any API replica, after restarts.
+
+Epochs go out in epoch order. If one is stored late (its first delivery
+failed and is being retried), later ones wait for it for up to EPOCH_GAP_GRACE,
+so a stream does not skip an epoch a retry is about to fill.
+"""
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from services.api.models import EpochLog, StatusChange
+from services.api.store import ApiStore
+from shared.events import utcnow
+from shared.status import TERMINAL_STATUSES
+
+EPOCH_GAP_GRACE = timedelta(seconds=45)
+# After a run ends, its last epochs may still be on their way to the metrics service.
+FINAL_EPOCHS_GRACE = timedelta(seconds=10)
+RECONNECT_DELAY_MS = 2000
+_POSITION = re.compile(r"^(\d{1,9})-(\d{1,9})$")
+
+
+class StatusEvent(StatusChange):
+    run_id: str
+
+
+class EpochEvent(EpochLog):
+    run_id: str
+
+
+class EndEvent(BaseModel):
+    run_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    statuses: int = 0
+    epoch: int = 0
+
+    @property
+    def token(self) -> str:
+        return f"{self.statuses}-{self.epoch}"
+
+    @classmethod
+    def parse(cls, token: str) -> "StreamPosition":
+        match = _POSITION.match(token.strip())
+        if match is None:
+            raise ValueError(f"{token[:40]!r} is not an event id of this stream (expected <status changes>-<epoch>)")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    kind: Literal["status", "epoch", "end"]
+    position: StreamPosition
+    data: BaseModel
+
+    def encode(self) -> str:
+        return f"id: {self.position.token}\nevent: {self.kind}\ndata: {self.data.model_dump_json()}\n\n"
+
+
+def _terminal(run: dict[str, Any]) -> bool:
+    return run["status"] in TERMINAL_STATUSES
+
+
+def _epochs_ready(epochs: list[dict[str, Any]], after: int, run: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """Epochs after `after` in order, stopping at a gap that a late epoch may still fill."""
+    ready: list[dict[str, Any]] = []
+    expected = after + 1
+    for epoch in epochs:
+        gap = epoch["epoch"] != expected
+        if gap and not _terminal(run) and now - epoch["logged_at"] < EPOCH_GAP_GRACE:
+            break
+        ready.append(epoch)
+        expected = epoch["epoch"] + 1
+    return ready
+
+
+def next_events(run: dict[str, Any], epochs_after: list[dict[str, Any]], position: StreamPosition,
+                now: datetime) -> tuple[list[LiveEvent], StreamPosition]:
+    """The events a client at `position` has not seen yet, in time order, and where that leaves it."""
+    run_id = run["_id"]
+    history = run.get("history", [])
+    timeline: list[tuple[datetime, int, str, dict[str, Any]]] = []
+    for change in history[position.statuses:]:
+        timeline.append((change["at"], 0, "status", change))
+    for epoch in _epochs_ready(epochs_after, position.epoch, run, now):
+        timeline.append((epoch["logged_at"], 1, "epoch", epoch))
+    # Stable: each source keeps its own order; the two interleave by time.
+    timeline.sort(key=lambda item: item[0])
+    events: list[LiveEvent] = []
+    for _at, _source, kind, doc in timeline:
+        data: BaseModel
+        if kind == "status":
+            position = StreamPosition(position.statuses + 1, position.epoch)
+            data = StatusEvent.model_validate({**doc, "run_id": run_id})
+        else:
+            position = StreamPosition(position.statuses, int(doc["epoch"]))
+            data = EpochEvent.model_validate({**doc, "run_id": run_id})
+        events.append(LiveEvent("status" if kind == "status" else "epoch", position, data))
+    return events, position
+
+
+def stream_is_over(run: dict[str, Any], position: StreamPosition, now: datetime) -> bool:
+    """A finished run whose history is all sent, and whose epochs are too (or will not come any more)."""
+    if not _terminal(run) or position.statuses < len(run.get("history", [])):
+        return False
+    if position.epoch >= int(run.get("epochs_completed") or 0):
+        return True
+    ended = run.get("completed_at") or run["updated_at"]
+    return bool(now - ended > FINAL_EPOCHS_GRACE)
+
+
+async def live_events(store: ApiStore, project: str, run_id: str, start: StreamPosition, *,
+                      poll_interval_s: float, keepalive_s: float) -> AsyncIterator[str]:
+    """The run's events from `start` on, as SSE text, until the run is over and everything is sent."""
+    yield f"retry: {RECONNECT_DELAY_MS}\n\n"
+    position = start
+    quiet_since = time.monotonic()
+    while True:
+        run = await store.run(project, run_id)
+        if run is None:
+            return
+        now = utcnow()
+        events, position = next_events(run, await store.epochs_after(run_id, position.epoch), position, now)
+        for event in events:
+            yield event.encode()
+            quiet_since = time.monotonic()
+        if stream_is_over(run, position, now):
+            yield LiveEvent("end", position, EndEvent(run_id=run_id, status=str(run["status"]))).encode()
+            return
+        if time.monotonic() - quiet_since >= keepalive_s:
+            # A comment line: invisible to EventSource, keeps idle proxies from closing the stream.
+            yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        await asyncio.sleep(poll_interval_s)
