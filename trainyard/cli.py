@@ -1,57 +1,90 @@
-"""The `trainyard` command: local stack, datasets, runs, and the demo."""
+"""The `trainyard` command: local stack, datasets, runs, models, API keys, and the demo.
 
+Every command that talks to the API takes `--api-url` and `--api-key` (defaults:
+TRAINYARD_API_URL / TRAINYARD_API_KEY, else the local stack's URL and admin key)
+and prints tables for people or, with `--json`, JSON for scripts.
+"""
+
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trainyard.client import TrainyardClient, TrainyardError
-from trainyard.localstack import SERVICES, STATE_FILE, LocalStack, StackError, stop_recorded_stack
+from shared.apikeys import PROJECT_PATTERN, Scope
+from trainyard.client import Run, TrainyardClient, TrainyardError
+from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
 
 app = typer.Typer(help="trainyard: managed MMDetection training runs", no_args_is_help=True)
 dataset_app = typer.Typer(help="Datasets: generate, register, inspect", no_args_is_help=True)
-runs_app = typer.Typer(help="Training runs: start, watch, read results", no_args_is_help=True)
-app.add_typer(dataset_app, name="dataset")
-app.add_typer(dataset_app, name="datasets", hidden=True)
+runs_app = typer.Typer(help="Training runs: start, watch, read results, stop", no_args_is_help=True)
+models_app = typer.Typer(help="Trained models: list, inspect, publish", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of your project (admin scope), and the first one of a project",
+                       no_args_is_help=True)
+app.add_typer(dataset_app, name="datasets")
+app.add_typer(dataset_app, name="dataset", hidden=True)
 app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 DataDir = Annotated[Path, typer.Option(help="where the local stack keeps all its data", envvar="TRAINYARD_DATA_DIR")]
+ApiUrl = Annotated[str | None, typer.Option(help="API base URL [default: TRAINYARD_API_URL or the local stack's]")]
+ApiKey = Annotated[str | None, typer.Option(help="API key [default: TRAINYARD_API_KEY or the local stack's]",
+                                            show_default=False)]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of tables")]
 TERMINAL = {"success", "failed", "aborted", "terminated"}
 
 
-def _api_url(data_dir: Path = Path(".trainyard")) -> str:
-    if url := os.environ.get("TRAINYARD_API_URL"):
-        return url
-    state = data_dir / STATE_FILE
-    if state.exists() and (recorded := json.loads(state.read_text()).get("api_url")):
-        return str(recorded)
-    return "http://127.0.0.1:8000"
+def _client(api_url: str | None, api_key: str | None) -> TrainyardClient:
+    return TrainyardClient(api_url, api_key)
 
 
-ApiUrl = Annotated[str | None, typer.Option(help="API base URL (default: the local stack's)")]
-
-
-def _client(api_url: str | None) -> TrainyardClient:
-    return TrainyardClient(api_url or _api_url())
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """Print the API's problem (status, detail, each bad field) and exit 1 instead of a traceback."""
+    try:
+        yield
+    except TrainyardError as error:
+        where = f"error {error.status}" if error.status else "error"
+        console.print(f"[red]{where}:[/red] {error.detail}", highlight=False)
+        for item in error.errors[:20]:
+            console.print("  - " + ", ".join(f"{k}={v}" for k, v in item.items()), highlight=False)
+        raise typer.Exit(1) from error
 
 
 def _print_json(value: Any) -> None:
-    console.print_json(json.dumps(value, default=str))
+    typer.echo(json.dumps(value, indent=2, default=str))
 
 
-def _fail(error: TrainyardError) -> None:
-    console.print(f"[red]error {error.status}:[/red] {error.detail}")
-    for item in error.errors[:20]:
-        console.print("  - " + ", ".join(f"{k}={v}" for k, v in item.items()))
-    raise typer.Exit(1)
+def _when(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") if iso else "-"
+
+
+def _metric(values: dict[str, float], name: str) -> str:
+    value = values.get(name)
+    return f"{value:.3f}" if value is not None else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+# -- local stack ------------------------------------------------------------------------
 
 
 @app.command()
@@ -67,6 +100,7 @@ def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000) -> None:
     try:
         stack.start(SERVICES)
         console.print(f"NATS      {stack.nats_url}\nMongoDB   {stack.mongo_url}\nAPI       {stack.api_url}"
+                      f"\nAPI key   {stack.api_key_file} (admin of project 'default')"
                       f"\nlogs      {stack.log_dir}\nstop with Ctrl-C or `trainyard down`")
         while all(p.poll() is None for p in stack.processes.values()):
             time.sleep(1)
@@ -89,6 +123,9 @@ def down(data_dir: DataDir = Path(".trainyard")) -> None:
     console.print("stopped " + ", ".join(stopped) if stopped else "no local stack is running")
 
 
+# -- datasets -----------------------------------------------------------------------------
+
+
 @dataset_app.command("synth")
 def dataset_synth(
     out: Annotated[Path, typer.Option(help="directory to write the dataset to")],
@@ -101,72 +138,229 @@ def dataset_synth(
     console.print(f"wrote {files.root} (classes: {', '.join(files.classes)})")
 
 
+def _dataset_table(datasets: list[Any]) -> Table:
+    table = Table("id", "name", "classes", "train images", "val images", "created")
+    for d in datasets:
+        table.add_row(d["id"], d["name"], ", ".join(d["classes"]), str(d["train"]["image_count"]),
+                      str(d["val"]["image_count"]), _when(d["created_at"]))
+    return table
+
+
 @dataset_app.command("register")
-def dataset_register(name: str, path: Path, api_url: ApiUrl = None) -> None:
+def dataset_register(name: str, path: Path, api_url: ApiUrl = None, api_key: ApiKey = None,
+                     as_json: AsJson = False) -> None:
     """Validate and register a COCO dataset (annotations/{train,val}.json, images/{train,val}/)."""
-    try:
-        _print_json(_client(api_url).datasets.register(name, str(path.resolve())))
-    except TrainyardError as error:
-        _fail(error)
+    with _api_errors(), _client(api_url, api_key) as client:
+        dataset = client.datasets.register(name, str(path.resolve()))
+    if as_json:
+        _print_json(dataset)
+    else:
+        console.print(_dataset_table([dataset]))
+
+
+@dataset_app.command("list")
+def dataset_list(limit: int = 50, cursor: str | None = None, api_url: ApiUrl = None, api_key: ApiKey = None,
+                 as_json: AsJson = False) -> None:
+    """Your project's datasets, newest first."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        page = client.datasets.list(limit, cursor)
+    if as_json:
+        _print_json(page)
+        return
+    console.print(_dataset_table(page["items"]))
+    if page["next_cursor"]:
+        console.print(f"[dim]more: --cursor {page['next_cursor']}[/dim]", highlight=False)
+
+
+@dataset_app.command("get")
+def dataset_get(dataset_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """One dataset with its image and box counts per class."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        dataset = client.datasets.get(dataset_id)
+    if as_json:
+        _print_json(dataset)
+        return
+    console.print(_dataset_table([dataset]))
+    table = Table("split", *dataset["classes"], title="boxes per class")
+    for split in ("train", "val"):
+        counts = dataset[split]["boxes_per_class"]
+        table.add_row(split, *(str(counts.get(c, 0)) for c in dataset["classes"]))
+    console.print(table)
+
+
+# -- runs -------------------------------------------------------------------------------
+
+
+def _runs_table(runs: list[Run]) -> Table:
+    table = Table("id", "name", "status", "progress", "mAP", "mAP50", "created")
+    for run in runs:
+        progress = run["progress"]
+        table.add_row(run["id"], run["name"], run["status"],
+                      f"{progress['epoch']}/{progress['total_epochs']} ({progress['percent']:g}%)",
+                      _metric(run["latest_metrics"], "bbox_mAP"), _metric(run["latest_metrics"], "bbox_mAP_50"),
+                      _when(run["created_at"]))
+    return table
+
+
+def _print_run(run: Run) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    progress = run["progress"]
+    rows = [
+        ("id", run["id"]), ("name", run["name"]), ("status", run["status"]), ("overview", run["overview"]),
+        ("architecture", run["spec"]["architecture"]), ("dataset", run["spec"]["dataset_id"]),
+        ("accelerator", f"{run['spec']['accelerator']['name']} x{run['spec']['accelerator']['count']}"),
+        ("progress", f"{progress['epoch']}/{progress['total_epochs']} epochs ({progress['percent']:g}%)"),
+        ("trainer", run["trainer_id"] or "-"), ("device", run["device"] or "-"), ("attempts", str(run["attempt"])),
+        ("duration", _duration(run["duration_s"])), ("created", _when(run["created_at"])),
+        ("updated", _when(run["updated_at"])),
+        ("metrics", "  ".join(f"{k} {v:.3f}" for k, v in sorted(run["latest_metrics"].items())) or "-"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table, highlight=False)
+    history = Table("at", "status", "attempt", "message", title="history")
+    for change in run["history"]:
+        history.add_row(_when(change["at"]), change["status"], str(change.get("attempt") or ""),
+                        change.get("message") or "")
+    console.print(history, highlight=False)
 
 
 @runs_app.command("start")
 def runs_start(
     name: str,
-    dataset_id: Annotated[str, typer.Option("--dataset")],
+    dataset_id: Annotated[str, typer.Option("--dataset", help="the dataset's id")],
     architecture: str = "rtmdet-tiny",
     epochs: int = 12,
     batch_size: int = 4,
+    input_size: int = 128,
+    learning_rate: float | None = None,
+    seed: int = 0,
     accelerator: str = "CPU",
     accelerator_count: int = 1,
+    follow: Annotated[bool, typer.Option("--follow", help="then follow it live until it ends")] = False,
     api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
 ) -> None:
     """Start a training run."""
-    spec = {"name": name, "dataset_id": dataset_id, "architecture": architecture, "epochs": epochs,
-            "batch_size": batch_size, "accelerator": {"name": accelerator, "count": accelerator_count}}
-    try:
-        _print_json(_client(api_url).runs.start(spec))
-    except TrainyardError as error:
-        _fail(error)
+    spec: dict[str, Any] = {
+        "name": name, "dataset_id": dataset_id, "architecture": architecture, "epochs": epochs,
+        "batch_size": batch_size, "input_size": input_size, "seed": seed,
+        "accelerator": {"name": accelerator, "count": accelerator_count},
+    }
+    if learning_rate is not None:
+        spec["learning_rate"] = learning_rate
+    with _api_errors(), _client(api_url, api_key) as client:
+        run = client.runs.start(spec)
+        if as_json:
+            _print_json(run)
+        else:
+            console.print(f"run [bold]{run['id']}[/bold] {run['status']}: {run['overview']}", highlight=False)
+        if follow:
+            final = follow_run(client, run["id"], as_json=as_json)
+            raise typer.Exit(0 if final["status"] == "success" else 1)
 
 
 @runs_app.command("list")
-def runs_list(status: str | None = None, api_url: ApiUrl = None) -> None:
-    """Runs, newest first."""
-    table = Table("id", "name", "status", "progress", "mAP50")
-    for run in _client(api_url).runs.list(status):
-        progress = run["progress"]
-        table.add_row(run["id"], run["name"], run["status"], f"{progress['epoch']}/{progress['total_epochs']}",
-                      f"{run['latest_metrics'].get('bbox_mAP_50', float('nan')):.3f}")
-    console.print(table)
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="only runs in this status")] = None,
+    search: Annotated[str | None, typer.Option(help="part of the name, or the start of the id")] = None,
+    sort: Annotated[str, typer.Option(help="-created_at, created_at, status or -status")] = "-created_at",
+    limit: int = 50,
+    cursor: Annotated[str | None, typer.Option(help="next page: the cursor a previous listing printed")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="every page")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Your project's runs, newest first unless sorted otherwise."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        if all_pages:
+            runs = list(client.runs.list_all(status, search, sort, page_size=limit))
+            next_cursor = None
+        else:
+            page = client.runs.list(status, search, sort, limit, cursor)
+            runs, next_cursor = page["items"], page["next_cursor"]
+    if as_json:
+        _print_json({"items": runs, "next_cursor": next_cursor})
+        return
+    console.print(_runs_table(runs), highlight=False)
+    if next_cursor:
+        console.print(f"[dim]more: --cursor {next_cursor}[/dim]", highlight=False)
 
 
 @runs_app.command("get")
-def runs_get(run_id: str, api_url: ApiUrl = None) -> None:
-    """A run's status, progress and latest metrics."""
-    try:
-        _print_json(_client(api_url).runs.get(run_id))
-    except TrainyardError as error:
-        _fail(error)
+def runs_get(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """A run's status overview, progress, duration, trainer, attempts, metrics and history."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        run = client.runs.get(run_id)
+    if as_json:
+        _print_json(run)
+    else:
+        _print_run(run)
+
+
+def _print_run_change(run: Run, as_json: bool) -> None:
+    if as_json:
+        _print_json(run)
+    else:
+        console.print(f"{run['id']} {run['status']}: {run['overview']}", highlight=False)
+
+
+@runs_app.command("kill")
+def runs_kill(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Stop a run; it ends `terminated`."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        run = client.runs.kill(run_id)
+    _print_run_change(run, as_json)
+
+
+@runs_app.command("rerun")
+def runs_rerun(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Run a finished run again."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        run = client.runs.rerun(run_id)
+    _print_run_change(run, as_json)
+
+
+def _logs_table(epochs: list[dict[str, Any]]) -> Table:
+    terms = sorted({k for e in epochs for k in e["losses"] if k != "loss"})
+    table = Table("epoch", "loss", *terms, "lr", "mAP", "mAP50", "mAP75", "time", "logged")
+    for e in epochs:
+        m = e["metrics"]
+        table.add_row(f"{e['epoch']}/{e['total_epochs']}", f"{e['loss']:.3f}",
+                      *(f"{e['losses'][t]:.3f}" if t in e["losses"] else "-" for t in terms),
+                      f"{e['learning_rate']:.2e}", _metric(m, "bbox_mAP"), _metric(m, "bbox_mAP_50"),
+                      _metric(m, "bbox_mAP_75"), f"{e['epoch_time_s']:.1f}s", _when(e["logged_at"]))
+    return table
 
 
 @runs_app.command("logs")
-def runs_logs(run_id: str, api_url: ApiUrl = None) -> None:
-    """Per-epoch losses and metrics."""
-    try:
-        for epoch in _client(api_url).runs.logs(run_id):
-            console.print(format_epoch(epoch))
-    except TrainyardError as error:
-        _fail(error)
-
-
-@runs_app.command("matrix")
-def runs_matrix(run_id: str, epoch: int | None = None, api_url: ApiUrl = None) -> None:
-    """The confusion matrix of the latest (or a given) evaluation."""
-    try:
-        console.print(matrix_table(_client(api_url).runs.confusion_matrix(run_id, epoch)))
-    except TrainyardError as error:
-        _fail(error)
+def runs_logs(
+    run_id: str,
+    kind: Annotated[str, typer.Option(help="all, epoch or iteration")] = "all",
+    api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False,
+) -> None:
+    """Epoch logs (losses, learning rate, COCO mAP) and iteration logs, in time order."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        logs = client.runs.logs(run_id, kind)  # type: ignore[arg-type]
+    if as_json:
+        _print_json(logs)
+        return
+    epochs = [e for e in logs if e["kind"] == "epoch"]
+    iterations = [e for e in logs if e["kind"] == "iteration"]
+    if epochs:
+        console.print(_logs_table(epochs), highlight=False)
+    if iterations:
+        table = Table("epoch", "iteration", "loss", "lr", "logged", title="iterations")
+        for it in iterations:
+            table.add_row(str(it["epoch"]), str(it["iteration"]), f"{it.get('loss') or 0:.3f}",
+                          f"{it.get('learning_rate') or 0:.2e}", _when(it["logged_at"]))
+        console.print(table, highlight=False)
+    if not logs:
+        console.print("no logs yet")
 
 
 def format_epoch(epoch: dict[str, Any]) -> str:
@@ -175,6 +369,48 @@ def format_epoch(epoch: dict[str, Any]) -> str:
     return (f"epoch {epoch['epoch']:>3}/{epoch['total_epochs']}  loss {epoch['loss']:.3f} ({losses})  "
             f"lr {epoch['learning_rate']:.2e}  mAP {m.get('bbox_mAP', 0):.3f} mAP50 {m.get('bbox_mAP_50', 0):.3f} "
             f"mAP75 {m.get('bbox_mAP_75', 0):.3f}  {epoch['epoch_time_s']:.1f} s")
+
+
+def follow_run(client: TrainyardClient, run_id: str, *, as_json: bool = False) -> Run:
+    """Show a run live (status lines, a progress bar with the latest losses and mAP) until it ends."""
+    if as_json:
+        for event in client.runs.follow(run_id):
+            typer.echo(json.dumps({"id": event.id, "event": event.event, "data": event.data}))
+        return client.runs.get(run_id)
+    run = client.runs.get(run_id)
+    columns = (TextColumn("[bold]{task.fields[status]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("epochs"), TimeElapsedColumn(), TextColumn("{task.fields[latest]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("run", total=run["progress"]["total_epochs"], status=run["status"], latest="")
+        for event in client.runs.follow(run_id):
+            data = event.data
+            if event.event == "status":
+                message = f" {data['message']}" if data.get("message") else ""
+                progress.console.print(f"{_when(data['at'])}  [bold]{data['status']}[/bold]{message}",
+                                       highlight=False)
+                progress.update(bar, status=data["status"])
+            elif event.event == "epoch":
+                progress.console.print(format_epoch(data), highlight=False)
+                m = data["metrics"]
+                terms = " ".join(f"{k} {v:.3f}" for k, v in data["losses"].items() if k != "loss")
+                progress.update(bar, completed=data["epoch"], total=data["total_epochs"],
+                                latest=f"loss {data['loss']:.3f} ({terms}) mAP {m.get('bbox_mAP', 0):.3f} "
+                                       f"mAP50 {m.get('bbox_mAP_50', 0):.3f}")
+            elif event.event == "end":
+                progress.update(bar, status=data["status"])
+    final = client.runs.get(run_id)
+    colour = "green" if final["status"] == "success" else "red"
+    console.print(f"run {run_id} [{colour}]{final['status']}[/{colour}]: {final['overview']}", highlight=False)
+    return final
+
+
+@runs_app.command("follow")
+def runs_follow(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None,
+                as_json: Annotated[bool, typer.Option("--json", help="one JSON event per line")] = False) -> None:
+    """Watch a run live until it ends; exits 0 when it succeeded, 1 otherwise."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        final = follow_run(client, run_id, as_json=as_json)
+    raise typer.Exit(0 if final["status"] == "success" else 1)
 
 
 def matrix_table(cm: dict[str, Any]) -> Table:
@@ -188,23 +424,196 @@ def matrix_table(cm: dict[str, Any]) -> Table:
     return table
 
 
-def follow_run(client: TrainyardClient, run_id: str, poll_s: float = 1.0, timeout_s: float = 3600) -> dict[str, Any]:
-    """Print each epoch as it is stored and status changes; return the finished run."""
-    shown, last_status = 0, None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = client.runs.get(run_id)
-        if run["status"] != last_status:
-            reason = run.get("pending_reason") or run.get("message") or ""
-            console.print(f"[bold]{run['status']}[/bold] {reason}")
-            last_status = run["status"]
-        for epoch in client.runs.logs(run_id)[shown:]:
-            console.print(format_epoch(epoch))
-            shown += 1
-        if run["status"] in TERMINAL:
-            return run
-        time.sleep(poll_s)
-    raise TimeoutError(f"run {run_id} did not finish within {timeout_s:.0f} s")
+@runs_app.command("matrix")
+def runs_matrix(
+    run_id: str,
+    epoch: int | None = None,
+    datature: Annotated[bool, typer.Option("--datature", help="Datature's per-column JSON")] = False,
+    api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False,
+) -> None:
+    """The confusion matrix of the latest (or a given) evaluation."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        cm = client.runs.confusion_matrix(run_id, epoch, "datature" if datature else "matrix")
+    if as_json or datature:
+        _print_json(cm)
+    else:
+        console.print(matrix_table(cm), highlight=False)
+
+
+@runs_app.command("metrics")
+def runs_metrics(
+    run_id: str,
+    name: Annotated[list[str] | None, typer.Option(help="only these series (repeatable)")] = None,
+    api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False,
+) -> None:
+    """Per-epoch metric series (what a chart plots)."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        series = client.runs.metrics(run_id, name)
+    if as_json:
+        _print_json(series)
+        return
+    table = Table("epoch", *series["series"])
+    for i, epoch in enumerate(series["epochs"]):
+        table.add_row(str(epoch), *("-" if s[i] is None else f"{s[i]:.4g}" for s in series["series"].values()))
+    console.print(table, highlight=False)
+
+
+@runs_app.command("best")
+def runs_best(
+    run_id: str,
+    metric: str = "bbox_mAP",
+    mode: Annotated[str | None, typer.Option(help="max or min [default: min for losses, else max]")] = None,
+    api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False,
+) -> None:
+    """The run's best epoch by a metric."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        best = client.runs.best_epoch(run_id, metric, mode)  # type: ignore[arg-type]
+    if as_json:
+        _print_json(best)
+        return
+    console.print(f"best {best['metric']} ({best['mode']}) = {best['value']:.4f} at epoch {best['epoch']['epoch']}",
+                  highlight=False)
+    console.print(format_epoch(dict(best["epoch"])), highlight=False)
+
+
+# -- models (registry: issue 3) -------------------------------------------------------------
+
+
+def _print_models(value: Any) -> None:
+    items = value.get("items") if isinstance(value, dict) else value
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        _print_json(value)
+        return
+    columns = [c for c in ("id", "name", "run_id", "architecture", "published", "created_at")
+               if any(c in i for i in items)]
+    table = Table(*columns)
+    for item in items:
+        table.add_row(*(str(item.get(c, "")) for c in columns))
+    console.print(table, highlight=False)
+
+
+@models_app.command("list")
+def models_list(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Trained models of your project."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        models = client.models.list()
+    if as_json:
+        _print_json(models)
+    else:
+        _print_models(models)
+
+
+@models_app.command("get")
+def models_get(model_id: str, api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """One model: its run, metrics and artifacts."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        _print_json(client.models.get(model_id))
+
+
+@models_app.command("publish")
+def models_publish(model_id: str, api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Publish a model (needs models:publish)."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        _print_json(client.models.publish(model_id))
+
+
+@models_app.command("unpublish")
+def models_unpublish(model_id: str, api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Withdraw a published model (needs models:publish)."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        _print_json(client.models.unpublish(model_id))
+
+
+# -- API keys -----------------------------------------------------------------------------
+
+
+def _keys_table(keys: list[Any]) -> Table:
+    table = Table("id", "name", "project", "scopes", "created", "revoked")
+    for key in keys:
+        table.add_row(key["id"], key["name"], key["project"], " ".join(key["scopes"]), _when(key["created_at"]),
+                      _when(key["revoked_at"]) if key["revoked_at"] else "")
+    return table
+
+
+ScopeOption = Annotated[list[Scope], typer.Option("--scope", help="a scope to grant (repeatable)")]
+
+
+@keys_app.command("create")
+def keys_create(name: str, scope: ScopeOption, api_url: ApiUrl = None, api_key: ApiKey = None,
+                as_json: AsJson = False) -> None:
+    """A new key in your project (needs admin); the key is printed once, only its hash is kept."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        created = client.keys.create(name, [str(s) for s in scope])
+    if as_json:
+        _print_json(created)
+        return
+    console.print(_keys_table([created]), highlight=False)
+    console.print(f"key (shown only now): [bold]{created['key']}[/bold]", highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Your project's keys, revoked ones too (needs admin)."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        keys = client.keys.list()
+    if as_json:
+        _print_json(keys)
+    else:
+        console.print(_keys_table(keys), highlight=False)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Revoke a key of your project at once (needs admin)."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        key = client.keys.revoke(key_id)
+    if as_json:
+        _print_json(key)
+    else:
+        console.print(f"revoked {key['id']} ({key['name']})", highlight=False)
+
+
+@keys_app.command("me")
+def keys_me(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """The key in use: its id, project and scopes."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        me = client.keys.me()
+    if as_json:
+        _print_json(me)
+    else:
+        console.print(f"key {me['key_id']}, project {me['project']}, scopes {' '.join(me['scopes'])}",
+                      highlight=False)
+
+
+@keys_app.command("bootstrap")
+def keys_bootstrap(
+    project: Annotated[str, typer.Option(help="the project the admin key is for")],
+    name: str = "bootstrap admin",
+    mongo_url: Annotated[str | None, typer.Option(help="[default: TRAINYARD_MONGO_URL]")] = None,
+    mongo_db: Annotated[str | None, typer.Option(help="[default: TRAINYARD_MONGO_DB or trainyard]")] = None,
+) -> None:
+    """Write a project's first admin key straight into MongoDB (for operators with database access)."""
+    import re
+
+    from pymongo import MongoClient
+
+    from shared.apikeys import new_key
+    from shared.settings import CommonSettings
+    from shared.store import API_KEYS
+
+    if not re.match(PROJECT_PATTERN, project):
+        console.print(f"[red]project must match {PROJECT_PATTERN}[/red]")
+        raise typer.Exit(2)
+    settings = CommonSettings()
+    key, doc = new_key(project, name, [Scope.ADMIN], created_by="bootstrap", now=datetime.now(UTC))
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url or settings.mongo_url, serverSelectionTimeoutMS=5000)
+    with client:
+        client[mongo_db or settings.mongo_db][API_KEYS].insert_one(doc)
+    console.print(f"admin key {doc['_id']} of project {project} (shown only now):")
+    typer.echo(key)
+
+
+# -- demo -----------------------------------------------------------------------------------
 
 
 @app.command()
@@ -222,19 +631,21 @@ def demo(
                        mongo_url=os.environ.get("TRAINYARD_MONGO_URL"))
     try:
         with stack.running(SERVICES):
-            console.print(f"stack up: API {stack.api_url}, logs in {stack.log_dir}")
+            console.print(f"stack up: API {stack.api_url}, admin key in {stack.api_key_file}, logs in {stack.log_dir}")
             files = write_synthetic_coco(data_dir / "datasets" / "shapes")
-            with TrainyardClient(stack.api_url) as client:
+            with TrainyardClient(stack.api_url, stack.admin_key) as client:
                 dataset = client.datasets.register("shapes", str(files.root))
                 console.print(f"dataset {dataset['id']}: {dataset['train']['image_count']} train / "
                               f"{dataset['val']['image_count']} val images, classes {', '.join(dataset['classes'])}")
-                run = client.runs.start({"name": f"demo-{architecture}", "dataset_id": dataset["id"],
-                                         "architecture": architecture, "epochs": epochs, "batch_size": batch_size})
+                run = client.runs.start(name=f"demo-{architecture}", dataset_id=dataset["id"],
+                                        architecture=architecture, epochs=epochs, batch_size=batch_size)
                 console.print(f"run {run['id']} created")
                 run = follow_run(client, run["id"])
-                logs = client.runs.logs(run["id"])
+                logs = client.runs.logs(run["id"], "epoch")
                 if logs:
                     console.print(matrix_table(client.runs.confusion_matrix(run["id"])))
+                    best = client.runs.best_epoch(run["id"])
+                    console.print(f"best epoch {best['epoch']['epoch']}: bbox mAP {best['value']:.3f}")
                 final = logs[-1]["metrics"] if logs else {}
                 console.print(f"run {run['id']} ended [bold]{run['status']}[/bold] after {len(logs)} epochs; "
                               f"final bbox mAP {final.get('bbox_mAP', 0):.3f}, mAP50 {final.get('bbox_mAP_50', 0):.3f}")

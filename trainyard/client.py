@@ -1,82 +1,775 @@
-"""A typed Python client of the trainyard HTTP API."""
+"""Typed Python clients of the trainyard HTTP API: `TrainyardClient` (sync) and `AsyncTrainyardClient`.
+
+Both mirror the API resource by resource (`client.runs.start/list/get/kill/rerun/logs/...`,
+`client.datasets`, `client.models`, `client.keys`) and raise a `TrainyardError`
+subclass carrying the API's problem details when a call fails.
+
+Connection defaults, so the same code runs against the local stack and a deployment:
+the base URL is `TRAINYARD_API_URL`, else the local stack's (`.trainyard/stack.json`),
+else http://127.0.0.1:8000; the key is `TRAINYARD_API_KEY`, else the local stack's
+admin key (`.trainyard/api-key`; `TRAINYARD_DATA_DIR` moves `.trainyard`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-from typing import Any, cast
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypedDict, cast
 
 import httpx
 
+from trainyard.localstack import API_KEY_FILE, STATE_FILE
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+USER_AGENT = "trainyard-client/0.1"
+# The server sends a comment at least every 15 s; silence much longer means a dead connection.
+STREAM_READ_TIMEOUT_S = 60.0
+RECONNECT_ATTEMPTS = 5
+
+
+# -- errors -------------------------------------------------------------------
+
 
 class TrainyardError(Exception):
-    """The API answered with a problem: its status, detail and per-field errors."""
+    """The API answered with a problem (or could not be reached): status, title, detail, per-field errors."""
 
-    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(f"{status}: {detail}")
+    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None,
+                 title: str | None = None) -> None:
+        super().__init__(f"{status}: {detail}" if status else detail)
         self.status = status
+        self.title = title or ""
         self.detail = detail
         self.errors = errors or []
 
 
-class _Resource:
-    def __init__(self, client: TrainyardClient) -> None:
-        self._client = client
+class ApiUnreachable(TrainyardError):
+    """No answer: the connection failed or timed out."""
 
 
-class Datasets(_Resource):
-    def register(self, name: str, path: str, **layout: str) -> dict[str, Any]:
-        return self._client.json("POST", "/v1/datasets", json={"name": name, "path": path, **layout})
+class InvalidRequest(TrainyardError):
+    """400, 413 or 422: the request itself is wrong; `errors` names each bad field."""
 
-    def get(self, dataset_id: str) -> dict[str, Any]:
-        return self._client.json("GET", f"/v1/datasets/{dataset_id}")
 
+class AuthenticationError(TrainyardError):
+    """401: no key, a malformed key, or a revoked one."""
+
+
+class PermissionDenied(TrainyardError):
+    """403: the key lacks the scope the operation needs."""
+
+
+class NotFoundError(TrainyardError):
+    """404: nothing with that id in the key's project."""
+
+
+class ConflictError(TrainyardError):
+    """409: the operation does not fit the resource's current state."""
+
+
+class ServerError(TrainyardError):
+    """5xx: the API failed; its log has the cause."""
+
+
+_ERRORS_BY_STATUS: dict[int, type[TrainyardError]] = {
+    400: InvalidRequest, 401: AuthenticationError, 403: PermissionDenied, 404: NotFoundError,
+    409: ConflictError, 413: InvalidRequest, 422: InvalidRequest,
+}
+
+
+def error_from_response(response: httpx.Response) -> TrainyardError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"detail": response.text[:500] or response.reason_phrase}
+    kind = _ERRORS_BY_STATUS.get(response.status_code, ServerError if response.status_code >= 500 else TrainyardError)
+    errors = body.get("errors") if isinstance(body.get("errors"), list) else None
+    return kind(response.status_code, str(body.get("detail")), errors, str(body.get("title") or ""))
+
+
+# -- shapes of what the API returns ---------------------------------------------
+
+
+class Progress(TypedDict):
+    epoch: int
+    total_epochs: int
+    percent: float
+
+
+class StatusChange(TypedDict):
+    status: str
+    at: str
+    message: str | None
+    attempt: int | None
+
+
+class Run(TypedDict):
+    id: str
+    name: str
+    project: str
+    status: str
+    overview: str
+    message: str | None
+    pending_reason: str | None
+    spec: dict[str, Any]
+    trainer_id: str | None
+    attempt: int
+    device: str | None
+    progress: Progress
+    latest_metrics: dict[str, float]
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    completed_at: str | None
+    duration_s: float | None
+    history: list[StatusChange]
+
+
+class RunPage(TypedDict):
+    items: list[Run]
+    next_cursor: str | None
+
+
+class SplitSummary(TypedDict):
+    annotations: str
+    images: str
+    image_count: int
+    box_count: int
+    boxes_per_class: dict[str, int]
+
+
+class Dataset(TypedDict):
+    id: str
+    name: str
+    project: str
+    root: str
+    classes: list[str]
+    train: SplitSummary
+    val: SplitSummary
+    created_at: str
+
+
+class DatasetPage(TypedDict):
+    items: list[Dataset]
+    next_cursor: str | None
+
+
+class EpochLog(TypedDict):
+    kind: Literal["epoch"]
+    epoch: int
+    attempt: int
+    total_epochs: int
+    loss: float
+    losses: dict[str, float]
+    learning_rate: float
+    epoch_time_s: float
+    metrics: dict[str, float]
+    logged_at: str
+
+
+class MetricSeries(TypedDict):
+    run_id: str
+    epochs: list[int]
+    series: dict[str, list[float | None]]
+
+
+class BestEpoch(TypedDict):
+    run_id: str
+    metric: str
+    mode: Literal["max", "min"]
+    value: float
+    epoch: EpochLog
+
+
+class ConfusionMatrix(TypedDict):
+    format: Literal["matrix"]
+    run_id: str
+    epoch: int
+    classes: list[str]
+    matrix: list[list[int]]
+    score_threshold: float
+    iou_threshold: float
+
+
+class ApiKey(TypedDict):
+    id: str
+    name: str
+    project: str
+    scopes: list[str]
+    created_at: str
+    created_by: str
+    revoked_at: str | None
+
+
+class CreatedApiKey(ApiKey):
+    key: str
+
+
+class WhoAmI(TypedDict):
+    key_id: str
+    project: str
+    scopes: list[str]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One server-sent event of a run: `status`, `epoch` or `end`; `id` resumes the stream after it."""
+
+    id: str | None
+    event: str
+    data: dict[str, Any]
+
+
+# -- connection defaults ----------------------------------------------------------
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("TRAINYARD_DATA_DIR", ".trainyard"))
+
+
+def default_api_url() -> str:
+    if url := os.environ.get("TRAINYARD_API_URL"):
+        return url
+    state = _data_dir() / STATE_FILE
+    if state.is_file():
+        try:
+            recorded = json.loads(state.read_text()).get("api_url")
+        except (ValueError, OSError):
+            recorded = None
+        if recorded:
+            return str(recorded)
+    return DEFAULT_API_URL
+
+
+def default_api_key() -> str | None:
+    if key := os.environ.get("TRAINYARD_API_KEY"):
+        return key
+    path = _data_dir() / API_KEY_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+# -- requests, shared by both clients ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    body: Any = None
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+class _Calls:
+    """Every operation as a method, path, query and body: the one place the API's shape is spelled."""
+
+    @staticmethod
+    def start_run(spec: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> Call:
+        return Call("POST", "/v1/runs", body={**(spec or {}), **fields})
+
+    @staticmethod
+    def list_runs(status: str | None, search: str | None, sort: str, limit: int, cursor: str | None) -> Call:
+        return Call("GET", "/v1/runs", _params(status=status, search=search, sort=sort, limit=limit, cursor=cursor))
+
+    @staticmethod
+    def get_run(run_id: str) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}")
+
+    @staticmethod
+    def kill_run(run_id: str) -> Call:
+        return Call("POST", f"/v1/runs/{run_id}/kill")
+
+    @staticmethod
+    def rerun(run_id: str) -> Call:
+        return Call("POST", f"/v1/runs/{run_id}/rerun")
+
+    @staticmethod
+    def run_logs(run_id: str, kind: str) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/logs", _params(kind=kind))
+
+    @staticmethod
+    def run_metrics(run_id: str, names: list[str] | None) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/metrics", _params(name=names))
+
+    @staticmethod
+    def best_epoch(run_id: str, metric: str, mode: str | None) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/best-epoch", _params(metric=metric, mode=mode))
+
+    @staticmethod
+    def confusion_matrix(run_id: str, epoch: int | None, layout: str) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/confusion-matrix", _params(epoch=epoch, format=layout))
+
+    @staticmethod
+    def run_events(run_id: str) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/events")
+
+    @staticmethod
+    def register_dataset(name: str, path: str, layout: Mapping[str, str]) -> Call:
+        return Call("POST", "/v1/datasets", body={"name": name, "path": path, **layout})
+
+    @staticmethod
+    def list_datasets(limit: int, cursor: str | None) -> Call:
+        return Call("GET", "/v1/datasets", _params(limit=limit, cursor=cursor))
+
+    @staticmethod
+    def get_dataset(dataset_id: str) -> Call:
+        return Call("GET", f"/v1/datasets/{dataset_id}")
+
+    # Model registry and trainers: the routes come with issues 3 and 4.
+    @staticmethod
+    def list_models(params: Mapping[str, Any]) -> Call:
+        return Call("GET", "/v1/models", _params(**params))
+
+    @staticmethod
+    def get_model(model_id: str) -> Call:
+        return Call("GET", f"/v1/models/{model_id}")
+
+    @staticmethod
+    def publish_model(model_id: str, publish: bool) -> Call:
+        return Call("POST", f"/v1/models/{model_id}/{'publish' if publish else 'unpublish'}")
+
+    @staticmethod
+    def list_trainers() -> Call:
+        return Call("GET", "/v1/trainers")
+
+    @staticmethod
+    def list_architectures() -> Call:
+        return Call("GET", "/v1/architectures")
+
+    @staticmethod
+    def create_key(name: str, scopes: list[str]) -> Call:
+        return Call("POST", "/v1/keys", body={"name": name, "scopes": scopes})
+
+    @staticmethod
+    def list_keys() -> Call:
+        return Call("GET", "/v1/keys")
+
+    @staticmethod
+    def revoke_key(key_id: str) -> Call:
+        return Call("DELETE", f"/v1/keys/{key_id}")
+
+    @staticmethod
+    def who_am_i() -> Call:
+        return Call("GET", "/v1/keys/me")
+
+
+calls = _Calls()
+
+
+class _EventParser:
+    """Server-sent events, line by line (https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self.retry_ms: int | None = None
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> RunEvent | None:
+        if line == "":
+            if not self._data:
+                self._event = ""
+                return None
+            event = RunEvent(id=self.last_id, event=self._event or "message", data=json.loads("\n".join(self._data)))
+            self._event, self._data = "", []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self.last_id = value
+        elif name == "retry" and value.isdigit():
+            self.retry_ms = int(value)
+        return None
+
+
+def _event_headers(last_event_id: str | None) -> dict[str, str]:
+    return {"Accept": "text/event-stream", **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+
+
+# -- sync client -----------------------------------------------------------------------
+
+
+class _SyncTransport:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key))
+
+    def send(self, call: Call) -> Any:
+        try:
+            response = self.http.request(call.method, call.path, params=call.params, json=call.body)
+        except httpx.TransportError as error:
+            raise ApiUnreachable(0, f"no answer from {self.http.base_url}: {error}") from error
+        if response.is_error:
+            raise error_from_response(response)
+        return response.json()
+
+    def events(self, call: Call, last_event_id: str | None) -> Iterator[RunEvent]:
+        """The stream's events, reconnecting after a dropped connection from the last event seen."""
+        parser = _EventParser()
+        parser.last_id = last_event_id
+        failures = 0
+        while True:
+            try:
+                timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT_S)
+                with self.http.stream(call.method, call.path, params=call.params,
+                                      headers=_event_headers(parser.last_id), timeout=timeout) as response:
+                    if response.is_error:
+                        response.read()
+                        raise error_from_response(response)
+                    for line in response.iter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        failures = 0
+                        yield event
+                        if event.event == "end":
+                            return
+                # Closed before `end` (an API restart, a proxy's timeout): resume where it stopped.
+                failures += 1
+                if failures > RECONNECT_ATTEMPTS:
+                    raise ApiUnreachable(0, "event stream keeps closing before the run ends")
+            except httpx.TransportError as error:
+                failures += 1
+                if failures > RECONNECT_ATTEMPTS:
+                    raise ApiUnreachable(0, f"event stream lost: {error}") from error
+            time.sleep((parser.retry_ms or 1000) / 1000)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class _SyncResource:
+    def __init__(self, transport: _SyncTransport) -> None:
+        self._transport = transport
+
+    def _send(self, call: Call) -> Any:
+        return self._transport.send(call)
+
+
+class Runs(_SyncResource):
+    def start(self, spec: Mapping[str, Any] | None = None, **fields: Any) -> Run:
+        """Start a run from a spec (a mapping, keyword fields, or both: fields win)."""
+        return cast(Run, self._send(calls.start_run(spec, fields)))
+
+    def list(self, status: str | None = None, search: str | None = None, sort: str = "-created_at",
+             limit: int = 50, cursor: str | None = None) -> RunPage:
+        """One page; pass its `next_cursor` back as `cursor` for the next."""
+        return cast(RunPage, self._send(calls.list_runs(status, search, sort, limit, cursor)))
+
+    def list_all(self, status: str | None = None, search: str | None = None, sort: str = "-created_at",
+                 page_size: int = 100) -> Iterator[Run]:
+        """Every matching run, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.list(status, search, sort, page_size, cursor)
+            yield from page["items"]
+            if (cursor := page["next_cursor"]) is None:
+                return
+
+    def get(self, run_id: str) -> Run:
+        return cast(Run, self._send(calls.get_run(run_id)))
+
+    def kill(self, run_id: str) -> Run:
+        return cast(Run, self._send(calls.kill_run(run_id)))
+
+    def rerun(self, run_id: str) -> Run:
+        return cast(Run, self._send(calls.rerun(run_id)))
+
+    def logs(self, run_id: str, kind: Literal["all", "epoch", "iteration"] = "all") -> builtins.list[dict[str, Any]]:
+        """Epoch (and iteration) logs in time order; each has `kind` and `logged_at`."""
+        return cast(builtins.list[dict[str, Any]], self._send(calls.run_logs(run_id, kind))["items"])
+
+    def metrics(self, run_id: str, names: builtins.list[str] | None = None) -> MetricSeries:
+        return cast(MetricSeries, self._send(calls.run_metrics(run_id, names)))
+
+    def best_epoch(self, run_id: str, metric: str = "bbox_mAP", mode: Literal["max", "min"] | None = None) -> BestEpoch:
+        return cast(BestEpoch, self._send(calls.best_epoch(run_id, metric, mode)))
+
+    def confusion_matrix(self, run_id: str, epoch: int | None = None,
+                         format: Literal["matrix", "datature"] = "matrix") -> dict[str, Any]:
+        """Rows and columns (`format="matrix"`, a ConfusionMatrix) or Datature's per-column JSON."""
+        return cast(dict[str, Any], self._send(calls.confusion_matrix(run_id, epoch, format)))
+
+    def follow(self, run_id: str, last_event_id: str | None = None) -> Iterator[RunEvent]:
+        """Live status changes and epochs until the run ends; resumes itself after a dropped connection."""
+        return self._transport.events(calls.run_events(run_id), last_event_id)
+
+
+class Datasets(_SyncResource):
+    def register(self, name: str, path: str, **layout: str) -> Dataset:
+        return cast(Dataset, self._send(calls.register_dataset(name, path, layout)))
+
+    def get(self, dataset_id: str) -> Dataset:
+        return cast(Dataset, self._send(calls.get_dataset(dataset_id)))
+
+    def list(self, limit: int = 50, cursor: str | None = None) -> DatasetPage:
+        return cast(DatasetPage, self._send(calls.list_datasets(limit, cursor)))
+
+
+class Models(_SyncResource):
+    """The model registry (`/v1/models`, issue 3): trained models, published or not."""
+
+    def list(self, **filters: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], self._send(calls.list_models(filters)))
+
+    def get(self, model_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self._send(calls.get_model(model_id)))
+
+    def publish(self, model_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self._send(calls.publish_model(model_id, True)))
+
+    def unpublish(self, model_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self._send(calls.publish_model(model_id, False)))
+
+
+class Trainers(_SyncResource):
+    """Trainers and their accelerators (`/v1/trainers`, issue 4)."""
+
+    def list(self) -> Any:
+        return self._send(calls.list_trainers())
+
+
+class Architectures(_SyncResource):
     def list(self) -> builtins.list[dict[str, Any]]:
-        return cast(builtins.list[dict[str, Any]], self._client.request("GET", "/v1/datasets"))
+        return cast(builtins.list[dict[str, Any]], self._send(calls.list_architectures()))
 
 
-class Runs(_Resource):
-    def start(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._client.json("POST", "/v1/runs", json=spec)
+class Keys(_SyncResource):
+    """API keys of the caller's project (admin scope), and the caller's own key."""
 
-    def get(self, run_id: str) -> dict[str, Any]:
-        return self._client.json("GET", f"/v1/runs/{run_id}")
+    def create(self, name: str, scopes: builtins.list[str]) -> CreatedApiKey:
+        return cast(CreatedApiKey, self._send(calls.create_key(name, scopes)))
 
-    def list(self, status: str | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
-        return cast(builtins.list[dict[str, Any]], self._client.json("GET", "/v1/runs", params=params)["items"])
+    def list(self) -> builtins.list[ApiKey]:
+        return cast(builtins.list[ApiKey], self._send(calls.list_keys())["items"])
 
-    def logs(self, run_id: str) -> builtins.list[dict[str, Any]]:
-        return cast(builtins.list[dict[str, Any]], self._client.json("GET", f"/v1/runs/{run_id}/logs")["items"])
+    def revoke(self, key_id: str) -> ApiKey:
+        return cast(ApiKey, self._send(calls.revoke_key(key_id)))
 
-    def confusion_matrix(self, run_id: str, epoch: int | None = None) -> dict[str, Any]:
-        params = {"epoch": epoch} if epoch is not None else {}
-        return self._client.json("GET", f"/v1/runs/{run_id}/confusion-matrix", params=params)
+    def me(self) -> WhoAmI:
+        return cast(WhoAmI, self._send(calls.who_am_i()))
 
 
 class TrainyardClient:
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout)
-        self.datasets = Datasets(self)
-        self.runs = Runs(self)
+    """Blocking client: `with TrainyardClient() as client: client.runs.list()`."""
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
-        if response.is_error:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"detail": response.text}
-            raise TrainyardError(response.status_code, str(body.get("detail")), body.get("errors"))
-        return response.json()
-
-    def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request(method, path, **kwargs))
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url or default_api_url()
+        self._transport = _SyncTransport(self.base_url, api_key or default_api_key(), timeout)
+        self.runs = Runs(self._transport)
+        self.datasets = Datasets(self._transport)
+        self.models = Models(self._transport)
+        self.trainers = Trainers(self._transport)
+        self.architectures = Architectures(self._transport)
+        self.keys = Keys(self._transport)
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
 
     def __enter__(self) -> TrainyardClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- async client ----------------------------------------------------------------------
+
+
+class _AsyncTransport:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key))
+
+    async def send(self, call: Call) -> Any:
+        try:
+            response = await self.http.request(call.method, call.path, params=call.params, json=call.body)
+        except httpx.TransportError as error:
+            raise ApiUnreachable(0, f"no answer from {self.http.base_url}: {error}") from error
+        if response.is_error:
+            raise error_from_response(response)
+        return response.json()
+
+    async def events(self, call: Call, last_event_id: str | None) -> AsyncIterator[RunEvent]:
+        parser = _EventParser()
+        parser.last_id = last_event_id
+        failures = 0
+        while True:
+            try:
+                timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT_S)
+                async with self.http.stream(call.method, call.path, params=call.params,
+                                            headers=_event_headers(parser.last_id), timeout=timeout) as response:
+                    if response.is_error:
+                        await response.aread()
+                        raise error_from_response(response)
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        failures = 0
+                        yield event
+                        if event.event == "end":
+                            return
+                # Closed before `end` (an API restart, a proxy's timeout): resume where it stopped.
+                failures += 1
+                if failures > RECONNECT_ATTEMPTS:
+                    raise ApiUnreachable(0, "event stream keeps closing before the run ends")
+            except httpx.TransportError as error:
+                failures += 1
+                if failures > RECONNECT_ATTEMPTS:
+                    raise ApiUnreachable(0, f"event stream lost: {error}") from error
+            await asyncio.sleep((parser.retry_ms or 1000) / 1000)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+class _AsyncResource:
+    def __init__(self, transport: _AsyncTransport) -> None:
+        self._transport = transport
+
+    async def _send(self, call: Call) -> Any:
+        return await self._transport.send(call)
+
+
+class AsyncRuns(_AsyncResource):
+    async def start(self, spec: Mapping[str, Any] | None = None, **fields: Any) -> Run:
+        return cast(Run, await self._send(calls.start_run(spec, fields)))
+
+    async def list(self, status: str | None = None, search: str | None = None, sort: str = "-created_at",
+                   limit: int = 50, cursor: str | None = None) -> RunPage:
+        return cast(RunPage, await self._send(calls.list_runs(status, search, sort, limit, cursor)))
+
+    async def list_all(self, status: str | None = None, search: str | None = None, sort: str = "-created_at",
+                       page_size: int = 100) -> AsyncIterator[Run]:
+        cursor: str | None = None
+        while True:
+            page = await self.list(status, search, sort, page_size, cursor)
+            for run in page["items"]:
+                yield run
+            if (cursor := page["next_cursor"]) is None:
+                return
+
+    async def get(self, run_id: str) -> Run:
+        return cast(Run, await self._send(calls.get_run(run_id)))
+
+    async def kill(self, run_id: str) -> Run:
+        return cast(Run, await self._send(calls.kill_run(run_id)))
+
+    async def rerun(self, run_id: str) -> Run:
+        return cast(Run, await self._send(calls.rerun(run_id)))
+
+    async def logs(self, run_id: str,
+                   kind: Literal["all", "epoch", "iteration"] = "all") -> builtins.list[dict[str, Any]]:
+        return cast(builtins.list[dict[str, Any]], (await self._send(calls.run_logs(run_id, kind)))["items"])
+
+    async def metrics(self, run_id: str, names: builtins.list[str] | None = None) -> MetricSeries:
+        return cast(MetricSeries, await self._send(calls.run_metrics(run_id, names)))
+
+    async def best_epoch(self, run_id: str, metric: str = "bbox_mAP",
+                         mode: Literal["max", "min"] | None = None) -> BestEpoch:
+        return cast(BestEpoch, await self._send(calls.best_epoch(run_id, metric, mode)))
+
+    async def confusion_matrix(self, run_id: str, epoch: int | None = None,
+                               format: Literal["matrix", "datature"] = "matrix") -> dict[str, Any]:
+        return cast(dict[str, Any], await self._send(calls.confusion_matrix(run_id, epoch, format)))
+
+    def follow(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[RunEvent]:
+        return self._transport.events(calls.run_events(run_id), last_event_id)
+
+
+class AsyncDatasets(_AsyncResource):
+    async def register(self, name: str, path: str, **layout: str) -> Dataset:
+        return cast(Dataset, await self._send(calls.register_dataset(name, path, layout)))
+
+    async def get(self, dataset_id: str) -> Dataset:
+        return cast(Dataset, await self._send(calls.get_dataset(dataset_id)))
+
+    async def list(self, limit: int = 50, cursor: str | None = None) -> DatasetPage:
+        return cast(DatasetPage, await self._send(calls.list_datasets(limit, cursor)))
+
+
+class AsyncModels(_AsyncResource):
+    """The model registry (`/v1/models`, issue 3)."""
+
+    async def list(self, **filters: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._send(calls.list_models(filters)))
+
+    async def get(self, model_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._send(calls.get_model(model_id)))
+
+    async def publish(self, model_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._send(calls.publish_model(model_id, True)))
+
+    async def unpublish(self, model_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._send(calls.publish_model(model_id, False)))
+
+
+class AsyncTrainers(_AsyncResource):
+    """Trainers and their accelerators (`/v1/trainers`, issue 4)."""
+
+    async def list(self) -> Any:
+        return await self._send(calls.list_trainers())
+
+
+class AsyncArchitectures(_AsyncResource):
+    async def list(self) -> builtins.list[dict[str, Any]]:
+        return cast(builtins.list[dict[str, Any]], await self._send(calls.list_architectures()))
+
+
+class AsyncKeys(_AsyncResource):
+    async def create(self, name: str, scopes: builtins.list[str]) -> CreatedApiKey:
+        return cast(CreatedApiKey, await self._send(calls.create_key(name, scopes)))
+
+    async def list(self) -> builtins.list[ApiKey]:
+        return cast(builtins.list[ApiKey], (await self._send(calls.list_keys()))["items"])
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        return cast(ApiKey, await self._send(calls.revoke_key(key_id)))
+
+    async def me(self) -> WhoAmI:
+        return cast(WhoAmI, await self._send(calls.who_am_i()))
+
+
+class AsyncTrainyardClient:
+    """Asyncio client: `async with AsyncTrainyardClient() as client: await client.runs.list()`."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url or default_api_url()
+        self._transport = _AsyncTransport(self.base_url, api_key or default_api_key(), timeout)
+        self.runs = AsyncRuns(self._transport)
+        self.datasets = AsyncDatasets(self._transport)
+        self.models = AsyncModels(self._transport)
+        self.trainers = AsyncTrainers(self._transport)
+        self.architectures = AsyncArchitectures(self._transport)
+        self.keys = AsyncKeys(self._transport)
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncTrainyardClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -18,7 +18,7 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
     stack.start(("metrics", "scheduler", "api"))
     stack.start_service("trainer", TRAINYARD_TRAINER_ID="cpu-trainer-1", TRAINYARD_THREADS="1")
     files = write_synthetic_coco(tmp_path / "shapes", train_images=8, val_images=4, size=64)
-    with TrainyardClient(stack.api_url) as client:
+    with TrainyardClient(stack.api_url, stack.admin_key) as client:
         dataset = client.datasets.register("shapes", str(files.root))
         run = client.runs.start({"name": "e2e", "dataset_id": dataset["id"], "architecture": "rtmdet-tiny",
                                  "epochs": 2, "batch_size": 4, "input_size": 64})
