@@ -1,0 +1,44 @@
+"""Test helpers for the gateway: a private stack per module, keys of any project, authorised HTTP clients."""
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import MongoClient
+
+from shared.apikeys import Scope, new_key
+from shared.store import API_KEYS
+from trainyard.localstack import LocalStack
+
+
+def private_stack(servers: LocalStack, data_dir: Path) -> LocalStack:
+    """Services on the session's servers under their own database and subject prefix."""
+    namespace = "t" + uuid.uuid4().hex[:10]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return LocalStack(data_dir, nats_url=servers.nats_url, mongo_url=servers.mongo_url,
+                      mongo_db=namespace, subject_prefix=namespace)
+
+
+def create_key(stack: LocalStack, project: str, scopes: list[Scope], name: str = "test") -> str:
+    """A key of any project, written as `trainyard keys bootstrap` writes one."""
+    key, doc = new_key(project, name, scopes, created_by="test", now=datetime.now(UTC))
+    assert stack.mongo_url
+    client: MongoClient[dict[str, Any]] = MongoClient(stack.mongo_url)
+    with client:
+        client[stack.mongo_db][API_KEYS].insert_one(doc)
+    return key
+
+
+def http(stack: LocalStack, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=stack.api_url, headers=headers, timeout=30)
+
+
+def problem_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["detail"], body
+    return body

@@ -1,0 +1,178 @@
+"""Listing runs through the gateway: keyset pages that stay correct while runs are added,
+status filter, search by name or id, sorts, opaque cursors."""
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import MongoClient
+
+from services.api.listing import STATUS_ORDER
+from tests.helpers import http, private_stack, problem_of
+from trainyard.localstack import LocalStack
+from trainyard.synth import write_synthetic_coco
+
+
+@dataclass
+class Listing:
+    stack: LocalStack
+    api: httpx.Client
+    dataset_id: str
+
+
+@pytest.fixture(scope="module")
+def listing(servers: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listing]:
+    root = tmp_path_factory.mktemp("listing")
+    stack = private_stack(servers, root / "stack")
+    stack.start_service("api")
+    data = write_synthetic_coco(root / "shapes", train_images=2, val_images=1, size=64).root
+    api = http(stack, stack.admin_key)
+    dataset = api.post("/v1/datasets", json={"name": "shapes", "path": str(data)})
+    assert dataset.status_code == 201, dataset.text
+    yield Listing(stack, api, dataset.json()["id"])
+    api.close()
+    stack.stop()
+
+
+@pytest.fixture
+def runs_db(listing: Listing) -> Iterator[Any]:
+    """The runs collection, emptied after each test so tests do not see each other's runs."""
+    assert listing.stack.mongo_url
+    client: MongoClient[dict[str, Any]] = MongoClient(listing.stack.mongo_url, tz_aware=True)
+    yield client[listing.stack.mongo_db]["runs"]
+    client[listing.stack.mongo_db]["runs"].delete_many({})
+    client.close()
+
+
+def start(listing: Listing, name: str, client: httpx.Client | None = None) -> str:
+    response = (client or listing.api).post("/v1/runs", json={"name": name, "dataset_id": listing.dataset_id,
+                                                              "architecture": "rtmdet-tiny", "epochs": 3})
+    assert response.status_code == 201, response.text
+    run_id: str = response.json()["id"]
+    return run_id
+
+
+def all_pages(api: httpx.Client, **params: Any) -> list[list[dict[str, Any]]]:
+    pages: list[list[dict[str, Any]]] = []
+    cursor = None
+    while True:
+        response = api.get("/v1/runs", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append(body["items"])
+        if (cursor := body["next_cursor"]) is None:
+            return pages
+
+
+def stored_run(run_id: str, name: str, status: str, created_at: datetime) -> dict[str, Any]:
+    """A run document as the gateway inserts and the scheduler moves it."""
+    return {
+        "_id": run_id, "project": "default", "name": name, "status": status, "attempt": 0, "trainer_id": None,
+        "spec": {"name": name, "dataset_id": "d" * 32, "architecture": "rtmdet-tiny", "epochs": 3},
+        "created_at": created_at, "updated_at": created_at,
+        "history": [{"status": "created", "at": created_at, "message": None, "attempt": None}],
+    }
+
+
+def test_paging_newest_first_while_runs_are_added_misses_and_repeats_nothing(
+    listing: Listing, runs_db: Any
+) -> None:
+    existing = [start(listing, f"before-{i}") for i in range(23)]
+    added: list[str] = []
+    stop = threading.Event()
+
+    def keep_adding() -> None:
+        with http(listing.stack, listing.stack.admin_key) as client:
+            while not stop.is_set() and len(added) < 40:
+                added.append(start(listing, f"during-{len(added)}", client))
+
+    adder = threading.Thread(target=keep_adding)
+    adder.start()
+    try:
+        pages = all_pages(listing.api, limit=4)
+    finally:
+        stop.set()
+        adder.join()
+    seen = [run["id"] for page in pages for run in page]
+    assert len(seen) == len(set(seen)), "a run appeared twice"
+    assert added, "runs were added while paging"
+    # Everything that existed when paging began, newest first; a run added meanwhile is newer
+    # than every cursor, so it can only show up on the first page (if it was there in time).
+    assert [run_id for run_id in seen if run_id in existing] == existing[::-1]
+    assert all(run["id"] in existing for page in pages[1:] for run in page)
+    assert all(len(page) == 4 for page in pages[:-1])
+
+
+def test_paging_oldest_first_while_runs_are_added_ends_with_the_new_ones(listing: Listing, runs_db: Any) -> None:
+    existing = [start(listing, f"old-{i}") for i in range(9)]
+    seen: list[str] = []
+    added: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"sort": "created_at", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = listing.api.get("/v1/runs", params=params).json()
+        seen += [run["id"] for run in body["items"]]
+        if len(added) < 3:
+            added.append(start(listing, f"new-{len(added)}"))
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert seen == existing + added
+
+
+def test_status_filter_and_status_sort_follow_the_lifecycle(listing: Listing, runs_db: Any) -> None:
+    base = datetime.now(UTC) - timedelta(hours=1)
+    statuses = ["success", "pending", "failed", "created", "in_progress", "success", "terminated", "pending"]
+    docs = [stored_run(f"{i:032x}", f"r{i}", status, base + timedelta(minutes=i)) for i, status in enumerate(statuses)]
+    runs_db.insert_many(docs)
+    pending = [run["id"] for page in all_pages(listing.api, status="pending", limit=1) for run in page]
+    assert pending == [f"{7:032x}", f"{1:032x}"]
+    by_status = [run for page in all_pages(listing.api, sort="status", limit=3) for run in page]
+    order = [str(s) for s in STATUS_ORDER]
+    expected = sorted(docs, key=lambda d: (order.index(d["status"]), -d["created_at"].timestamp()))
+    assert [run["id"] for run in by_status] == [d["_id"] for d in expected]
+    reverse = [run["id"] for page in all_pages(listing.api, sort="-status", limit=5) for run in page]
+    expected_reverse = sorted(docs, key=lambda d: (-order.index(d["status"]), -d["created_at"].timestamp()))
+    assert reverse == [d["_id"] for d in expected_reverse]
+
+
+def test_runs_spread_over_years_and_created_at_the_same_instant_all_list(listing: Listing, runs_db: Any) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    moments = [now - timedelta(days=900), now - timedelta(days=30), now - timedelta(seconds=5)] + [now] * 5
+    docs = [stored_run(f"{i:032x}", f"r{i}", "created", at) for i, at in enumerate(moments)]
+    runs_db.insert_many(docs)
+    newest = [run["id"] for page in all_pages(listing.api, limit=2) for run in page]
+    assert newest == [d["_id"] for d in sorted(docs, key=lambda d: (d["created_at"], d["_id"]), reverse=True)]
+    oldest = [run["id"] for page in all_pages(listing.api, limit=3, sort="created_at") for run in page]
+    assert oldest == newest[::-1]
+
+
+def test_search_by_name_or_id(listing: Listing, runs_db: Any) -> None:
+    ids = {name: start(listing, name) for name in ("Cat detector", "dog-detector v2", "birds")}
+
+    def found(search: str) -> list[str]:
+        return [run["name"] for run in listing.api.get("/v1/runs", params={"search": search}).json()["items"]]
+
+    assert sorted(found("DETECTOR")) == ["Cat detector", "dog-detector v2"]
+    assert found("v2") == ["dog-detector v2"]
+    assert found(ids["birds"]) == ["birds"]
+    assert found(ids["birds"][:10]) == ["birds"]
+    assert found("(.*") == []
+    assert found("nothing like it") == []
+
+
+def test_cursor_is_opaque_and_checked(listing: Listing, runs_db: Any) -> None:
+    for i in range(3):
+        start(listing, f"c{i}")
+    first = listing.api.get("/v1/runs", params={"limit": 1}).json()
+    cursor = first["next_cursor"]
+    assert cursor and first["items"][0]["id"] not in cursor
+    for params in ({"cursor": "garbage"}, {"cursor": cursor[:-3]}, {"cursor": cursor, "status": "created"},
+                   {"cursor": cursor, "sort": "created_at"}):
+        body = problem_of(listing.api.get("/v1/runs", params={"limit": 1, **params}), 422)
+        assert body["errors"][0]["field"] == "query.cursor", body
+    for params in ({"limit": 0}, {"limit": 201}, {"status": "sleeping"}, {"sort": "name"}, {"search": ""}):
+        problem_of(listing.api.get("/v1/runs", params=params), 422)
