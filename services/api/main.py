@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from prometheus_client import make_asgi_app
 
 from services.api.errors import install_error_handlers
-from services.api.routes import architectures, datasets, runs
+from services.api.routes import architectures, datasets, runs, trainers
 from services.api.store import ApiStore
 from shared.bus import ensure_stream, make_broker
 from shared.settings import ApiSettings
@@ -30,6 +30,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         await broker.connect()
         await ensure_stream(broker, subjects)
         app.state.store, app.state.broker, app.state.subjects = store, broker, subjects
+        app.state.settings = settings
         try:
             yield
         finally:
@@ -43,7 +44,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (datasets, runs, architectures):
+    for module in (datasets, runs, architectures, trainers):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
 

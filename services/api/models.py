@@ -55,6 +55,7 @@ class RunOut(BaseModel):
     attempt: int
     device: str | None = None
     progress: Progress
+    queue_position: int | None = Field(None, description="place in its accelerator's queue while pending")
     latest_metrics: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
@@ -103,3 +104,22 @@ class ArchitectureOut(BaseModel):
 
 
 RunSpecIn = RunSpec
+
+
+class TrainerRun(BaseModel):
+    run_id: str
+    status: str
+    attempt: int
+
+
+class TrainerOut(BaseModel):
+    id: str
+    host: str
+    health: str = Field(description="online, silent (missed heartbeats) or lost")
+    accelerators: list[dict[str, Any]]
+    capacity: int
+    free: int
+    draining: bool
+    version: str | None
+    last_seen: datetime
+    runs: list[TrainerRun]

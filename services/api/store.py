@@ -5,7 +5,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.store import CONFUSION_MATRICES, DATASETS, EPOCHS, RUNS, Document
+from shared.store import CONFUSION_MATRICES, DATASETS, EPOCHS, RUNS, TRAINERS, Document
 
 
 class ApiStore:
@@ -14,6 +14,7 @@ class ApiStore:
         self.datasets = db[DATASETS]
         self.epochs = db[EPOCHS]
         self.confusion_matrices = db[CONFUSION_MATRICES]
+        self.trainers = db[TRAINERS]
 
     async def ensure_indexes(self) -> None:
         await self.runs.create_index([("created_at", DESCENDING), ("_id", DESCENDING)], name="created_desc")
@@ -50,3 +51,21 @@ class ApiStore:
         if epoch is not None:
             query["epoch"] = epoch
         return await self.confusion_matrices.find_one(query, {"_id": 0}, sort=[("epoch", DESCENDING)])
+
+    async def queue_position(self, run: Document) -> int:
+        """1 + the queued runs for the same accelerator that go before this one (aging aside)."""
+        priority = int(run["spec"].get("priority", 0))
+        ahead = await self.runs.count_documents({
+            "status": "pending", "trainer_id": None, "_id": {"$ne": run["_id"]},
+            "spec.accelerator.name": run["spec"]["accelerator"]["name"],
+            "$or": [{"spec.priority": {"$gt": priority}},
+                    {"spec.priority": priority, "created_at": {"$lt": run["created_at"]}}],
+        })
+        return ahead + 1
+
+    async def list_trainers(self) -> list[Document]:
+        return await self.trainers.find().sort("_id", ASCENDING).to_list()
+
+    async def runs_on_trainers(self) -> list[Document]:
+        query = {"status": {"$in": ["pending", "in_progress"]}, "trainer_id": {"$ne": None}}
+        return await self.runs.find(query, {"_id": 1, "trainer_id": 1, "status": 1, "attempt": 1}).to_list()

@@ -6,11 +6,22 @@ S = RunStatus
 
 ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
     S.CREATED: frozenset({S.PENDING, S.TERMINATED}),
-    S.PENDING: frozenset({S.IN_PROGRESS, S.TERMINATED, S.FAILED, S.ABORTED}),
+    # pending -> pending: an assignment nobody acknowledged goes back to the queue.
+    # pending -> success/failed: run.completed may be handled before run.started
+    # (separate consumers); the attempt's own outcome is authoritative.
+    S.PENDING: frozenset({S.PENDING, S.IN_PROGRESS, S.SUCCESS, S.TERMINATED, S.FAILED, S.ABORTED}),
     S.IN_PROGRESS: frozenset({S.SUCCESS, S.FAILED, S.ABORTED, S.TERMINATED, S.RERUN}),
     S.RERUN: frozenset({S.PENDING, S.TERMINATED, S.ABORTED}),
-    **{terminal: frozenset() for terminal in TERMINAL_STATUSES},
+    S.SUCCESS: frozenset(),
+    # A person may rerun a run that did not succeed: it resumes from its latest checkpoint.
+    S.FAILED: frozenset({S.RERUN}),
+    S.ABORTED: frozenset({S.RERUN}),
+    S.TERMINATED: frozenset({S.RERUN}),
 }
+
+# Statuses in which a run holds (or waits for) a trainer.
+ACTIVE_STATUSES: frozenset[RunStatus] = frozenset({S.PENDING, S.IN_PROGRESS})
+assert all(terminal in ALLOWED for terminal in TERMINAL_STATUSES)
 
 
 def can_move(current: RunStatus, target: RunStatus) -> bool:

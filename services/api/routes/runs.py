@@ -4,10 +4,10 @@ from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
 
 from services.api.deps import Bus, Store, SubjectNames
-from services.api.errors import NotFound, Unprocessable
+from services.api.errors import ApiError, NotFound, Unprocessable
 from services.api.models import ConfusionMatrixOut, EpochLog, EpochLogs, Progress, RunList, RunOut
 from shared.bus import publish_event
-from shared.events import RunCreated, new_id, utcnow
+from shared.events import RunCreated, RunKillRequested, RunRerunRequested, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
 from shared.status import RunStatus
 
@@ -16,7 +16,7 @@ RunId = Annotated[ObjectId, PathParam(description="the run's id")]
 DEFAULT_PROJECT = "default"
 
 
-def _run_out(doc: dict[str, Any], latest: dict[str, Any] | None) -> RunOut:
+def _run_out(doc: dict[str, Any], latest: dict[str, Any] | None, queue_position: int | None = None) -> RunOut:
     total = int(doc["spec"]["epochs"])
     epoch = int(latest["epoch"]) if latest else 0
     started, completed = doc.get("started_at"), doc.get("completed_at")
@@ -26,6 +26,7 @@ def _run_out(doc: dict[str, Any], latest: dict[str, Any] | None) -> RunOut:
         message=doc.get("message"), pending_reason=doc.get("pending_reason"), spec=RunSpec.model_validate(doc["spec"]),
         trainer_id=doc.get("trainer_id"), attempt=doc.get("attempt", 0), device=doc.get("device"),
         progress=Progress(epoch=epoch, total_epochs=total, percent=round(100.0 * epoch / total, 1)),
+        queue_position=queue_position,
         latest_metrics=(latest or {}).get("metrics", {}),
         created_at=doc["created_at"], updated_at=doc["updated_at"], started_at=started, completed_at=completed,
         duration_s=duration.total_seconds() if duration is not None else None,
@@ -77,6 +78,31 @@ async def list_runs(
 async def get_run(run_id: RunId, store: Store) -> RunOut:
     """A run's status, progress, latest metrics and history."""
     doc = await _existing_run(store, run_id)
+    queued = doc["status"] == RunStatus.PENDING and doc.get("trainer_id") is None
+    position = await store.queue_position(doc) if queued else None
+    return _run_out(doc, await store.latest_epoch(run_id), position)
+
+
+@router.post("/{run_id}/kill", status_code=status.HTTP_202_ACCEPTED)
+async def kill_run(run_id: RunId, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
+    """Stop a run: a queued run ends `terminated` at once, a training one when its trainer stops it."""
+    doc = await _existing_run(store, run_id)
+    if doc["status"] in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
+        raise ApiError(409, "Conflict", f"run {run_id} already ended {doc['status']}")
+    await publish_event(bus, subjects, subjects.run_kill_requested, RunKillRequested(run_id=run_id),
+                        dedup_key=f"{run_id}:kill:{doc.get('attempt', 0)}")
+    return _run_out(doc, await store.latest_epoch(run_id))
+
+
+@router.post("/{run_id}/rerun", status_code=status.HTTP_202_ACCEPTED)
+async def rerun_run(run_id: RunId, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
+    """Run again a run that failed, was aborted or terminated; it resumes from its latest checkpoint."""
+    doc = await _existing_run(store, run_id)
+    if doc["status"] not in (RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
+        raise ApiError(409, "Conflict", f"run {run_id} is {doc['status']}: only failed, aborted or "
+                                        "terminated runs can be rerun")
+    await publish_event(bus, subjects, subjects.run_rerun_requested, RunRerunRequested(run_id=run_id),
+                        dedup_key=f"{run_id}:rerun:{doc.get('attempt', 0)}")
     return _run_out(doc, await store.latest_epoch(run_id))
 
 
