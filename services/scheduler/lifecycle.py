@@ -71,6 +71,13 @@ class RunLifecycle:
 
     async def completed(self, event: RunCompleted) -> bool:
         """An attempt's outcome; the trainer's accelerators are free again either way."""
+        if event.status == RunStatus.SUCCESS:
+            # run.started and run.completed reach separate consumers: a short run's
+            # completion can be handled first. Success implies it started.
+            await self._move(event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id}",
+                             guard={"attempt": event.attempt, "trainer_id": event.trainer_id,
+                                    "status": str(RunStatus.PENDING)},
+                             fields={"started_at": event.occurred_at, "pending_reason": None})
         before = await self._move(
             event.run_id, RunStatus(event.status), event.message,
             guard={"attempt": event.attempt, "trainer_id": event.trainer_id},

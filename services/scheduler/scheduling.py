@@ -31,6 +31,8 @@ QUEUE_DEPTH = Gauge("trainyard_queue_depth", "Runs waiting for a trainer", ["acc
 TRAINERS_LOST = Counter("trainyard_trainers_lost_total", "Trainers presumed lost after missed heartbeats")
 # A run.created lost between the API's insert and its publish is picked up after this.
 UNANNOUNCED_RUN_GRACE = timedelta(seconds=10)
+# The smallest execution timeout a spec may set: older runs are the only candidates.
+MIN_EXECUTION_TIMEOUT_S = RunSpec.model_fields["execution_timeout_s"].metadata[0].ge
 
 
 class Scheduler:
@@ -136,7 +138,7 @@ class Scheduler:
             await self.lifecycle.reset_attempt(
                 run, "not_accepted", f"trainer {run['trainer_id']} did not accept the assignment in time")
             self.request_placement()
-        async for run in self.store.runs_started_before(now - timedelta(seconds=60)):
+        async for run in self.store.runs_started_before(now - timedelta(seconds=MIN_EXECUTION_TIMEOUT_S)):
             limit_s = int(run["spec"].get("execution_timeout_s", 3600))
             if (now - run["started_at"]).total_seconds() > limit_s:
                 await self.lifecycle.stop_attempt(run, RunStatus.ABORTED,

@@ -7,9 +7,8 @@ S = RunStatus
 ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
     S.CREATED: frozenset({S.PENDING, S.TERMINATED}),
     # pending -> pending: an assignment nobody acknowledged goes back to the queue.
-    # pending -> success/failed: run.completed may be handled before run.started
-    # (separate consumers); the attempt's own outcome is authoritative.
-    S.PENDING: frozenset({S.PENDING, S.IN_PROGRESS, S.SUCCESS, S.TERMINATED, S.FAILED, S.ABORTED}),
+    # pending -> failed: training broke before it started (a bad dataset, say).
+    S.PENDING: frozenset({S.PENDING, S.IN_PROGRESS, S.TERMINATED, S.FAILED, S.ABORTED}),
     S.IN_PROGRESS: frozenset({S.SUCCESS, S.FAILED, S.ABORTED, S.TERMINATED, S.RERUN}),
     S.RERUN: frozenset({S.PENDING, S.TERMINATED, S.ABORTED}),
     S.SUCCESS: frozenset(),

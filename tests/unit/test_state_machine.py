@@ -25,4 +25,4 @@ def test_a_started_run_cannot_go_back_to_pending_without_a_rerun() -> None:
 
 
 def test_success_comes_from_an_attempt_that_ran() -> None:
-    assert sources_of(RunStatus.SUCCESS) == ["in_progress", "pending"]
+    assert sources_of(RunStatus.SUCCESS) == ["in_progress"]
