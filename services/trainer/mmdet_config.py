@@ -112,7 +112,8 @@ def build_config(job: TrainingJob) -> Config:
     cfg.default_hooks.checkpoint = {
         "type": "CheckpointHook",
         "interval": 1,
-        "max_keep_ckpts": 1,
+        # Two: a resume may need the epoch before the last (see session.latest_checkpoint).
+        "max_keep_ckpts": 2,
         "save_last": True,
     }
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 5}

@@ -29,13 +29,25 @@ LOG_TAIL_LINES = 8
 STOP_GRACE_S = 5.0
 
 
+REPORTED_EPOCH_FILE = "reported_epoch"
+
+
 def latest_checkpoint(run_dir: Path, before_attempt: int) -> Path | None:
-    """The newest epoch checkpoint an earlier attempt of the run left on shared storage."""
+    """The newest checkpoint of an earlier attempt whose epoch was also reported.
+
+    MMEngine saves epoch N's checkpoint before validating it, so an attempt can
+    die holding epoch N's weights with epoch N never reported; resuming from
+    there would leave a hole in the run's epochs. Resuming from the newest
+    reported epoch re-trains at most that one epoch instead.
+    """
     candidates: list[tuple[int, int, Path]] = []
     for attempt in range(1, before_attempt):
-        for path in (run_dir / f"attempt-{attempt}").glob("epoch_*.pth"):
+        attempt_dir = run_dir / f"attempt-{attempt}"
+        marker = attempt_dir / REPORTED_EPOCH_FILE
+        reported = int(marker.read_text()) if marker.exists() else 0
+        for path in attempt_dir.glob("epoch_*.pth"):
             epoch = path.stem.removeprefix("epoch_")
-            if epoch.isdigit():
+            if epoch.isdigit() and int(epoch) <= reported:
                 candidates.append((int(epoch), attempt, path))
     return max(candidates)[2] if candidates else None
 
@@ -202,3 +214,5 @@ class TrainingSession:
         )
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1
+        # On shared storage beside the checkpoints: a later attempt resumes from here.
+        (self.work_dir / REPORTED_EPOCH_FILE).write_text(str(report.epoch))
