@@ -108,8 +108,8 @@ def test_draining_trainer_hands_its_run_back(stack: LocalStack, client: Trainyar
     assert leaving.wait(timeout=60) == 0
     done = wait_status(client, run["id"], TERMINAL, timeout=180)
     assert done["status"] == "success" and done["trainer_id"] == "staying", done
-    assert "trainer leaving handed the run back (trainer leaving is draining)" in [
-        h["message"] for h in done["history"] if h["status"] == "rerun"][0]
+    assert "trainer leaving handed the run back (trainer leaving is draining)" in next(
+        h["message"] for h in done["history"] if h["status"] == "rerun")
     assert_resumed_and_contiguous(client, done, epochs=4)
 
 
