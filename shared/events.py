@@ -50,6 +50,30 @@ class RunAssigned(RunEvent):
     dataset: DatasetLayout
 
 
+class RunAccepted(RunEvent):
+    """A trainer took an assignment: the scheduler stops waiting to retry it elsewhere."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    trainer_id: str
+
+
+class RunStopRequested(RunEvent):
+    """The scheduler asks a trainer to stop an attempt, and says how it ends."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    trainer_id: str
+    status: Literal[RunStatus.TERMINATED, RunStatus.ABORTED]
+    message: str
+
+
+class RunReleased(RunEvent):
+    """A draining trainer stopped an attempt after its last checkpoint and hands the run back."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    trainer_id: str
+    reason: str
+
+
 class RunStarted(RunEvent):
     attempt: Annotated[int, Field(ge=1)]
     trainer_id: str
@@ -107,6 +131,12 @@ class RunKillRequested(RunEvent):
     requested_by: str | None = None
 
 
+class RunRerunRequested(RunEvent):
+    """A user asked to run again a run that did not succeed."""
+
+    requested_by: str | None = None
+
+
 class Accelerator(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -115,11 +145,19 @@ class Accelerator(BaseModel):
     memory_mb: int | None = None
 
 
+class RunningAttempt(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    attempt: int
+
+
 class TrainerHeartbeat(Event):
     trainer_id: str
     host: str
     accelerators: list[Accelerator]
-    running_run_ids: list[str] = Field(default_factory=list)
+    running: list[RunningAttempt] = Field(default_factory=list)
+    free: int = Field(0, description="accelerators not in use")
     version: str
     draining: bool = False
 

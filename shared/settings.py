@@ -26,6 +26,12 @@ class SchedulerSettings(CommonSettings):
     trainer_timeout_s: float = 10.0
     # How often pending runs are re-examined even without new events.
     placement_interval_s: float = 2.0
+    # An assignment the trainer has not accepted within this goes elsewhere.
+    assignment_ack_timeout_s: float = 15.0
+    # Waiting this long counts as one level of priority (no run starves).
+    aging_s: float = 300.0
+    # Runs of one project holding or waiting on a trainer at once; 0 is no limit.
+    project_max_active_runs: int = 0
 
 
 class MetricsSettings(CommonSettings):
@@ -35,6 +41,8 @@ class MetricsSettings(CommonSettings):
 class ApiSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8000
+    # Shown as a trainer's health: silent after this long without a heartbeat.
+    trainer_timeout_s: float = 10.0
     # Larger request bodies are refused with 413 before they are read.
     max_request_bytes: int = 1_048_576
     # How often a live event stream looks for new status changes and epochs.
@@ -50,5 +58,7 @@ class TrainerSettings(CommonSettings):
     accelerator_count: int = 0
     work_root: str = ".trainyard/work"
     heartbeat_interval_s: float = 2.0
-    # Torch threads for the training child; 0 means every core of this machine.
+    # Torch threads for the training children; 0 means every core of this machine.
     threads: int = 0
+    # On SIGTERM, runs get this long to finish before they are handed back.
+    drain_timeout_s: float = 0.0

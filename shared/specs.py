@@ -32,6 +32,12 @@ class RunSpec(Strict):
     learning_rate: Annotated[float | None, Field(gt=0, le=10)] = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     accelerator: AcceleratorRequest = AcceleratorRequest()
+    priority: Annotated[int, Field(ge=-100, le=100, description="higher is placed first")] = 0
+    max_attempts: Annotated[int, Field(ge=1, le=20, description="attempts before the run ends aborted")] = 3
+    on_reset: Literal["rerun", "fail"] = Field(
+        "rerun", description="when its trainer is lost: retry from the latest checkpoint, or fail"
+    )
+    execution_timeout_s: Annotated[int, Field(ge=10, le=7 * 24 * 3600)] = 3600
 
     @field_validator("architecture")
     @classmethod

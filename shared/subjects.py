@@ -44,6 +44,21 @@ class Subjects:
     def run_kill_requested(self) -> str:
         return self._s("run.kill_requested")
 
+    @property
+    def run_rerun_requested(self) -> str:
+        return self._s("run.rerun_requested")
+
+    @property
+    def run_accepted(self) -> str:
+        return self._s("run.accepted")
+
+    @property
+    def run_released(self) -> str:
+        return self._s("run.released")
+
+    def run_stop_requested(self, trainer_id: str) -> str:
+        return self._s(f"run.stop_requested.{trainer_id}")
+
     def run_assigned(self, trainer_id: str) -> str:
         return self._s(f"run.assigned.{trainer_id}")
 

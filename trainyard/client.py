@@ -123,6 +123,7 @@ class Run(TypedDict):
     attempt: int
     device: str | None
     progress: Progress
+    queue_position: int | None
     latest_metrics: dict[str, float]
     created_at: str
     updated_at: str
@@ -585,6 +586,10 @@ class TrainyardClient:
         self.architectures = Architectures(self._transport)
         self.keys = Keys(self._transport)
 
+    def request(self, method: str, path: str, **params: Any) -> Any:
+        """Any operation by method and path (query from keywords), with the same typed errors."""
+        return self._transport.send(Call(method, path, params))
+
     def close(self) -> None:
         self._transport.close()
 
@@ -764,6 +769,10 @@ class AsyncTrainyardClient:
         self.trainers = AsyncTrainers(self._transport)
         self.architectures = AsyncArchitectures(self._transport)
         self.keys = AsyncKeys(self._transport)
+
+    async def request(self, method: str, path: str, **params: Any) -> Any:
+        """Any operation by method and path (query from keywords), with the same typed errors."""
+        return await self._transport.send(Call(method, path, params))
 
     async def close(self) -> None:
         await self._transport.close()

@@ -200,6 +200,11 @@ class LocalStack:
             _wait("api", lambda: _port_open(port), proc, self.log_dir / f"{name}.log", 30)  # type: ignore[arg-type]
         return proc
 
+    def start_load_generator(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Simulated trainers (trainyard.loadgen) under this stack's namespace."""
+        argv = [sys.executable, "-m", "trainyard.loadgen", "--name", name, *args]
+        return self._spawn(f"loadgen-{name}", argv, self.service_env())
+
     def start(self, services: tuple[str, ...] = SERVICES) -> None:
         self.start_servers()
         for service in services:

@@ -58,6 +58,11 @@ class Unprocessable(ApiError):
         super().__init__(422, detail, errors)
 
 
+class Conflict(ApiError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(409, detail)
+
+
 class Unauthorized(ApiError):
     def __init__(self, detail: str) -> None:
         super().__init__(401, detail, headers={"WWW-Authenticate": 'Bearer realm="trainyard"'})

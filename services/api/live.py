@@ -2,12 +2,14 @@
 
 The stream is the run's status history (the `history` array the scheduler
 appends to) and its stored epochs. An event's id is the position after it,
-`<status changes sent>-<last epoch sent>`, so a client reconnecting with
-`Last-Event-ID` resumes exactly there, from any API replica, after restarts.
+`<status changes sent>-<attempt>-<last epoch sent>`, so a client reconnecting
+with `Last-Event-ID` resumes exactly there, from any API replica, after restarts.
 
 Epochs go out in epoch order. If one is stored late (its first delivery
 failed and is being retried), later ones wait for it for up to EPOCH_GAP_GRACE,
-so a stream does not skip an epoch a retry is about to fill.
+so a stream does not skip an epoch a retry is about to fill. A later attempt
+that resumed from an earlier checkpoint logs some epochs again; those replace
+the earlier ones in storage and go out again, under the new attempt.
 """
 
 import asyncio
@@ -29,7 +31,7 @@ EPOCH_GAP_GRACE = timedelta(seconds=45)
 # After a run ends, its last epochs may still be on their way to the metrics service.
 FINAL_EPOCHS_GRACE = timedelta(seconds=10)
 RECONNECT_DELAY_MS = 2000
-_POSITION = re.compile(r"^(\d{1,9})-(\d{1,9})$")
+_POSITION = re.compile(r"^(\d{1,9})-(\d{1,9})-(\d{1,9})$")
 
 
 class StatusEvent(StatusChange):
@@ -48,18 +50,20 @@ class EndEvent(BaseModel):
 @dataclass(frozen=True)
 class StreamPosition:
     statuses: int = 0
+    attempt: int = 0
     epoch: int = 0
 
     @property
     def token(self) -> str:
-        return f"{self.statuses}-{self.epoch}"
+        return f"{self.statuses}-{self.attempt}-{self.epoch}"
 
     @classmethod
     def parse(cls, token: str) -> "StreamPosition":
         match = _POSITION.match(token.strip())
         if match is None:
-            raise ValueError(f"{token[:40]!r} is not an event id of this stream (expected <status changes>-<epoch>)")
-        return cls(int(match.group(1)), int(match.group(2)))
+            raise ValueError(f"{token[:40]!r} is not an event id of this stream "
+                             "(expected <status changes>-<attempt>-<epoch>)")
+        return cls(int(match.group(1)), int(match.group(2)), int(match.group(3)))
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,18 @@ def _terminal(run: dict[str, Any]) -> bool:
     return run["status"] in TERMINAL_STATUSES
 
 
-def _epochs_ready(epochs: list[dict[str, Any]], after: int, run: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
-    """Epochs after `after` in order, stopping at a gap that a late epoch may still fill."""
+def _epochs_ready(epochs: list[dict[str, Any]], position: "StreamPosition", run: dict[str, Any],
+                  now: datetime) -> list[dict[str, Any]]:
+    """Epochs not sent yet, in order, stopping at a gap that a late epoch may still fill."""
     ready: list[dict[str, Any]] = []
-    expected = after + 1
-    for epoch in epochs:
+    attempt, expected = position.attempt, position.epoch + 1
+    for epoch in sorted(epochs, key=lambda e: (e.get("attempt", 0), e["epoch"])):
+        epoch_attempt = int(epoch.get("attempt", 0))
+        if epoch_attempt < attempt:
+            continue  # an earlier attempt's epoch that a newer attempt has not replaced yet
+        if epoch_attempt > attempt:
+            # A new attempt starts wherever its checkpoint put it.
+            attempt, expected = epoch_attempt, epoch["epoch"]
         gap = epoch["epoch"] != expected
         if gap and not _terminal(run) and now - epoch["logged_at"] < EPOCH_GAP_GRACE:
             break
@@ -89,7 +100,7 @@ def _epochs_ready(epochs: list[dict[str, Any]], after: int, run: dict[str, Any],
     return ready
 
 
-def next_events(run: dict[str, Any], epochs_after: list[dict[str, Any]], position: StreamPosition,
+def next_events(run: dict[str, Any], unsent_epochs: list[dict[str, Any]], position: StreamPosition,
                 now: datetime) -> tuple[list[LiveEvent], StreamPosition]:
     """The events a client at `position` has not seen yet, in time order, and where that leaves it."""
     run_id = run["_id"]
@@ -97,7 +108,7 @@ def next_events(run: dict[str, Any], epochs_after: list[dict[str, Any]], positio
     timeline: list[tuple[datetime, int, str, dict[str, Any]]] = []
     for change in history[position.statuses:]:
         timeline.append((change["at"], 0, "status", change))
-    for epoch in _epochs_ready(epochs_after, position.epoch, run, now):
+    for epoch in _epochs_ready(unsent_epochs, position, run, now):
         timeline.append((epoch["logged_at"], 1, "epoch", epoch))
     # Stable: each source keeps its own order; the two interleave by time.
     timeline.sort(key=lambda item: item[0])
@@ -105,10 +116,10 @@ def next_events(run: dict[str, Any], epochs_after: list[dict[str, Any]], positio
     for _at, _source, kind, doc in timeline:
         data: BaseModel
         if kind == "status":
-            position = StreamPosition(position.statuses + 1, position.epoch)
+            position = StreamPosition(position.statuses + 1, position.attempt, position.epoch)
             data = StatusEvent.model_validate({**doc, "run_id": run_id})
         else:
-            position = StreamPosition(position.statuses, int(doc["epoch"]))
+            position = StreamPosition(position.statuses, int(doc.get("attempt", 0)), int(doc["epoch"]))
             data = EpochEvent.model_validate({**doc, "run_id": run_id})
         events.append(LiveEvent("status" if kind == "status" else "epoch", position, data))
     return events, position
@@ -135,7 +146,8 @@ async def live_events(store: ApiStore, project: str, run_id: str, start: StreamP
         if run is None:
             return
         now = utcnow()
-        events, position = next_events(run, await store.epochs_after(run_id, position.epoch), position, now)
+        unsent = await store.epochs_unsent(run_id, position.attempt, position.epoch)
+        events, position = next_events(run, unsent, position, now)
         for event in events:
             yield event.encode()
             quiet_since = time.monotonic()

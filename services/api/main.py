@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from services.api.auth import authenticate
 from services.api.errors import FieldProblem, Problem, install_error_handlers, problem_responses
 from services.api.limits import BodySizeLimit
-from services.api.routes import architectures, datasets, keys, run_events, run_results, runs
+from services.api.routes import architectures, datasets, keys, run_events, run_results, runs, trainers
 from services.api.store import ApiStore
 from shared.bus import ensure_stream, make_broker
 from shared.settings import ApiSettings
@@ -72,7 +72,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    for module in (datasets, runs, run_results, run_events, architectures, keys):
+    for module in (datasets, runs, run_results, run_events, architectures, trainers, keys):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
     _install_openapi(app)

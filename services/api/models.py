@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API."""
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,6 +76,7 @@ class RunOut(BaseModel):
     attempt: int = Field(description="attempts started so far (1 after the first assignment)")
     device: str | None = None
     progress: Progress
+    queue_position: int | None = Field(None, description="place in its accelerator's queue while pending")
     latest_metrics: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
@@ -211,3 +212,22 @@ class WhoAmI(BaseModel):
 
 
 RunSpecIn = RunSpec
+
+
+class TrainerRun(BaseModel):
+    run_id: str
+    status: str
+    attempt: int
+
+
+class TrainerOut(BaseModel):
+    id: str
+    host: str
+    health: str = Field(description="online, silent (missed heartbeats) or lost")
+    accelerators: list[dict[str, Any]]
+    capacity: int
+    free: int
+    draining: bool
+    version: str | None
+    last_seen: datetime
+    runs: list[TrainerRun]

@@ -14,7 +14,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.api.pagination import After, Direction, Fetch, scan_by_created
-from shared.store import API_KEYS, CONFUSION_MATRICES, DATASETS, EPOCHS, ITERATIONS, RUNS, Document
+from shared.store import API_KEYS, CONFUSION_MATRICES, DATASETS, EPOCHS, ITERATIONS, RUNS, TRAINERS, Document
 
 FULL_ID = re.compile(r"^[0-9a-f]{32}$")
 HEX_PREFIX = re.compile(r"^[0-9a-f]{4,31}$")
@@ -38,6 +38,7 @@ class ApiStore:
         self.iterations = db[ITERATIONS]
         self.confusion_matrices = db[CONFUSION_MATRICES]
         self.api_keys = db[API_KEYS]
+        self.trainers = db[TRAINERS]
 
     async def ensure_indexes(self) -> None:
         newest = [("created_at", DESCENDING), ("_id", DESCENDING)]
@@ -120,9 +121,10 @@ class ApiStore:
     async def epochs_of(self, run_id: str) -> list[Document]:
         return await self.epochs.find({"run_id": run_id}, {"_id": 0}).sort("epoch", ASCENDING).to_list()
 
-    async def epochs_after(self, run_id: str, epoch: int) -> list[Document]:
-        return await self.epochs.find({"run_id": run_id, "epoch": {"$gt": epoch}}, {"_id": 0}) \
-            .sort("epoch", ASCENDING).to_list()
+    async def epochs_unsent(self, run_id: str, attempt: int, epoch: int) -> list[Document]:
+        """Epochs after `epoch`, and every epoch a newer attempt than `attempt` logged (again)."""
+        query = {"run_id": run_id, "$or": [{"epoch": {"$gt": epoch}}, {"attempt": {"$gt": attempt}}]}
+        return await self.epochs.find(query, {"_id": 0}).sort("epoch", ASCENDING).to_list()
 
     async def iterations_of(self, run_id: str, limit: int) -> list[Document]:
         return await self.iterations.find({"run_id": run_id}, {"_id": 0}) \
@@ -141,3 +143,22 @@ class ApiStore:
         if epoch is not None:
             query["epoch"] = epoch
         return await self.confusion_matrices.find_one(query, {"_id": 0}, sort=[("epoch", DESCENDING)])
+
+    async def queue_position(self, run: Document) -> int:
+        """1 + the queued runs for the same accelerator that go before this one (aging aside)."""
+        priority = int(run["spec"].get("priority", 0))
+        ahead = await self.runs.count_documents({
+            "status": "pending", "trainer_id": None, "_id": {"$ne": run["_id"]},
+            "spec.accelerator.name": run["spec"]["accelerator"]["name"],
+            "$or": [{"spec.priority": {"$gt": priority}},
+                    {"spec.priority": priority, "created_at": {"$lt": run["created_at"]}}],
+        })
+        return ahead + 1
+
+    async def list_trainers(self) -> list[Document]:
+        return await self.trainers.find().sort("_id", ASCENDING).to_list()
+
+    async def runs_on_trainers(self, project: str) -> list[Document]:
+        """The project's runs holding a trainer (other projects' runs show only as used capacity)."""
+        query = {"project": project, "status": {"$in": ["pending", "in_progress"]}, "trainer_id": {"$ne": None}}
+        return await self.runs.find(query, {"_id": 1, "trainer_id": 1, "status": 1, "attempt": 1}).to_list()

@@ -53,7 +53,7 @@ def run_overview(status: str, progress: Progress, trainer_id: str | None, messag
             return f"{status} after {done}" + (f": {message}" if message else "")
 
 
-def run_out(doc: Doc, latest_epoch: Doc | None, now: datetime) -> RunOut:
+def run_out(doc: Doc, latest_epoch: Doc | None, now: datetime, queue_position: int | None = None) -> RunOut:
     total = int(doc["spec"]["epochs"])
     epoch = int(latest_epoch["epoch"]) if latest_epoch else 0
     progress = Progress(epoch=epoch, total_epochs=total, percent=round(100.0 * min(epoch, total) / total, 1))
@@ -67,7 +67,7 @@ def run_out(doc: Doc, latest_epoch: Doc | None, now: datetime) -> RunOut:
         overview=run_overview(status, progress, doc.get("trainer_id"), message, duration_s),
         message=message, pending_reason=doc.get("pending_reason"), spec=RunSpec.model_validate(doc["spec"]),
         trainer_id=doc.get("trainer_id"), attempt=doc.get("attempt", 0), device=doc.get("device"),
-        progress=progress, latest_metrics=(latest_epoch or {}).get("metrics", {}),
+        progress=progress, queue_position=queue_position, latest_metrics=(latest_epoch or {}).get("metrics", {}),
         created_at=doc["created_at"], updated_at=doc["updated_at"], started_at=started, completed_at=completed,
         duration_s=duration_s, history=[StatusChange.model_validate(h) for h in doc.get("history", [])],
     )

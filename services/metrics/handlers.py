@@ -35,6 +35,11 @@ def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) ->
         if event is None:
             return
         try:
+            if await store.is_superseded(event.run_id, event.attempt):
+                EPOCHS_INGESTED.labels(outcome="superseded").inc()
+                log.info("ignoring epoch %d of superseded attempt %d of run %s", event.epoch, event.attempt,
+                         event.run_id)
+                return
             stored = await store.record_epoch(event)
         except PyMongoError as error:
             log.warning("storing epoch %s of run %s failed, retrying: %s", event.epoch, event.run_id, error)

@@ -1,4 +1,4 @@
-"""Bus handlers of the scheduler: decode an event, call the state machine or placement."""
+"""Bus handlers of the scheduler: decode an event, call the lifecycle or ask for placement."""
 
 import logging
 from collections.abc import Awaitable, Callable
@@ -12,7 +12,17 @@ from pymongo.errors import PyMongoError
 
 from services.scheduler.scheduling import Scheduler
 from shared.bus import decode_event, durable, event_stream, pull
-from shared.events import RunCompleted, RunCreated, RunStarted, TrainerHeartbeat, utcnow
+from shared.events import (
+    RunAccepted,
+    RunCompleted,
+    RunCreated,
+    RunKillRequested,
+    RunReleased,
+    RunRerunRequested,
+    RunStarted,
+    TrainerHeartbeat,
+    utcnow,
+)
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -22,7 +32,7 @@ EventT = TypeVar("EventT", bound=BaseModel)
 def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -> NatsRouter:
     router = NatsRouter()
     stream = event_stream(subjects)
-    store = scheduler.store
+    store, lifecycle = scheduler.store, scheduler.lifecycle
 
     async def handle(message: NatsMessage, model: type[EventT], consumer: str,
                      action: Callable[[EventT], Awaitable[None]]) -> None:
@@ -41,30 +51,51 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -
             ack_policy=AckPolicy.NACK_ON_ERROR,
         )
 
-    async def queue_and_place(event: RunCreated) -> None:
-        await scheduler.queue_run(event.run_id)
-        await scheduler.assign_pending_runs()
+    async def queue(event: RunCreated) -> None:
+        await lifecycle.queue(event.run_id)
+        scheduler.request_placement()
+
+    async def accept(event: RunAccepted) -> None:
+        if not await store.mark_accepted(event.run_id, event.attempt, event.trainer_id):
+            log.info("ignoring run.accepted of run %s attempt %d: not its current attempt",
+                     event.run_id, event.attempt)
 
     async def start(event: RunStarted) -> None:
-        if not await store.mark_started(event):
+        if not await lifecycle.started(event):
             log.info("ignoring run.started of run %s attempt %d: not its current attempt or state",
                      event.run_id, event.attempt)
 
     async def complete(event: RunCompleted) -> None:
-        if not await store.mark_completed(event):
-            log.info("ignoring run.completed of run %s attempt %d: not its current attempt or state",
+        if not await lifecycle.completed(event):
+            log.info("run.completed of run %s attempt %d changed nothing: superseded or already ended",
                      event.run_id, event.attempt)
-        await store.release_trainer(event.trainer_id, event.run_id)
-        await scheduler.assign_pending_runs()
+        scheduler.request_placement()
+
+    async def release(event: RunReleased) -> None:
+        await lifecycle.released(event)
+        scheduler.request_placement()
+
+    async def kill(event: RunKillRequested) -> None:
+        outcome = await lifecycle.kill(event.run_id)
+        log.info("kill of run %s: %s", event.run_id, outcome)
+
+    async def rerun(event: RunRerunRequested) -> None:
+        if await lifecycle.rerun(event.run_id):
+            scheduler.request_placement()
 
     async def heartbeat(beat: TrainerHeartbeat) -> None:
-        await store.record_heartbeat(beat, utcnow())
-        if not beat.running_run_ids and not beat.draining:
-            await scheduler.assign_pending_runs()
+        registered = await store.record_heartbeat(beat, utcnow())
+        await scheduler.reconcile_heartbeat(beat)
+        if registered.get("free", 0) > 0 and not beat.draining:
+            scheduler.request_placement()
 
     @durable_subscriber(subjects.run_created, "scheduler-run-created")
     async def on_run_created(message: NatsMessage) -> None:
-        await handle(message, RunCreated, "scheduler-run-created", queue_and_place)
+        await handle(message, RunCreated, "scheduler-run-created", queue)
+
+    @durable_subscriber(subjects.run_accepted, "scheduler-run-accepted")
+    async def on_run_accepted(message: NatsMessage) -> None:
+        await handle(message, RunAccepted, "scheduler-run-accepted", accept)
 
     @durable_subscriber(subjects.run_started, "scheduler-run-started")
     async def on_run_started(message: NatsMessage) -> None:
@@ -73,6 +104,18 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -
     @durable_subscriber(subjects.run_completed, "scheduler-run-completed")
     async def on_run_completed(message: NatsMessage) -> None:
         await handle(message, RunCompleted, "scheduler-run-completed", complete)
+
+    @durable_subscriber(subjects.run_released, "scheduler-run-released")
+    async def on_run_released(message: NatsMessage) -> None:
+        await handle(message, RunReleased, "scheduler-run-released", release)
+
+    @durable_subscriber(subjects.run_kill_requested, "scheduler-run-kill-requested")
+    async def on_run_kill_requested(message: NatsMessage) -> None:
+        await handle(message, RunKillRequested, "scheduler-run-kill-requested", kill)
+
+    @durable_subscriber(subjects.run_rerun_requested, "scheduler-run-rerun-requested")
+    async def on_run_rerun_requested(message: NatsMessage) -> None:
+        await handle(message, RunRerunRequested, "scheduler-run-rerun-requested", rerun)
 
     @router.subscriber(subjects.trainer_heartbeat)
     async def on_trainer_heartbeat(message: NatsMessage) -> None:

@@ -5,6 +5,7 @@ import asyncio
 from faststream import FastStream
 
 from services.scheduler.handlers import build_router
+from services.scheduler.lifecycle import RunLifecycle
 from services.scheduler.scheduling import Scheduler
 from services.scheduler.store import SchedulerStore
 from shared.bus import make_broker
@@ -20,7 +21,7 @@ def build_app(settings: SchedulerSettings) -> FastStream:
     client = mongo_client(settings)
     store = SchedulerStore(database(client, settings))
     broker = make_broker(settings, "scheduler")
-    scheduler = Scheduler(store, broker, subjects, settings)
+    scheduler = Scheduler(store, RunLifecycle(store, broker, subjects), broker, subjects, settings)
     broker.include_router(build_router(broker, scheduler, subjects))
     app = FastStream(broker)
     tasks: set[asyncio.Task[None]] = set()
@@ -31,7 +32,7 @@ def build_app(settings: SchedulerSettings) -> FastStream:
 
     @app.after_startup
     async def start_placement_loop() -> None:
-        tasks.add(asyncio.create_task(scheduler.place_periodically()))
+        tasks.add(asyncio.create_task(scheduler.run_forever()))
 
     @app.on_shutdown
     async def stop_placement_loop() -> None:

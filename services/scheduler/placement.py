@@ -1,6 +1,7 @@
-"""Pure placement: which online trainer takes a run, or why none can."""
+"""Pure placement: the order of the queue, which trainer takes a run, or why none can."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from shared.specs import AcceleratorRequest
 
@@ -9,9 +10,18 @@ from shared.specs import AcceleratorRequest
 class TrainerView:
     trainer_id: str
     accelerator_name: str
-    accelerator_count: int
-    busy: bool
+    capacity: int
+    free: int
     draining: bool = False
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    run_id: str
+    project: str
+    priority: int
+    created_at: datetime
+    accelerator: AcceleratorRequest
 
 
 @dataclass(frozen=True)
@@ -24,20 +34,29 @@ class NotPlaced:
     reason: str
 
 
+def queue_order(runs: list[QueuedRun], now: datetime, aging_s: float) -> list[QueuedRun]:
+    """Higher priority first, then older; every `aging_s` waited counts as one priority level,
+    so a low-priority run is never starved for ever."""
+
+    def key(run: QueuedRun) -> tuple[float, datetime, str]:
+        waited = max(0.0, (now - run.created_at).total_seconds())
+        return (-(run.priority + waited / aging_s), run.created_at, run.run_id)
+
+    return sorted(runs, key=key)
+
+
 def place(request: AcceleratorRequest, online: list[TrainerView]) -> Placement | NotPlaced:
-    """The first idle, non-draining trainer with the accelerator name and at least the count."""
+    """A non-draining trainer with the accelerator and enough of it free; the tightest fit wins."""
     want = f"{request.name} x{request.count}"
-    fitting = [
-        t for t in online if t.accelerator_name == request.name and t.accelerator_count >= request.count
-    ]
+    fitting = [t for t in online if t.accelerator_name == request.name and t.capacity >= request.count]
     if not fitting:
         return NotPlaced(f"no trainer online with {want}")
     accepting = [t for t in fitting if not t.draining]
     if not accepting:
         return NotPlaced(f"every trainer with {want} is draining")
-    idle = [t for t in accepting if not t.busy]
-    if not idle:
-        return NotPlaced(f"waiting for a free trainer with {want} ({len(accepting)} online, all busy)")
-    # Fewest spare accelerators first: keep big machines free for big runs.
-    best = min(idle, key=lambda t: (t.accelerator_count, t.trainer_id))
+    free = [t for t in accepting if t.free >= request.count]
+    if not free:
+        return NotPlaced(f"waiting for {want} to free up ({len(accepting)} trainers online, all busy)")
+    # Least spare capacity after placing first: keep big free blocks for big runs.
+    best = min(free, key=lambda t: (t.free - request.count, t.trainer_id))
     return Placement(best.trainer_id)

@@ -1,97 +1,172 @@
-"""Assigning pending runs to trainers: placement decisions turned into claims and events."""
+"""The scheduler's passes: place queued runs, and watch over assigned ones."""
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import replace
 from datetime import timedelta
 
 from faststream.nats import NatsBroker
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-from services.scheduler.placement import NotPlaced, place
+from services.scheduler.lifecycle import RunLifecycle
+from services.scheduler.placement import NotPlaced, QueuedRun, place, queue_order
 from services.scheduler.store import SchedulerStore
 from shared.bus import publish_event
-from shared.events import RunAssigned, utcnow
+from shared.events import RunAssigned, RunStopRequested, TrainerHeartbeat, utcnow
 from shared.settings import SchedulerSettings
-from shared.specs import AcceleratorRequest, DatasetLayout, RunSpec
+from shared.specs import DatasetLayout, RunSpec
+from shared.status import RunStatus
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
 ASSIGNMENTS = Counter("trainyard_assignments_total", "Runs assigned to trainers")
+ASSIGNMENT_RETRIES = Counter("trainyard_assignment_retries_total", "Assignments retried elsewhere", ["cause"])
 SCHEDULING_LATENCY = Histogram(
-    "trainyard_scheduling_latency_seconds", "From run creation to assignment",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+    "trainyard_scheduling_latency_seconds", "From entering the queue to assignment",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
+QUEUE_DEPTH = Gauge("trainyard_queue_depth", "Runs waiting for a trainer", ["accelerator"])
+TRAINERS_LOST = Counter("trainyard_trainers_lost_total", "Trainers presumed lost after missed heartbeats")
 # A run.created lost between the API's insert and its publish is picked up after this.
 UNANNOUNCED_RUN_GRACE = timedelta(seconds=10)
+# The smallest execution timeout a spec may set: older runs are the only candidates.
+MIN_EXECUTION_TIMEOUT_S = RunSpec.model_fields["execution_timeout_s"].metadata[0].ge
 
 
 class Scheduler:
-    def __init__(self, store: SchedulerStore, broker: NatsBroker, subjects: Subjects,
+    def __init__(self, store: SchedulerStore, lifecycle: RunLifecycle, broker: NatsBroker, subjects: Subjects,
                  settings: SchedulerSettings) -> None:
         self.store = store
+        self.lifecycle = lifecycle
         self.broker = broker
         self.subjects = subjects
         self.settings = settings
         # One placement pass at a time per replica; replicas are kept apart by atomic claims.
         self._lock = asyncio.Lock()
+        self._wanted = asyncio.Event()
+        self._accelerators_seen: set[str] = set()
 
-    async def queue_run(self, run_id: str) -> None:
-        await self.store.queue(run_id, "waiting for placement")
+    def request_placement(self) -> None:
+        """Ask for a placement pass soon; many requests while one runs coalesce into one more."""
+        self._wanted.set()
 
     async def assign_pending_runs(self) -> int:
         async with self._lock:
+            self._wanted.clear()
             now = utcnow()
-            for run_id in await self.store.created_before(now - UNANNOUNCED_RUN_GRACE):
-                await self.queue_run(run_id)
+            queued = await self.store.queued_runs()
             online = await self.store.online_trainers(now - timedelta(seconds=self.settings.trainer_timeout_s))
+            active = await self.store.active_runs_per_project()
+            limit = self.settings.project_max_active_runs
             assigned = 0
-            async for run in self.store.unassigned_pending():
-                request = AcceleratorRequest.model_validate(run["spec"]["accelerator"])
-                decision = place(request, online)
+            depth: dict[str, int] = {}
+            for run in queue_order(queued, now, self.settings.aging_s):
+                if limit and active.get(run.project, 0) >= limit:
+                    await self.store.set_pending_reason(
+                        run.run_id, f"project {run.project} is at its limit of {limit} active runs")
+                    depth[run.accelerator.name] = depth.get(run.accelerator.name, 0) + 1
+                    continue
+                decision = place(run.accelerator, online)
                 if isinstance(decision, NotPlaced):
-                    await self.store.set_pending_reason(run["_id"], decision.reason)
+                    # No head-of-line blocking: a run that cannot fit waits, the rest go on.
+                    await self.store.set_pending_reason(run.run_id, decision.reason)
+                    depth[run.accelerator.name] = depth.get(run.accelerator.name, 0) + 1
                     continue
                 if await self._assign(run, decision.trainer_id):
                     assigned += 1
-                    created_at = run["created_at"]
-                    SCHEDULING_LATENCY.observe(max(0.0, (utcnow() - created_at).total_seconds()))
-                online = [replace(t, busy=True) if t.trainer_id == decision.trainer_id else t for t in online]
+                    active[run.project] = active.get(run.project, 0) + 1
+                online = [replace(t, free=t.free - run.accelerator.count) if t.trainer_id == decision.trainer_id
+                          else t for t in online]
+            # Names seen before are set too, so an emptied queue reads 0, not its last depth.
+            self._accelerators_seen |= set(depth)
+            for name in self._accelerators_seen:
+                QUEUE_DEPTH.labels(accelerator=name).set(depth.get(name, 0))
             return assigned
 
-    async def _assign(self, run: dict, trainer_id: str) -> bool:  # type: ignore[type-arg]
-        run_id = run["_id"]
-        if not await self.store.claim_trainer(trainer_id, run_id):
+    async def _assign(self, run: QueuedRun, trainer_id: str) -> bool:
+        run_id, count = run.run_id, run.accelerator.count
+        if not await self.store.claim_trainer(trainer_id, run_id, 0, count):
             return False
         claimed = await self.store.claim_run(run_id, trainer_id)
         if claimed is None:
             await self.store.release_trainer(trainer_id, run_id)
             return False
+        attempt = int(claimed["attempt"])
+        await self.store.set_assignment_attempt(trainer_id, run_id, attempt)
         event = RunAssigned(
             run_id=run_id,
-            attempt=claimed["attempt"],
+            attempt=attempt,
             trainer_id=trainer_id,
             spec=RunSpec.model_validate(claimed["spec"]),
             dataset=DatasetLayout.model_validate(claimed["dataset"]),
         )
         try:
             await publish_event(self.broker, self.subjects, self.subjects.run_assigned(trainer_id), event,
-                                dedup_key=f"{run_id}:assigned:{event.attempt}")
+                                dedup_key=f"{run_id}:assigned:{attempt}")
         except Exception:
-            log.exception("publishing the assignment of run %s failed; it stays pending", run_id)
+            log.exception("publishing the assignment of run %s failed; it stays queued", run_id)
             await self.store.unclaim_run(run_id, trainer_id, "assignment could not be sent; will retry")
             await self.store.release_trainer(trainer_id, run_id)
             return False
         ASSIGNMENTS.inc()
-        log.info("assigned run %s attempt %d to trainer %s", run_id, event.attempt, trainer_id)
+        queued_since = claimed.get("queued_at") or claimed["created_at"]
+        SCHEDULING_LATENCY.observe(max(0.0, (utcnow() - queued_since).total_seconds()))
+        log.info("assigned run %s attempt %d to trainer %s", run_id, attempt, trainer_id)
         return True
 
-    async def place_periodically(self) -> None:
+    async def watch_over_runs(self) -> None:
+        """Recover what events alone cannot: lost announcements, silent trainers,
+        unaccepted assignments, runs over their time limit."""
+        now = utcnow()
+        for run_id in await self.store.created_before(now - UNANNOUNCED_RUN_GRACE):
+            await self.lifecycle.queue(run_id)
+            self.request_placement()
+        timeout = timedelta(seconds=self.settings.trainer_timeout_s)
+        for trainer in await self.store.trainers_silent_since(now - timeout):
+            if await self.store.mark_trainer_lost(trainer["_id"], trainer["last_seen"]):
+                TRAINERS_LOST.inc()
+                log.warning("trainer %s missed its heartbeats since %s: presumed lost", trainer["_id"],
+                            trainer["last_seen"])
+                for run in await self.store.runs_on_trainer(trainer["_id"]):
+                    await self.lifecycle.reset_attempt(run, "trainer_lost", f"trainer {trainer['_id']} was lost")
+                self.request_placement()
+        ack_timeout = timedelta(seconds=self.settings.assignment_ack_timeout_s)
+        for run in await self.store.unaccepted_assignments(now - ack_timeout):
+            ASSIGNMENT_RETRIES.labels(cause="not_accepted").inc()
+            await self.lifecycle.reset_attempt(
+                run, "not_accepted", f"trainer {run['trainer_id']} did not accept the assignment in time")
+            self.request_placement()
+        async for run in self.store.runs_started_before(now - timedelta(seconds=MIN_EXECUTION_TIMEOUT_S)):
+            limit_s = int(run["spec"].get("execution_timeout_s", 3600))
+            if (now - run["started_at"]).total_seconds() > limit_s:
+                await self.lifecycle.stop_attempt(run, RunStatus.ABORTED,
+                                                  f"exceeded its execution timeout of {limit_s} s")
+
+    async def reconcile_heartbeat(self, beat: TrainerHeartbeat) -> None:
+        """Stop attempts a trainer runs that are no longer its to run (it was presumed lost)."""
+        for running in beat.running:
+            run = await self.store.run(running.run_id)
+            current = run is not None and run.get("trainer_id") == beat.trainer_id \
+                and run.get("attempt") == running.attempt \
+                and run.get("status") in (str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS))
+            if not current:
+                log.info("trainer %s still runs superseded attempt %d of run %s: stopping it",
+                         beat.trainer_id, running.attempt, running.run_id)
+                stop = RunStopRequested(run_id=running.run_id, attempt=running.attempt, trainer_id=beat.trainer_id,
+                                        status=RunStatus.ABORTED, message="superseded by a newer attempt")
+                await publish_event(self.broker, self.subjects, self.subjects.run_stop_requested(beat.trainer_id),
+                                    stop, dedup_key=f"{running.run_id}:{running.attempt}:stop")
+
+    async def run_forever(self) -> None:
         while True:
             try:
+                await self.watch_over_runs()
                 await self.assign_pending_runs()
             except Exception:
                 # The loop must outlive a storage outage; the next pass retries.
-                log.exception("placement pass failed")
-            await asyncio.sleep(self.settings.placement_interval_s)
+                log.exception("scheduling pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), timeout=self.settings.placement_interval_s)
+

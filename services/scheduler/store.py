@@ -1,25 +1,29 @@
 """The scheduler's reads and writes: runs' lifecycle fields and the trainer registry.
 
 Every change of state is one atomic update guarded by the statuses it may
-come from, so a redelivered or reordered event cannot move a run backwards
-and two scheduler replicas cannot both assign one run.
+come from (and, for an attempt's events, by the attempt number: the fencing
+token), so a redelivered, late or reordered event cannot move a run backwards
+and two scheduler replicas cannot both assign one run or one accelerator.
 """
 
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.scheduler.placement import TrainerView
+from services.scheduler.placement import QueuedRun, TrainerView
 from services.scheduler.state import sources_of
-from shared.events import RunCompleted, RunStarted, TrainerHeartbeat, utcnow
+from shared.events import TrainerHeartbeat, utcnow
+from shared.specs import AcceleratorRequest
 from shared.status import RunStatus
 from shared.store import RUNS, TRAINERS, Document
 
+UNASSIGNED_PENDING = {"status": str(RunStatus.PENDING), "trainer_id": None}
 
-def _history(status: RunStatus, message: str | None, attempt: int | None = None) -> Document:
+
+def history_entry(status: RunStatus, message: str | None, attempt: int | None) -> Document:
     return {"status": str(status), "at": utcnow(), "message": message, "attempt": attempt}
 
 
@@ -30,48 +34,79 @@ class SchedulerStore:
 
     async def ensure_indexes(self) -> None:
         await self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="status_created")
+        await self.runs.create_index(
+            [("status", ASCENDING), ("spec.priority", DESCENDING), ("created_at", ASCENDING)], name="queue_order"
+        )
         await self.trainers.create_index([("last_seen", ASCENDING)], name="last_seen")
 
     # -- runs --------------------------------------------------------------
 
-    async def _move(self, run_id: str, target: RunStatus, extra_filter: Document, fields: Document,
-                    message: str | None = None, attempt: int | None = None) -> bool:
-        result = await self.runs.update_one(
-            {"_id": run_id, "status": {"$in": sources_of(target)}, **extra_filter},
-            {
-                "$set": {"status": str(target), "updated_at": utcnow(), **fields},
-                "$push": {"history": _history(target, message, attempt)},
-            },
+    async def transition(
+        self,
+        run_id: str,
+        target: RunStatus,
+        *,
+        guard: Document | None = None,
+        fields: Document | None = None,
+        message: str | None = None,
+        inc: Document | None = None,
+    ) -> Document | None:
+        """Move a run to `target` if it may; the document as it was before, or None."""
+        update: Document = {
+            "$set": {"status": str(target), "updated_at": utcnow(), **(fields or {})},
+            "$push": {"history": history_entry(target, message, (guard or {}).get("attempt"))},
+        }
+        if inc:
+            update["$inc"] = inc
+        before: Document | None = await self.runs.find_one_and_update(
+            {"_id": run_id, "status": {"$in": sources_of(target)}, **(guard or {})},
+            update,
+            return_document=ReturnDocument.BEFORE,
         )
-        return result.modified_count == 1
+        return before
 
-    async def queue(self, run_id: str, reason: str) -> bool:
-        """created -> pending: the scheduler has the run and looks for a trainer."""
-        return await self._move(run_id, RunStatus.PENDING, {"status": str(RunStatus.CREATED)},
-                                {"pending_reason": reason, "trainer_id": None}, reason)
+    async def run(self, run_id: str) -> Document | None:
+        return await self.runs.find_one({"_id": run_id})
 
     async def created_before(self, moment: datetime) -> list[str]:
         cursor = self.runs.find({"status": str(RunStatus.CREATED), "created_at": {"$lt": moment}}, {"_id": 1})
         return [doc["_id"] async for doc in cursor]
 
-    async def unassigned_pending(self) -> AsyncIterator[Document]:
-        cursor = self.runs.find({"status": str(RunStatus.PENDING), "trainer_id": None}).sort("created_at", ASCENDING)
-        async for doc in cursor:
-            yield doc
+    async def queued_runs(self) -> list[QueuedRun]:
+        fields = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1}
+        return [
+            QueuedRun(
+                run_id=doc["_id"],
+                project=doc.get("project", "default"),
+                priority=int(doc["spec"].get("priority", 0)),
+                created_at=doc["created_at"],
+                accelerator=AcceleratorRequest.model_validate(doc["spec"]["accelerator"]),
+            )
+            async for doc in self.runs.find(UNASSIGNED_PENDING, fields)
+        ]
+
+    async def active_runs_per_project(self) -> dict[str, int]:
+        pipeline: list[Document] = [
+            {"$match": {"status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]},
+                        "trainer_id": {"$ne": None}}},
+            {"$group": {"_id": "$project", "n": {"$sum": 1}}},
+        ]
+        return {doc["_id"]: int(doc["n"]) async for doc in await self.runs.aggregate(pipeline)}
 
     async def set_pending_reason(self, run_id: str, reason: str) -> None:
         await self.runs.update_one(
-            {"_id": run_id, "status": str(RunStatus.PENDING), "trainer_id": None, "pending_reason": {"$ne": reason}},
+            {**UNASSIGNED_PENDING, "_id": run_id, "pending_reason": {"$ne": reason}},
             {"$set": {"pending_reason": reason, "updated_at": utcnow()}},
         )
 
     async def claim_run(self, run_id: str, trainer_id: str) -> Document | None:
-        """Give the next attempt of a pending run to a trainer; None if someone else did."""
+        """Give the next attempt of a queued run to a trainer; None if another replica did."""
+        now = utcnow()
         claimed: Document | None = await self.runs.find_one_and_update(
-            {"_id": run_id, "status": str(RunStatus.PENDING), "trainer_id": None},
+            {**UNASSIGNED_PENDING, "_id": run_id},
             {
-                "$set": {"trainer_id": trainer_id, "assigned_at": utcnow(), "updated_at": utcnow(),
-                         "pending_reason": f"assigned to trainer {trainer_id}; waiting for it to start"},
+                "$set": {"trainer_id": trainer_id, "assigned_at": now, "accepted_at": None, "updated_at": now,
+                         "pending_reason": f"assigned to trainer {trainer_id}; waiting for it to accept"},
                 "$inc": {"attempt": 1},
             },
             return_document=ReturnDocument.AFTER,
@@ -79,68 +114,125 @@ class SchedulerStore:
         return claimed
 
     async def unclaim_run(self, run_id: str, trainer_id: str, reason: str) -> None:
+        """Undo a claim whose assignment was never sent (the attempt number stays used)."""
         await self.runs.update_one(
             {"_id": run_id, "status": str(RunStatus.PENDING), "trainer_id": trainer_id},
-            {"$set": {"trainer_id": None, "pending_reason": reason, "updated_at": utcnow()}, "$inc": {"attempt": -1}},
+            {"$set": {"trainer_id": None, "pending_reason": reason, "updated_at": utcnow()}},
         )
 
-    async def mark_started(self, event: RunStarted) -> bool:
-        return await self._move(
-            event.run_id, RunStatus.IN_PROGRESS,
-            {"attempt": event.attempt, "trainer_id": event.trainer_id},
-            {"started_at": event.occurred_at, "device": event.device, "pending_reason": None},
-            f"training on {event.trainer_id} ({event.device})", event.attempt,
+    async def mark_accepted(self, run_id: str, attempt: int, trainer_id: str) -> bool:
+        result = await self.runs.update_one(
+            {"_id": run_id, "attempt": attempt, "trainer_id": trainer_id, "accepted_at": None},
+            {"$set": {"accepted_at": utcnow(), "pending_reason": f"accepted by trainer {trainer_id}; starting"}},
         )
+        return result.modified_count == 1
 
-    async def mark_completed(self, event: RunCompleted) -> bool:
-        return await self._move(
-            event.run_id, RunStatus(event.status),
-            {"attempt": event.attempt, "trainer_id": event.trainer_id},
-            {"completed_at": event.occurred_at, "message": event.message, "pending_reason": None,
-             "epochs_completed": event.epochs_completed},
-            event.message, event.attempt,
-        )
+    async def unaccepted_assignments(self, assigned_before: datetime) -> list[Document]:
+        query = {"status": str(RunStatus.PENDING), "trainer_id": {"$ne": None}, "accepted_at": None,
+                 "assigned_at": {"$lt": assigned_before}}
+        return await self.runs.find(query).to_list()
+
+    async def runs_on_trainer(self, trainer_id: str) -> list[Document]:
+        query = {"trainer_id": trainer_id,
+                 "status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]}}
+        return await self.runs.find(query).to_list()
+
+    async def runs_started_before(self, moment: datetime) -> AsyncIterator[Document]:
+        async for doc in self.runs.find({"status": str(RunStatus.IN_PROGRESS), "started_at": {"$lt": moment}}):
+            yield doc
 
     # -- trainers ----------------------------------------------------------
 
-    async def record_heartbeat(self, beat: TrainerHeartbeat, now: datetime) -> None:
-        await self.trainers.update_one(
+    async def record_heartbeat(self, beat: TrainerHeartbeat, now: datetime) -> Document:
+        """Upsert the trainer; the registry entry as it is now."""
+        capacity = beat.accelerators[0].count if beat.accelerators else 0
+        # A trainer back from being presumed lost starts with a clean slate: its
+        # old runs moved on (and are told to stop when it reports them).
+        await self.trainers.update_one({"_id": beat.trainer_id, "lost": True},
+                                       {"$set": {"lost": False, "assignments": {}, "free": capacity}})
+        running: dict[str, Any] = {f"assignments.{r.run_id}.reported_at": now for r in beat.running}
+        doc: Document | None = await self.trainers.find_one_and_update(
             {"_id": beat.trainer_id},
             {
                 "$set": {
                     "host": beat.host,
                     "accelerators": [a.model_dump() for a in beat.accelerators],
-                    "running_run_ids": beat.running_run_ids,
+                    "accelerator_name": beat.accelerators[0].name if beat.accelerators else "CPU",
+                    "capacity": capacity,
+                    "reported_running": [r.model_dump() for r in beat.running],
                     "version": beat.version,
                     "draining": beat.draining,
                     "last_seen": now,
+                    "lost": False,
                 },
-                "$setOnInsert": {"current_run_id": None, "first_seen": now},
+                "$setOnInsert": {"free": capacity, "first_seen": now},
             },
             upsert=True,
+            return_document=ReturnDocument.AFTER,
         )
+        assert doc is not None
+        if running and doc.get("assignments"):
+            known = {k: v for k, v in running.items() if k.split(".")[1] in doc["assignments"]}
+            if known:
+                await self.trainers.update_one({"_id": beat.trainer_id}, {"$set": known})
+        if "assignments" not in doc:
+            await self.trainers.update_one({"_id": beat.trainer_id, "assignments": {"$exists": False}},
+                                           {"$set": {"assignments": {}}})
+            doc["assignments"] = {}
+        return doc
 
     async def online_trainers(self, seen_since: datetime) -> list[TrainerView]:
-        views = []
-        async for doc in self.trainers.find({"last_seen": {"$gte": seen_since}}).sort("_id", ASCENDING):
-            accelerators: list[dict[str, Any]] = doc.get("accelerators") or [{"name": "CPU", "count": 1}]
-            first = accelerators[0]
-            views.append(TrainerView(
+        query = {"last_seen": {"$gte": seen_since}, "lost": {"$ne": True}}
+        return [
+            TrainerView(
                 trainer_id=doc["_id"],
-                accelerator_name=first["name"],
-                accelerator_count=int(first["count"]),
-                busy=doc.get("current_run_id") is not None,
+                accelerator_name=doc.get("accelerator_name", "CPU"),
+                capacity=int(doc.get("capacity", 0)),
+                free=int(doc.get("free", 0)),
                 draining=bool(doc.get("draining")),
-            ))
-        return views
+            )
+            async for doc in self.trainers.find(query).sort("_id", ASCENDING)
+        ]
 
-    async def claim_trainer(self, trainer_id: str, run_id: str) -> bool:
+    async def trainers_silent_since(self, moment: datetime) -> list[Document]:
+        return await self.trainers.find({"last_seen": {"$lt": moment}, "lost": {"$ne": True}}).to_list()
+
+    async def trainer(self, trainer_id: str) -> Document | None:
+        return await self.trainers.find_one({"_id": trainer_id})
+
+    async def mark_trainer_lost(self, trainer_id: str, last_seen: datetime) -> bool:
+        """Mark a silent trainer lost and forget its assignments (their runs move on)."""
         result = await self.trainers.update_one(
-            {"_id": trainer_id, "current_run_id": None}, {"$set": {"current_run_id": run_id}}
+            {"_id": trainer_id, "last_seen": last_seen, "lost": {"$ne": True}},
+            {"$set": {"lost": True, "assignments": {}, "free": 0}},
         )
         return result.modified_count == 1
 
-    async def release_trainer(self, trainer_id: str, run_id: str) -> None:
-        await self.trainers.update_one(
-            {"_id": trainer_id, "current_run_id": run_id}, {"$set": {"current_run_id": None}}
+    async def claim_trainer(self, trainer_id: str, run_id: str, attempt_hint: int, count: int) -> bool:
+        """Take `count` accelerators of a trainer for a run, if still free."""
+        now = utcnow()
+        result = await self.trainers.update_one(
+            {"_id": trainer_id, "free": {"$gte": count}, "draining": {"$ne": True}, "lost": {"$ne": True},
+             f"assignments.{run_id}": {"$exists": False}},
+            {"$inc": {"free": -count},
+             "$set": {f"assignments.{run_id}": {"count": count, "assigned_at": now, "reported_at": now,
+                                                "attempt": attempt_hint}}},
         )
+        return result.modified_count == 1
+
+    async def set_assignment_attempt(self, trainer_id: str, run_id: str, attempt: int) -> None:
+        await self.trainers.update_one({"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}},
+                                       {"$set": {f"assignments.{run_id}.attempt": attempt}})
+
+    async def release_trainer(self, trainer_id: str, run_id: str) -> bool:
+        """Give a run's accelerators back; False if they were already given back."""
+        doc = await self.trainers.find_one({"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}},
+                                           {f"assignments.{run_id}": 1})
+        if doc is None:
+            return False
+        count = int(doc["assignments"][run_id]["count"])
+        result = await self.trainers.update_one(
+            {"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}, "lost": {"$ne": True}},
+            {"$unset": {f"assignments.{run_id}": ""}, "$inc": {"free": count}},
+        )
+        return result.modified_count == 1

@@ -1,4 +1,4 @@
-"""Bus handlers of the trainer: take an assignment, hand it to the worker."""
+"""Bus handlers of the trainer: take assignments and stop requests, hand them to the worker."""
 
 from faststream.exceptions import NackMessage
 from faststream.middlewares import AckPolicy
@@ -6,30 +6,39 @@ from faststream.nats import NatsBroker, NatsMessage, NatsRouter
 
 from services.trainer.worker import Trainer
 from shared.bus import decode_event, durable, event_stream, pull
-from shared.events import RunAssigned
+from shared.events import RunAssigned, RunStopRequested
 from shared.subjects import Subjects
 
-# While busy, an assignment waits this long before it is offered again.
+# While busy, an assignment waits this long before it is offered again (the
+# scheduler sends it elsewhere if it stays unaccepted).
 BUSY_RETRY_S = 5.0
 
 
 def build_router(broker: NatsBroker, trainer: Trainer, subjects: Subjects) -> NatsRouter:
     router = NatsRouter()
-    consumer = f"trainer-{trainer.trainer_id}"
+    stream = event_stream(subjects)
+    assignments = f"trainer-{trainer.trainer_id}-assignments"
+    stops = f"trainer-{trainer.trainer_id}-stops"
 
     @router.subscriber(
-        subjects.run_assigned(trainer.trainer_id),
-        stream=event_stream(subjects),
-        durable=consumer,
-        config=durable(consumer),
-        pull_sub=pull(),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        subjects.run_assigned(trainer.trainer_id), stream=stream, durable=assignments,
+        config=durable(assignments), pull_sub=pull(), ack_policy=AckPolicy.NACK_ON_ERROR,
     )
     async def on_run_assigned(message: NatsMessage) -> None:
-        assignment = await decode_event(message, RunAssigned, broker=broker, subjects=subjects, consumer=consumer)
+        assignment = await decode_event(message, RunAssigned, broker=broker, subjects=subjects,
+                                        consumer=assignments)
         if assignment is None:
             return
-        if trainer.accept(assignment) == "busy":
+        if await trainer.accept(assignment) == "busy":
             raise NackMessage(delay=BUSY_RETRY_S)
+
+    @router.subscriber(
+        subjects.run_stop_requested(trainer.trainer_id), stream=stream, durable=stops,
+        config=durable(stops), pull_sub=pull(), ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_run_stop_requested(message: NatsMessage) -> None:
+        request = await decode_event(message, RunStopRequested, broker=broker, subjects=subjects, consumer=stops)
+        if request is not None:
+            await trainer.stop(request)
 
     return router

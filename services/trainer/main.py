@@ -26,10 +26,11 @@ def build_app(settings: TrainerSettings) -> FastStream:
         tasks.add(asyncio.create_task(trainer.heartbeat_forever()))
 
     @app.on_shutdown
-    async def stop_training() -> None:
+    async def drain() -> None:
+        # SIGTERM (Kubernetes, `trainyard down`): finish or hand back, then go.
+        await trainer.drain()
         for task in tasks:
             task.cancel()
-        await trainer.shutdown()
 
     return app
 

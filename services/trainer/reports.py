@@ -22,6 +22,9 @@ class TrainingJob(BaseModel):
     work_dir: str
     device: Literal["cpu", "cuda"]
     threads: int = 1
+    # A checkpoint of an earlier attempt of this run: training continues from it
+    # (epoch, optimizer, schedule), so epoch numbers go on where they stopped.
+    resume_from: str | None = None
 
 
 class StartedReport(BaseModel):

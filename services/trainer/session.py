@@ -17,7 +17,7 @@ from services.trainer.reports import (
     TrainingJob,
     child_report_adapter,
 )
-from shared.events import EpochLogged, Event, RunAssigned, RunCompleted, RunStarted
+from shared.events import EpochLogged, Event, RunAssigned, RunCompleted, RunReleased, RunStarted
 from shared.status import RunStatus
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,31 @@ log = logging.getLogger(__name__)
 # (subject kind, event, dedup key): how a session hands events to the bus.
 Emit = Callable[[str, Event, str], Awaitable[None]]
 LOG_TAIL_LINES = 8
+# A child asked to stop gets this long to exit before it is killed.
+STOP_GRACE_S = 5.0
+
+
+REPORTED_EPOCH_FILE = "reported_epoch"
+
+
+def latest_checkpoint(run_dir: Path, before_attempt: int) -> Path | None:
+    """The newest checkpoint of an earlier attempt whose epoch was also reported.
+
+    MMEngine saves epoch N's checkpoint before validating it, so an attempt can
+    die holding epoch N's weights with epoch N never reported; resuming from
+    there would leave a hole in the run's epochs. Resuming from the newest
+    reported epoch re-trains at most that one epoch instead.
+    """
+    candidates: list[tuple[int, int, Path]] = []
+    for attempt in range(1, before_attempt):
+        attempt_dir = run_dir / f"attempt-{attempt}"
+        marker = attempt_dir / REPORTED_EPOCH_FILE
+        reported = int(marker.read_text()) if marker.exists() else 0
+        for path in attempt_dir.glob("epoch_*.pth"):
+            epoch = path.stem.removeprefix("epoch_")
+            if epoch.isdigit() and int(epoch) <= reported:
+                candidates.append((int(epoch), attempt, path))
+    return max(candidates)[2] if candidates else None
 
 
 def _log_tail(path: Path) -> str:
@@ -35,14 +60,44 @@ def _log_tail(path: Path) -> str:
 
 
 class TrainingSession:
-    def __init__(self, assignment: RunAssigned, work_root: Path, device: str, threads: int, emit: Emit) -> None:
+    def __init__(self, assignment: RunAssigned, work_root: Path, device: str, threads: int, emit: Emit,
+                 gpu_ids: list[int] | None = None) -> None:
         self.assignment = assignment
         self.device = device
         self.threads = threads
         self.emit = emit
-        self.work_dir = work_root / assignment.run_id / f"attempt-{assignment.attempt}"
+        self.gpu_ids = gpu_ids or []
+        self.run_dir = work_root / assignment.run_id
+        self.work_dir = self.run_dir / f"attempt-{assignment.attempt}"
         self.process: asyncio.subprocess.Process | None = None
         self.epochs_reported = 0
+        # Set when the scheduler or the trainer itself ends the attempt early.
+        self.stop_outcome: tuple[RunStatus, str] | None = None
+        self.release_reason: str | None = None
+
+    @property
+    def attempt(self) -> int:
+        return self.assignment.attempt
+
+    async def stop(self, status: RunStatus, message: str) -> None:
+        """End the attempt with `status` (a kill, a timeout, a superseded attempt)."""
+        self.stop_outcome = (status, message)
+        await self._terminate()
+
+    async def release(self, reason: str) -> None:
+        """Stop and hand the run back to the scheduler to resume elsewhere (drain)."""
+        self.release_reason = reason
+        await self._terminate()
+
+    async def _terminate(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=STOP_GRACE_S)
+        except TimeoutError:
+            process.kill()
 
     @property
     def run_id(self) -> str:
@@ -51,8 +106,8 @@ class TrainingSession:
     def _dedup(self, what: str) -> str:
         return f"{self.run_id}:{self.assignment.attempt}:{what}"
 
-    async def run(self) -> RunCompleted:
-        """Train to the end and publish run.completed; never raises for a training failure."""
+    async def run(self) -> RunCompleted | RunReleased:
+        """Train to the end and publish the outcome; never raises for a training failure."""
         failure: str | None = None
         finished = False
         log_path = self.work_dir / "train.log"
@@ -62,13 +117,19 @@ class TrainingSession:
         except Exception as error:  # the trainer must always report an outcome
             log.exception("training session of run %s broke", self.run_id)
             returncode, failure = -1, f"trainer error: {error}"
-        if finished and returncode == 0:
+        if self.release_reason is not None:
+            released = RunReleased(run_id=self.run_id, attempt=self.attempt, trainer_id=self.assignment.trainer_id,
+                                   reason=self.release_reason)
+            await self.emit("released", released, self._dedup("released"))
+            return released
+        if self.stop_outcome is not None:
+            status, message = self.stop_outcome
+        elif finished and returncode == 0:
             status, message = RunStatus.SUCCESS, None
         else:
             status = RunStatus.FAILED
-            message = failure or (
-                f"training process exited with code {returncode}; last lines of {log_path}:\n{_log_tail(log_path)}"
-            )
+            how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+            message = failure or f"training process {how}; last lines of {log_path}:\n{_log_tail(log_path)}"
         completed = RunCompleted(
             run_id=self.run_id,
             attempt=self.assignment.attempt,
@@ -89,7 +150,10 @@ class TrainingSession:
             work_dir=str(self.work_dir),
             device="cuda" if self.device == "cuda" else "cpu",
             threads=self.threads,
+            resume_from=str(checkpoint) if (checkpoint := latest_checkpoint(self.run_dir, self.attempt)) else None,
         )
+        if self.stop_outcome is not None or self.release_reason is not None:
+            return 0, None, False  # stopped before it began
         job_path = self.work_dir / "job.json"
         job_path.write_text(job.model_dump_json(indent=2))
         read_fd, write_fd = os.pipe()
@@ -101,6 +165,8 @@ class TrainingSession:
             "OMP_NUM_THREADS": str(self.threads),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpu_ids))
         with log_path.open("ab") as log_file:
             try:
                 self.process = await asyncio.create_subprocess_exec(
@@ -148,3 +214,5 @@ class TrainingSession:
         )
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1
+        # On shared storage beside the checkpoints: a later attempt resumes from here.
+        (self.work_dir / REPORTED_EPOCH_FILE).write_text(str(report.epoch))

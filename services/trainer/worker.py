@@ -14,12 +14,14 @@ from faststream.nats import NatsBroker
 from services.trainer.accelerators import detect_accelerators, training_device
 from services.trainer.session import TrainingSession
 from shared.bus import publish_event
-from shared.events import Event, RunAssigned, TrainerHeartbeat
+from shared.events import Event, RunAccepted, RunAssigned, RunningAttempt, RunStopRequested, TrainerHeartbeat
 from shared.settings import TrainerSettings
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
+
+Acceptance = Literal["accepted", "duplicate", "busy", "draining"]
 
 
 def default_trainer_id() -> str:
@@ -36,47 +38,85 @@ class Trainer:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.trainer_id):
             raise ValueError(f"TRAINYARD_TRAINER_ID={self.trainer_id!r}: use 1-64 letters, digits, '-' or '_'")
         self.accelerators = detect_accelerators(settings)
+        self.capacity = self.accelerators[0].count
         self.device = training_device(self.accelerators)
         self.threads = settings.threads or os.cpu_count() or 1
         self.work_root = Path(settings.work_root).resolve()
-        self.session: TrainingSession | None = None
-        self._session_task: asyncio.Task[None] | None = None
+        self.sessions: dict[str, TrainingSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._free_gpus = list(range(self.capacity)) if self.device == "cuda" else []
+        self.draining = False
+
+    @property
+    def free(self) -> int:
+        used = sum(s.assignment.spec.accelerator.count for s in self.sessions.values())
+        return max(0, self.capacity - used)
 
     async def emit(self, kind: str, event: Event, dedup_key: str) -> None:
         subject = {
             "started": self.subjects.run_started,
             "epoch": self.subjects.epoch_logged,
             "completed": self.subjects.run_completed,
+            "released": self.subjects.run_released,
         }[kind]
         await publish_event(self.broker, self.subjects, subject, event, dedup_key=dedup_key)
 
-    def accept(self, assignment: RunAssigned) -> Literal["started", "duplicate", "busy"]:
-        current = self.session
-        if current is not None:
-            same = (current.run_id, current.assignment.attempt) == (assignment.run_id, assignment.attempt)
-            return "duplicate" if same else "busy"
-        session = TrainingSession(assignment, self.work_root, self.device, self.threads, self.emit)
-        self.session = session
-        self._session_task = asyncio.create_task(self._train(session))
+    async def accept(self, assignment: RunAssigned) -> Acceptance:
+        current = self.sessions.get(assignment.run_id)
+        if current is not None and current.attempt == assignment.attempt:
+            return "duplicate"
+        if self.draining:
+            return "draining"
+        count = assignment.spec.accelerator.count
+        if current is not None or count > self.free:
+            return "busy"
+        gpu_ids = [self._free_gpus.pop(0) for _ in range(count)] if self._free_gpus else []
+        session = TrainingSession(assignment, self.work_root, self.device, self._threads_per_run(count),
+                                  self.emit, gpu_ids)
+        self.sessions[assignment.run_id] = session
+        await publish_event(
+            self.broker, self.subjects, self.subjects.run_accepted,
+            RunAccepted(run_id=assignment.run_id, attempt=assignment.attempt, trainer_id=self.trainer_id),
+            dedup_key=f"{assignment.run_id}:{assignment.attempt}:accepted",
+        )
+        task = asyncio.create_task(self._train(session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         log.info("training run %s attempt %d on %s", assignment.run_id, assignment.attempt, self.device)
-        return "started"
+        return "accepted"
+
+    def _threads_per_run(self, count: int) -> int:
+        # CPU threads are shared out in proportion to the accelerators a run holds.
+        return max(1, self.threads * count // max(1, self.capacity))
 
     async def _train(self, session: TrainingSession) -> None:
         try:
-            completed = await session.run()
-            log.info("run %s ended %s", session.run_id, completed.status)
+            outcome = await session.run()
+            log.info("run %s attempt %d ended: %s", session.run_id, session.attempt,
+                     getattr(outcome, "status", "released"))
         finally:
-            self.session = None
+            if self.sessions.get(session.run_id) is session:
+                del self.sessions[session.run_id]
+            self._free_gpus.extend(session.gpu_ids)
             with contextlib.suppress(Exception):
                 await self.send_heartbeat()
+
+    async def stop(self, request: RunStopRequested) -> None:
+        session = self.sessions.get(request.run_id)
+        if session is None or session.attempt != request.attempt:
+            return
+        log.info("stopping run %s attempt %d: %s", request.run_id, request.attempt, request.message)
+        await session.stop(request.status, request.message)
 
     async def send_heartbeat(self) -> None:
         beat = TrainerHeartbeat(
             trainer_id=self.trainer_id,
             host=socket.gethostname(),
             accelerators=self.accelerators,
-            running_run_ids=[self.session.run_id] if self.session else [],
+            running=[RunningAttempt(run_id=s.run_id, attempt=s.attempt) for s in self.sessions.values()],
+            free=self.free,
             version=VERSION,
+            draining=self.draining,
         )
         await self.broker.publish(beat.model_dump_json(), self.subjects.trainer_heartbeat)
 
@@ -88,12 +128,16 @@ class Trainer:
                 log.exception("heartbeat failed")
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
-    async def shutdown(self) -> None:
-        """Stop training on the way out; the run is reported, not left running."""
-        session, task = self.session, self._session_task
-        if session is not None and session.process is not None and session.process.returncode is None:
-            log.warning("shutting down while training run %s: stopping it", session.run_id)
-            session.process.terminate()
-        if task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, timeout=30)
+    async def drain(self) -> None:
+        """Take nothing new; let runs finish within the drain time, then hand the rest back."""
+        self.draining = True
+        with contextlib.suppress(Exception):
+            await self.send_heartbeat()
+        tasks = set(self._tasks)
+        if tasks:
+            log.info("draining: waiting up to %.0f s for %d runs", self.settings.drain_timeout_s, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
+            if pending:
+                for session in list(self.sessions.values()):
+                    await session.release(f"trainer {self.trainer_id} is draining")
+                await asyncio.wait(pending, timeout=30)

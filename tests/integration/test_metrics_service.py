@@ -56,8 +56,10 @@ async def test_redelivered_epoch_is_stored_once(stack: LocalStack, bus: tuple[Na
     # Distinct message ids get past the stream's de-duplication: the consumer
     # sees the same epoch twice, as after a redelivery, the second with other values.
     await publish_event(broker, subjects, subjects.epoch_logged, first, dedup_key="delivery-1")
-    await publish_event(broker, subjects, subjects.epoch_logged, epoch(1, loss=9.0), dedup_key="delivery-2")
-    await publish_event(broker, subjects, subjects.epoch_logged, epoch(2), dedup_key="delivery-3")
+    assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 1) == 1
+    await publish_event(broker, subjects, subjects.epoch_logged, first, dedup_key="delivery-2")
+    await publish_event(broker, subjects, subjects.epoch_logged, epoch(1, loss=9.0), dedup_key="delivery-3")
+    await publish_event(broker, subjects, subjects.epoch_logged, epoch(2), dedup_key="delivery-4")
 
     assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 2) == 2
     await asyncio.sleep(0.5)  # give a wrongly stored duplicate the chance to appear
@@ -96,3 +98,31 @@ async def test_malformed_event_is_dead_lettered_and_consumer_goes_on(
     assert {d.consumer for d in dead} == {"metrics-epochs"}
     assert {d.subject for d in dead} == {subjects.epoch_logged}
     assert any("epoch" in d.error and '"first"' in d.payload for d in dead)
+
+
+async def test_later_attempt_replaces_an_epoch_and_superseded_attempts_are_ignored(
+    stack: LocalStack, bus: tuple[NatsBroker, Subjects]
+) -> None:
+    stack.start_service("metrics")
+    broker, subjects = bus
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)
+    db = client[stack.mongo_db]
+    await db.runs.insert_one({"_id": "run-1", "attempt": 2})
+
+    def at(attempt: int, n: int, loss: float) -> EpochLogged:
+        return epoch(n, loss).model_copy(update={"attempt": attempt})
+
+    await publish_event(broker, subjects, subjects.epoch_logged, at(2, 1, 2.0))
+    assert await wait_for_count(stack, "epochs", {"run_id": "run-1", "attempt": 2}, 1) == 1
+    # Attempt 1's trainer was presumed lost and comes back: its epochs are ignored.
+    await publish_event(broker, subjects, subjects.epoch_logged, at(1, 1, 7.0))
+    await publish_event(broker, subjects, subjects.epoch_logged, at(1, 2, 7.0))
+    # Attempt 3 resumed from an earlier checkpoint and logs epoch 1 again: it wins.
+    await db.runs.update_one({"_id": "run-1"}, {"$set": {"attempt": 3}})
+    await publish_event(broker, subjects, subjects.epoch_logged, at(3, 1, 3.0))
+    await publish_event(broker, subjects, subjects.epoch_logged, at(3, 2, 3.0))
+    assert await wait_for_count(stack, "epochs", {"run_id": "run-1", "attempt": 3}, 2) == 2
+    await asyncio.sleep(0.3)
+    docs = await db.epochs.find({"run_id": "run-1"}).sort("epoch", 1).to_list()
+    assert [(d["epoch"], d["attempt"], d["loss"]) for d in docs] == [(1, 3, 3.5), (2, 3, 3.5)]
+    await client.close()

@@ -1,7 +1,7 @@
 import itertools
 
 from services.scheduler.state import can_move, sources_of
-from shared.status import TERMINAL_STATUSES, RunStatus
+from shared.status import RunStatus
 
 
 def test_a_run_moves_forward_through_its_lifecycle() -> None:
@@ -9,9 +9,13 @@ def test_a_run_moves_forward_through_its_lifecycle() -> None:
     assert all(can_move(a, b) for a, b in itertools.pairwise(path))
 
 
-def test_terminal_statuses_never_change() -> None:
-    for terminal in TERMINAL_STATUSES:
-        assert not any(can_move(terminal, target) for target in RunStatus)
+def test_success_is_final() -> None:
+    assert not any(can_move(RunStatus.SUCCESS, target) for target in RunStatus)
+
+
+def test_other_endings_only_lead_to_a_rerun() -> None:
+    for ending in (RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
+        assert [t for t in RunStatus if can_move(ending, t)] == [RunStatus.RERUN]
 
 
 def test_a_started_run_cannot_go_back_to_pending_without_a_rerun() -> None:
@@ -20,5 +24,5 @@ def test_a_started_run_cannot_go_back_to_pending_without_a_rerun() -> None:
     assert can_move(RunStatus.RERUN, RunStatus.PENDING)
 
 
-def test_success_only_comes_from_a_run_in_progress() -> None:
+def test_success_comes_from_an_attempt_that_ran() -> None:
     assert sources_of(RunStatus.SUCCESS) == ["in_progress"]

@@ -37,7 +37,7 @@ def test_layout_and_coco_validity(tmp_path: Path) -> None:
                 assert im.mode == "RGB"
         for ann in coco["annotations"]:
             x, y, w, h = ann["bbox"]
-            assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 96 and w > 0 and h > 0
+            assert x >= 0 and y >= 0 and x + w <= 96 and y + h <= 96 and w > 0 and h > 0
             assert ann["area"] == w * h and ann["iscrowd"] == 0
             assert ann["category_id"] in (1, 2, 3)
             per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1

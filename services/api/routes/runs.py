@@ -5,13 +5,13 @@ from fastapi import Path as PathParam
 
 from services.api.auth import RunsReader, RunsWriter
 from services.api.deps import Bus, Store, SubjectNames
-from services.api.errors import NotFound, Unprocessable, problem_responses
+from services.api.errors import Conflict, NotFound, Unprocessable, problem_responses
 from services.api.listing import RunSort, page_of_runs
 from services.api.models import RunList, RunOut
 from services.api.pagination import InvalidCursor
 from services.api.views import run_out
 from shared.bus import publish_event
-from shared.events import RunCreated, new_id, utcnow
+from shared.events import RunCreated, RunKillRequested, RunRerunRequested, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
 from shared.status import RunStatus
 
@@ -80,4 +80,30 @@ async def list_runs(
 async def get_run(run_id: RunId, caller: RunsReader, store: Store) -> RunOut:
     """A run's status overview, progress, duration, trainer, attempts, latest metrics and history."""
     doc = await existing_run(store, caller.project, run_id)
+    queued = doc["status"] == RunStatus.PENDING and doc.get("trainer_id") is None
+    position = await store.queue_position(doc) if queued else None
+    return run_out(doc, await store.latest_epoch(run_id), utcnow(), position)
+
+
+@router.post("/{run_id}/kill", status_code=status.HTTP_202_ACCEPTED, responses=problem_responses(404, 409))
+async def kill_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
+    """Stop a run: a queued run ends `terminated` at once, a training one when its trainer stops it."""
+    doc = await existing_run(store, caller.project, run_id)
+    if doc["status"] in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
+        raise Conflict(f"run {run_id} already ended {doc['status']}")
+    await publish_event(bus, subjects, subjects.run_kill_requested,
+                        RunKillRequested(run_id=run_id, requested_by=caller.key_id),
+                        dedup_key=f"{run_id}:kill:{doc.get('attempt', 0)}")
+    return run_out(doc, await store.latest_epoch(run_id), utcnow())
+
+
+@router.post("/{run_id}/rerun", status_code=status.HTTP_202_ACCEPTED, responses=problem_responses(404, 409))
+async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
+    """Run again a run that failed, was aborted or terminated; it resumes from its latest checkpoint."""
+    doc = await existing_run(store, caller.project, run_id)
+    if doc["status"] not in (RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
+        raise Conflict(f"run {run_id} is {doc['status']}: only failed, aborted or terminated runs can be rerun")
+    await publish_event(bus, subjects, subjects.run_rerun_requested,
+                        RunRerunRequested(run_id=run_id, requested_by=caller.key_id),
+                        dedup_key=f"{run_id}:rerun:{doc.get('attempt', 0)}")
     return run_out(doc, await store.latest_epoch(run_id), utcnow())

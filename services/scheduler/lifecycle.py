@@ -1,0 +1,178 @@
+"""Run lifecycle: each change of a run's state, stored atomically and announced.
+
+Every transition is published as `run.status_changed`, so the API's live
+streams and integrators see the same history the runs collection records.
+"""
+
+import logging
+
+from faststream.nats import NatsBroker
+from prometheus_client import Counter
+
+from services.scheduler.store import SchedulerStore
+from shared.bus import publish_event
+from shared.events import (
+    RunCompleted,
+    RunReleased,
+    RunStarted,
+    RunStatusChanged,
+    RunStopRequested,
+    utcnow,
+)
+from shared.status import RunStatus
+from shared.store import Document
+from shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+RESETS = Counter("trainyard_run_resets_total", "Attempts that ended without an outcome", ["cause"])
+
+
+class RunLifecycle:
+    def __init__(self, store: SchedulerStore, broker: NatsBroker, subjects: Subjects) -> None:
+        self.store = store
+        self.broker = broker
+        self.subjects = subjects
+
+    async def _announce(self, before: Document, status: RunStatus, message: str | None,
+                        trainer_id: str | None = None, attempt: int | None = None) -> None:
+        event = RunStatusChanged(
+            run_id=before["_id"],
+            status=status,
+            previous_status=RunStatus(before["status"]),
+            attempt=attempt if attempt is not None else int(before.get("attempt", 0)),
+            message=message,
+            trainer_id=trainer_id,
+        )
+        await publish_event(self.broker, self.subjects, self.subjects.run_status_changed, event)
+
+    async def _move(self, run_id: str, target: RunStatus, message: str | None, *, guard: Document | None = None,
+                    fields: Document | None = None, inc: Document | None = None,
+                    trainer_id: str | None = None) -> Document | None:
+        before = await self.store.transition(run_id, target, guard=guard, fields=fields, message=message, inc=inc)
+        if before is not None:
+            await self._announce(before, target, message, trainer_id or before.get("trainer_id"))
+        return before
+
+    async def queue(self, run_id: str) -> None:
+        """created -> pending: the scheduler has the run and looks for a trainer."""
+        await self._move(run_id, RunStatus.PENDING, "waiting for placement",
+                         guard={"status": str(RunStatus.CREATED)},
+                         fields={"pending_reason": "waiting for placement", "trainer_id": None,
+                                 "attempt_limit": None, "queued_at": utcnow()})
+
+    async def started(self, event: RunStarted) -> bool:
+        before = await self._move(
+            event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id} ({event.device})",
+            guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
+            fields={"started_at": event.occurred_at, "device": event.device, "pending_reason": None},
+        )
+        return before is not None
+
+    async def completed(self, event: RunCompleted) -> bool:
+        """An attempt's outcome; the trainer's accelerators are free again either way."""
+        if event.status == RunStatus.SUCCESS:
+            # run.started and run.completed reach separate consumers: a short run's
+            # completion can be handled first. Success implies it started.
+            await self._move(event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id}",
+                             guard={"attempt": event.attempt, "trainer_id": event.trainer_id,
+                                    "status": str(RunStatus.PENDING)},
+                             fields={"started_at": event.occurred_at, "pending_reason": None})
+        before = await self._move(
+            event.run_id, RunStatus(event.status), event.message,
+            guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
+            fields={"completed_at": event.occurred_at, "message": event.message, "pending_reason": None,
+                    "epochs_completed": event.epochs_completed},
+        )
+        await self.store.release_trainer(event.trainer_id, event.run_id)
+        return before is not None
+
+    async def kill(self, run_id: str) -> str:
+        """Stop a run at a user's request: at once if it holds no trainer, else through its trainer."""
+        run = await self.store.run(run_id)
+        if run is None:
+            return "unknown run"
+        message = "killed by user"
+        status = RunStatus(run["status"])
+        holds_no_trainer = status == RunStatus.PENDING and not run.get("trainer_id")
+        if status in (RunStatus.CREATED, RunStatus.RERUN) or holds_no_trainer:
+            before = await self._move(run_id, RunStatus.TERMINATED, message,
+                                      guard={"status": str(status), "trainer_id": run.get("trainer_id")},
+                                      fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
+            return "terminated" if before else "changed meanwhile"
+        if status in (RunStatus.PENDING, RunStatus.IN_PROGRESS):
+            await self.stop_attempt(run, RunStatus.TERMINATED, message)
+            return "stopping"
+        return f"already {status}"
+
+    async def stop_attempt(self, run: Document, status: RunStatus, message: str) -> None:
+        """End a running attempt now and tell its trainer to stop it (it frees the accelerator when done)."""
+        trainer_id, attempt = run["trainer_id"], int(run["attempt"])
+        before = await self._move(run["_id"], status, message, guard={"attempt": attempt, "trainer_id": trainer_id},
+                                  fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
+        if before is None:
+            return
+        stop = RunStopRequested(run_id=run["_id"], attempt=attempt, trainer_id=trainer_id,
+                                status=status, message=message)
+        await publish_event(self.broker, self.subjects, self.subjects.run_stop_requested(trainer_id), stop,
+                            dedup_key=f"{run['_id']}:{attempt}:stop")
+
+    async def rerun(self, run_id: str, max_attempts: int | None = None) -> bool:
+        """A person restarts a run that did not succeed; it resumes from its latest checkpoint."""
+        run = await self.store.run(run_id)
+        if run is None:
+            return False
+        budget = max_attempts or int(run["spec"].get("max_attempts", 3))
+        before = await self._move(run_id, RunStatus.RERUN, "rerun requested",
+                                  guard={"status": run["status"], "attempt": run.get("attempt", 0)},
+                                  fields={"attempt_limit": int(run.get("attempt", 0)) + budget, "message": None,
+                                          "completed_at": None, "trainer_id": None})
+        if before is None:
+            return False
+        await self._requeue(run_id, "rerun requested: waiting for placement")
+        return True
+
+    async def _requeue(self, run_id: str, reason: str) -> None:
+        await self._move(run_id, RunStatus.PENDING, reason, guard={"status": str(RunStatus.RERUN)},
+                         fields={"pending_reason": reason, "trainer_id": None, "accepted_at": None,
+                                 "queued_at": utcnow()})
+
+    async def reset_attempt(self, run: Document, cause: str, reason: str) -> None:
+        """An attempt ended without an outcome (trainer lost, never accepted, handed back):
+        retry it from the latest checkpoint while attempts remain, else end the run."""
+        RESETS.labels(cause=cause).inc()
+        run_id, attempt, trainer_id = run["_id"], int(run["attempt"]), run.get("trainer_id")
+        spec = run["spec"]
+        limit = run.get("attempt_limit") or int(spec.get("max_attempts", 3))
+        guard = {"attempt": attempt, "trainer_id": trainer_id}
+        if spec.get("on_reset", "rerun") == "fail" and cause != "released":
+            message = f"{reason}; on_reset is 'fail'"
+            await self._move(run_id, RunStatus.FAILED, message, guard=guard,
+                             fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
+        elif attempt >= limit:
+            attempts = "; ".join(
+                f"#{h['attempt']} {h['status']}: {h.get('message') or ''}".strip()
+                for h in run.get("history", []) if h.get("attempt")
+            )
+            message = f"{reason}; out of attempts ({attempt} of {limit}). Attempts: {attempts}"
+            await self._move(run_id, RunStatus.ABORTED, message, guard=guard,
+                             fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
+        elif RunStatus(run["status"]) == RunStatus.PENDING:
+            # Never started: straight back to the queue under a new attempt number.
+            await self._move(run_id, RunStatus.PENDING, reason, guard={**guard, "status": str(RunStatus.PENDING)},
+                             fields={"pending_reason": f"{reason}; waiting for placement", "trainer_id": None,
+                                     "accepted_at": None, "queued_at": utcnow()})
+        else:
+            before = await self._move(run_id, RunStatus.RERUN, reason, guard=guard,
+                                      fields={"trainer_id": None, "accepted_at": None})
+            if before is not None:
+                await self._requeue(run_id, f"{reason}; resuming from the latest checkpoint")
+        if trainer_id:
+            await self.store.release_trainer(trainer_id, run_id)
+
+    async def released(self, event: RunReleased) -> None:
+        run = await self.store.run(event.run_id)
+        if run is None or run.get("attempt") != event.attempt or run.get("trainer_id") != event.trainer_id:
+            await self.store.release_trainer(event.trainer_id, event.run_id)
+            return
+        await self.reset_attempt(run, "released", f"trainer {event.trainer_id} handed the run back ({event.reason})")

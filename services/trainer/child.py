@@ -1,0 +1,124 @@
+"""The training child: one process per attempt, so a crash or a kill stays contained.
+
+    python -m services.trainer.child JOB_JSON --report-fd N
+
+JOB_JSON is a file holding a TrainingJob. The child writes one ChildReport
+per line to file descriptor N (inherited from the parent): started, one epoch
+report per epoch, then finished (exit 0) or failed (exit 1). MMEngine's own
+logging goes to stdout/stderr and to the work dir, never to N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import IO
+
+from pydantic import BaseModel
+
+from services.trainer.reports import FailedReport, FinishedReport, StartedReport, TrainingJob
+
+
+class ReportWriter:
+    """Writes each report as one JSON line and flushes it at once."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, report: BaseModel) -> None:
+        self.stream.write(report.model_dump_json() + "\n")
+        self.stream.flush()
+
+
+class DeviceError(RuntimeError):
+    """The job asks for a device this process cannot use."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.trainer.child")
+    parser.add_argument("job", type=Path, help="file with the TrainingJob as JSON")
+    parser.add_argument("--report-fd", type=int, required=True, help="inherited fd for the JSON-line reports")
+    args = parser.parse_args(argv)
+    write = ReportWriter(os.fdopen(args.report_fd, "w", encoding="utf-8"))
+    try:
+        job = TrainingJob.model_validate_json(args.job.read_text())
+    except Exception as exc:  # any bad job file is reported, not raised
+        return _fail(write, f"job file {args.job}: {exc}")
+    try:
+        write(FinishedReport(checkpoint=train(job, write)))
+    except Exception as exc:  # the parent gets a message, stderr the traceback
+        traceback.print_exc()
+        return _fail(write, describe_failure(exc))
+    return 0
+
+
+def train(job: TrainingJob, write: ReportWriter) -> str | None:
+    """Run the job to the end; returns the last checkpoint's path."""
+    # Before torch is imported: these are read at import or first use.
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # MMEngine checkpoints hold Python objects
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(job.threads)
+    if job.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # MMEngine takes a GPU whenever it sees one
+
+    import torch
+    from mmengine.runner import Runner
+
+    from services.trainer.hooks import TrainyardReportHook
+    from services.trainer.mmdet_config import build_config
+
+    torch.set_num_threads(job.threads)
+    if job.device == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("the job asks for CUDA but this trainer sees no usable GPU")
+    device = f"cuda:0 ({torch.cuda.get_device_name(0)})" if job.device == "cuda" else "cpu"
+
+    cfg = build_config(job)
+    write(StartedReport(device=device))
+    runner = Runner.from_cfg(cfg)
+    for hook in runner.hooks:
+        if isinstance(hook, TrainyardReportHook):
+            hook.write = write
+    runner.train()
+    return last_checkpoint(Path(job.work_dir))
+
+
+def last_checkpoint(work_dir: Path) -> str | None:
+    """The checkpoint CheckpointHook wrote last (it records it in `last_checkpoint`)."""
+    marker = work_dir / "last_checkpoint"
+    if marker.is_file():
+        path = Path(marker.read_text().strip())
+        if path.is_file():
+            return str(path)
+    candidates = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: p.stat().st_mtime)
+    return str(candidates[-1]) if candidates else None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A message a person can act on; the traceback goes to stderr."""
+    text = str(exc).strip()
+    first_line = text.splitlines()[0] if text else ""
+    name = type(exc).__name__
+    lowered = text.lower()
+    if name == "OutOfMemoryError" or ("cuda" in lowered and "out of memory" in lowered):
+        return f"CUDA out of memory: reduce batch_size or input_size ({first_line[:300]})"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in lowered:
+        return "out of host memory: reduce batch_size or input_size, or give the trainer more memory"
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"file not found: {exc.filename} (check the dataset's image and annotation paths)"
+    if name in {"DatasetError", "TrainingDiverged", "DeviceError"}:
+        return text
+    return f"{name}: {text}"[:2000] if text else name
+
+
+def _fail(write: ReportWriter, message: str) -> int:
+    with contextlib.suppress(OSError):  # the parent is gone: nobody is left to tell
+        write(FailedReport(message=message))
+    print(f"training failed: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""MMEngine hook that turns a training run into one EpochReport per epoch.
+
+build_config adds `dict(type="TrainyardReportHook")` to custom_hooks; the
+child then gives the built hook its writer (`hook.write = ...`), so the config
+stays plain data and the hook is testable with a list's append.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+
+from services.trainer.confusion import confusion_matrix, to_event
+from services.trainer.reports import EpochReport
+
+# CocoMetric's keys -> the names EpochReport.metrics carries.
+METRIC_KEYS = {
+    "coco/bbox_mAP": "bbox_mAP",
+    "coco/bbox_mAP_50": "bbox_mAP_50",
+    "coco/bbox_mAP_75": "bbox_mAP_75",
+    "coco/bbox_mAP_s": "bbox_mAP_s",
+    "coco/bbox_mAP_m": "bbox_mAP_m",
+    "coco/bbox_mAP_l": "bbox_mAP_l",
+}
+# Reported as 0.0 when CocoMetric returns {} because the model predicted nothing.
+ALWAYS_REPORTED = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75")
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN or infinite."""
+
+
+def map_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
+    """CocoMetric's results as EpochReport metrics.
+
+    COCO gives -1 for a size range with no ground truth (e.g. no large boxes):
+    such a metric is left out, it was not measured. An empty result (no
+    predictions at all) reports mAP, mAP50 and mAP75 as 0.0.
+    """
+    mapped = {
+        name: float(metrics[key])
+        for key, name in METRIC_KEYS.items()
+        if metrics and key in metrics and math.isfinite(metrics[key]) and metrics[key] >= 0
+    }
+    for name in ALWAYS_REPORTED:
+        mapped.setdefault(name, 0.0)
+    return mapped
+
+
+@HOOKS.register_module()
+class TrainyardReportHook(Hook):  # type: ignore[misc]
+    """Accumulates losses, learning rate and time over a training epoch,
+    collects the validation predictions, and writes one EpochReport after
+    each validation (build_config validates every epoch).
+
+    losses: mean over the epoch's iterations of every key the model reports
+    whose name contains "loss" (not "acc" and the like), `loss` their total.
+    learning_rate: of the first parameter group, in the epoch's last iteration.
+    epoch_time_s: wall time from the start of the training epoch to the end
+    of its validation. The confusion matrix compares the predictions with
+    the validation dataset's annotations, as MMDetection's tool does.
+    """
+
+    priority = "LOW"
+
+    def __init__(
+        self,
+        score_thr: float = 0.3,
+        iou_thr: float = 0.5,
+        write: Callable[[EpochReport], None] | None = None,
+    ) -> None:
+        self.score_thr = score_thr
+        self.iou_thr = iou_thr
+        self.write: Callable[[EpochReport], None] = write or _log_report
+        self._loss_sums: dict[str, float] = {}
+        self._iters = 0
+        self._lr = 0.0
+        self._started = 0.0
+        self._epoch = 0  # 1-based number of the last finished training epoch
+        self._reported = 0
+        self._gt: dict[Any, tuple[np.ndarray, np.ndarray]] | None = None
+        self._preds: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    # training -----------------------------------------------------------
+    def before_train_epoch(self, runner: Any) -> None:
+        self._loss_sums = {}
+        self._iters = 0
+        self._started = time.perf_counter()
+
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict[str, Any] | None = None
+    ) -> None:
+        for key, value in (outputs or {}).items():
+            if "loss" not in key:
+                continue
+            number = float(value.item() if hasattr(value, "item") else value)
+            if not math.isfinite(number):
+                raise TrainingDiverged(
+                    f"training diverged: {key} = {number} at epoch {runner.epoch + 1}, iteration "
+                    f"{batch_idx + 1}; lower the learning_rate or raise the batch_size"
+                )
+            self._loss_sums[key] = self._loss_sums.get(key, 0.0) + number
+        self._iters += 1
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        # Before ParamSchedulerHook steps it: the rate this iteration trains with.
+        self._lr = float(next(iter(runner.optim_wrapper.get_lr().values()))[0])
+
+    def after_train_epoch(self, runner: Any) -> None:
+        self._epoch = runner.epoch + 1  # runner.epoch is still 0-based here
+
+    # validation ---------------------------------------------------------
+    def before_val_epoch(self, runner: Any) -> None:
+        self._preds = []
+        if self._gt is None:
+            self._gt = _ground_truth(runner.val_dataloader.dataset)
+
+    def after_val_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Sequence[Any] | None = None
+    ) -> None:
+        for sample in outputs or []:
+            pred = sample.pred_instances
+            self._preds.append(
+                (
+                    sample.img_id,
+                    _numpy(pred.bboxes).reshape(-1, 4),
+                    _numpy(pred.scores).reshape(-1),
+                    _numpy(pred.labels).reshape(-1),
+                )
+            )
+
+    def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+        if self._iters == 0 or self._epoch == self._reported:
+            return  # a validation outside training (runner.val()), or one already reported
+        classes = list(runner.val_dataloader.dataset.metainfo["classes"])
+        assert self._gt is not None
+        gts = [self._gt[img_id] for img_id, *_ in self._preds]
+        matrix = confusion_matrix(
+            [boxes for boxes, _ in gts],
+            [labels for _, labels in gts],
+            [p[1] for p in self._preds],
+            [p[2] for p in self._preds],
+            [p[3] for p in self._preds],
+            num_classes=len(classes),
+            score_thr=self.score_thr,
+            iou_thr=self.iou_thr,
+        )
+        losses = {k: v / self._iters for k, v in self._loss_sums.items()}
+        total = losses.pop("loss", None)
+        report = EpochReport(
+            epoch=self._epoch,
+            total_epochs=runner.max_epochs,
+            losses=losses,
+            loss=total if total is not None else sum(losses.values()),
+            learning_rate=self._lr,
+            epoch_time_s=time.perf_counter() - self._started,
+            metrics=map_metrics(metrics),
+            confusion_matrix=to_event(matrix, classes, self.score_thr, self.iou_thr),
+        )
+        self._reported = self._epoch
+        self.write(report)
+
+
+def _ground_truth(dataset: Any) -> dict[Any, tuple[np.ndarray, np.ndarray]]:
+    """img_id -> (xyxy boxes, labels) of every annotated instance, ignored
+    (crowd) ones included, in original image coordinates: the reference tool
+    reads `dataset.get_data_info(i)["instances"]` the same way."""
+    truth = {}
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        instances = info.get("instances", [])
+        boxes = np.array([inst["bbox"] for inst in instances], dtype=np.float32).reshape(-1, 4)
+        labels = np.array([inst["bbox_label"] for inst in instances], dtype=np.int64)
+        truth[info["img_id"]] = (boxes, labels)
+    return truth
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _log_report(report: EpochReport) -> None:
+    print_log(f"trainyard report (no writer set): {report.model_dump_json()}", logger="current")

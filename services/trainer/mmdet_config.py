@@ -1,0 +1,236 @@
+"""Build the MMEngine config of a training job from MMDetection's stock config.
+
+The stock configs are tuned for COCO on 8 GPUs (640-1333 px inputs, 12-300
+epochs, batches of 16-256). A job here is usually a small dataset, a small
+input, a few epochs, one process. We keep the stock recipe (model, losses,
+augmentations, optimiser, schedule shape) and rescale what depends on the
+job: classes, paths, input size, batch, epoch count, learning rate, seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from services.trainer import hooks as _hooks  # noqa: F401 - registers TrainyardReportHook, used below
+from services.trainer.reports import TrainingJob
+from shared.catalogue import ARCHITECTURES
+
+# Keys of data transforms (Resize, RandomResize, RandomCrop, Pad, (Cached)Mosaic,
+# (Cached)MixUp, TestTimeAug...) that hold a (w, h) size in pixels.
+_SIZE_KEYS = frozenset({"img_scale", "scale", "crop_size", "size"})
+
+# Warm-up is at most this fraction of the run: stock warm-ups (500-1000
+# iterations) are longer than a whole short run on a small dataset.
+_MAX_WARMUP_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class _Family:
+    # Long side of the stock input: every pipeline size becomes a square of
+    # input_size * (its long side / native_size), so RTMDet's 2x mosaic canvas
+    # stays 2x and RetinaNet's (1333, 800) becomes (input_size, input_size).
+    native_size: int
+    # SGD recipes scale the learning rate linearly with the batch (the stock lr
+    # is for this total batch); None keeps the stock lr (AdamW is insensitive).
+    lr_reference_batch: int | None
+    # The stock backbone freezes its stem and BatchNorm statistics because it
+    # expects ImageNet weights; from random init they must train.
+    unfreeze_backbone: bool
+
+
+_FAMILIES: dict[str, _Family] = {
+    "rtmdet": _Family(native_size=640, lr_reference_batch=None, unfreeze_backbone=False),
+    "retinanet": _Family(native_size=1333, lr_reference_batch=16, unfreeze_backbone=True),
+}
+
+
+class DatasetError(ValueError):
+    """The job's dataset files cannot be trained on; the message says why."""
+
+
+def mmdet_config_dir() -> Path:
+    import mmdet
+
+    return Path(mmdet.__file__).parent / ".mim" / "configs"
+
+
+def build_config(job: TrainingJob) -> Config:
+    """The full MMEngine config for one training child."""
+    spec, dataset = job.spec, job.dataset
+    arch = ARCHITECTURES[spec.architecture]
+    family = _FAMILIES[arch.family]
+    cfg = Config.fromfile(str(mmdet_config_dir() / arch.base_config))
+    classes = tuple(dataset.classes)
+    train_images = _check_annotations(dataset.train.annotations, classes, "train")
+    _check_annotations(dataset.val.annotations, classes, "val")
+
+    # Model: our classes, no downloads.
+    cfg.model.bbox_head.num_classes = len(classes)
+    _drop_pretrained(cfg.model)
+    if family.unfreeze_backbone:
+        cfg.model.backbone.frozen_stages = -1
+        cfg.model.backbone.norm_eval = False
+
+    # Data: absolute paths, our classes (CocoDataset maps categories by name),
+    # one process (no workers: tiny sets, and the trainer budgets threads).
+    splits = {"train_dataloader": dataset.train, "val_dataloader": dataset.val}
+    for key, split in splits.items():
+        loader = cfg[key]
+        loader.batch_size = spec.batch_size
+        loader.num_workers = 0
+        loader.persistent_workers = False  # must be False without workers
+        loader.pin_memory = job.device == "cuda"
+        loader.dataset.data_root = dataset.root
+        loader.dataset.ann_file = split.annotations
+        loader.dataset.data_prefix = {"img": split.images}
+        loader.dataset.metainfo = {"classes": classes}
+    cfg.val_evaluator.ann_file = dataset.val.annotations
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.test_evaluator = cfg.val_evaluator
+    _rescale_pipelines(cfg, spec.input_size / family.native_size)
+
+    # Schedule: every epoch validated, stock schedule shape squeezed into the run.
+    stock_epochs = cfg.train_cfg.max_epochs
+    cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs, "val_interval": 1}
+    iters_per_epoch = math.ceil(train_images / spec.batch_size)
+    _fit_schedule(cfg, stock_epochs, spec.epochs, spec.epochs * iters_per_epoch)
+    stock_lr = cfg.optim_wrapper.optimizer.lr  # after _fit_schedule, which reads it too
+    if spec.learning_rate is not None:
+        cfg.optim_wrapper.optimizer.lr = spec.learning_rate
+    elif family.lr_reference_batch is not None:
+        cfg.optim_wrapper.optimizer.lr = stock_lr * spec.batch_size / family.lr_reference_batch
+
+    # Runtime: where, what to keep, how to report.
+    cfg.work_dir = job.work_dir
+    cfg.randomness = {"seed": spec.seed, "deterministic": False}
+    cfg.default_hooks.checkpoint = {
+        "type": "CheckpointHook",
+        "interval": 1,
+        # Two: a resume may need the epoch before the last (see session.latest_checkpoint).
+        "max_keep_ckpts": 2,
+        "save_last": True,
+    }
+    cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 5}
+    cfg.log_processor = {"type": "LogProcessor", "window_size": 5, "by_epoch": True}
+    cfg.vis_backends = [{"type": "LocalVisBackend"}]
+    cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": cfg.vis_backends, "name": "visualizer"}
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), {"type": "TrainyardReportHook"}]
+    # Resuming restores epoch, optimizer, schedule and EMA, so epochs continue
+    # where the earlier attempt's last checkpoint left them.
+    cfg.load_from = job.resume_from
+    cfg.resume = job.resume_from is not None
+    return cfg
+
+
+def _check_annotations(path: str, classes: tuple[str, ...], split: str) -> int:
+    """Number of images with at least one box; raises DatasetError naming the file."""
+    try:
+        coco = json.loads(Path(path).read_text())
+        names = [c["name"] for c in coco["categories"]]
+        annotated = {a["image_id"] for a in coco["annotations"]}
+        n_images = sum(1 for image in coco["images"] if image["id"] in annotated)
+    except FileNotFoundError:
+        raise DatasetError(f"dataset {split} annotation file {path}: not found") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"dataset {split} annotation file {path}: not COCO JSON ({exc!r})") from None
+    # CocoDataset numbers labels in the file's category order, not in the order
+    # of `classes`: a different order would put the wrong names on labels.
+    present = [n for n in names if n in classes]
+    if present != list(classes):
+        missing = [c for c in classes if c not in names]
+        why = f"categories {missing} not in the file" if missing else f"order differs from the file's {present}"
+        raise DatasetError(f"dataset {split} annotation file {path}: classes {list(classes)}: {why}")
+    if n_images == 0:
+        raise DatasetError(f"dataset {split} annotation file {path}: no image has an annotation")
+    return n_images
+
+
+def _drop_pretrained(node: Any) -> None:
+    """Remove every init_cfg that loads weights (they would download)."""
+    if isinstance(node, dict):
+        init = node.get("init_cfg")
+        inits = init if isinstance(init, list) else [init]
+        if any(isinstance(i, dict) and i.get("type") == "Pretrained" for i in inits):
+            node.pop("init_cfg")
+        for value in node.values():
+            _drop_pretrained(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            _drop_pretrained(value)
+
+
+def _rescale_pipelines(cfg: Config, factor: float) -> None:
+    """Scale every transform size in the train/val/test pipelines, the stage-2
+    pipeline RTMDet switches to, and the TTA pipeline, by `factor`, as squares."""
+    seen: set[int] = set()  # a pipeline may be shared: scale each dict once
+
+    def walk(node: Any) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _SIZE_KEYS and _is_size(value):
+                    side = round(max(value) * factor)
+                    node[key] = (side, side)
+                else:
+                    walk(value)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value)
+
+    for key in list(cfg):
+        if key.endswith("pipeline") or key.endswith("dataloader"):
+            walk(cfg[key])
+    for hook in cfg.get("custom_hooks", []):
+        walk(hook.get("switch_pipeline", []))
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value)
+
+
+def _fit_schedule(cfg: Config, stock_epochs: int, epochs: int, total_iters: int) -> None:
+    """Squeeze the stock param_scheduler from stock_epochs into `epochs`.
+
+    Epoch positions (begin, end, T_max, milestones) scale proportionally and
+    are rounded to whole epochs (MultiStepLR only fires on whole iterations);
+    iteration-based warm-ups are cut to a tenth of the run, or dropped when
+    that is under 2 iterations. RTMDet's PipelineSwitchHook (mosaic off for the last 20 of
+    300 epochs) moves the same way, keeping at least one stage-2 epoch.
+    """
+
+    def at(epoch: float) -> int:
+        return round(epoch * epochs / stock_epochs)
+
+    schedulers = []
+    for sched in cfg.param_scheduler:
+        sched = dict(sched)
+        if not sched.get("by_epoch", True):  # iteration-based: a warm-up
+            sched["end"] = min(sched["end"], int(total_iters * _MAX_WARMUP_FRACTION))
+            if sched["end"] < 2:  # LinearLR needs 2 steps to ramp; shorter runs start at full rate
+                continue
+        else:
+            begin = min(at(sched.get("begin", 0)), epochs - 1)
+            end = max(min(at(sched.get("end", stock_epochs)), epochs), begin + 1)
+            sched.update(begin=begin, end=end, convert_to_iter_based=True)
+            if "T_max" in sched:
+                sched["T_max"] = end - begin
+            if "milestones" in sched:
+                sched["milestones"] = sorted({at(m) for m in sched["milestones"]})
+            if sched.get("eta_min") is not None:
+                # As a ratio, the floor follows a learning rate set by the job.
+                sched["eta_min_ratio"] = sched.pop("eta_min") / cfg.optim_wrapper.optimizer.lr
+        schedulers.append(sched)
+    cfg.param_scheduler = schedulers
+
+    for hook in cfg.get("custom_hooks", []):
+        if hook.get("type") == "PipelineSwitchHook":
+            stage2 = max(1, round((stock_epochs - hook["switch_epoch"]) * epochs / stock_epochs))
+            hook["switch_epoch"] = max(0, epochs - stage2)

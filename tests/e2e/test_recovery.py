@@ -1,0 +1,129 @@
+"""Recovery with real trainers training real models: lost, stale, draining, killed."""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import service_log
+from tests.integration.test_scheduler import TERMINAL, wait_status, wait_until
+from trainyard.client import TrainyardClient
+from trainyard.localstack import LocalStack
+from trainyard.synth import write_synthetic_coco
+
+pytestmark = pytest.mark.training
+
+FAST_LOSS_DETECTION = {"TRAINYARD_TRAINER_TIMEOUT_S": "3"}
+TRAINER_ENV = {"TRAINYARD_THREADS": "1", "TRAINYARD_HEARTBEAT_INTERVAL_S": "1"}
+
+
+@pytest.fixture
+def client(stack: LocalStack, tmp_path: Path) -> Iterator[TrainyardClient]:
+    stack.start_servers()
+    stack.start_service("metrics")
+    stack.start_service("scheduler", **FAST_LOSS_DETECTION)
+    stack.start_service("api", **FAST_LOSS_DETECTION)
+    with TrainyardClient(stack.api_url, stack.admin_key) as api:
+        yield api
+
+
+@pytest.fixture
+def dataset_id(client: TrainyardClient, tmp_path: Path) -> str:
+    files = write_synthetic_coco(tmp_path / "shapes", train_images=8, val_images=2, size=64)
+    return str(client.datasets.register("shapes", str(files.root))["id"])
+
+
+def trainer(stack: LocalStack, trainer_id: str, **env: str) -> subprocess.Popen[bytes]:
+    return stack.start_service("trainer", name=trainer_id, TRAINYARD_TRAINER_ID=trainer_id, **TRAINER_ENV, **env)
+
+
+def start_run(client: TrainyardClient, dataset_id: str, epochs: int) -> dict[str, Any]:
+    return dict(client.runs.start({"name": "recover", "dataset_id": dataset_id, "architecture": "rtmdet-tiny",
+                                   "epochs": epochs, "batch_size": 4, "input_size": 64}))
+
+
+def logged_epochs(client: TrainyardClient, run_id: str) -> list[tuple[int, int]]:
+    return [(e["epoch"], e["attempt"]) for e in client.runs.logs(run_id)]
+
+
+def assert_resumed_and_contiguous(client: TrainyardClient, run: dict[str, Any], epochs: int) -> None:
+    logs = logged_epochs(client, run["id"])
+    assert [epoch for epoch, _ in logs] == list(range(1, epochs + 1)), logs
+    first_attempt = [epoch for epoch, attempt in logs if attempt == 1]
+    # Resumed, not restarted: what attempt 1 reported stays attempt 1's.
+    assert first_attempt and first_attempt == list(range(1, len(first_attempt) + 1)), logs
+    assert {attempt for _, attempt in logs} == {1, run["attempt"]}
+
+
+def test_lost_trainer_run_resumes_on_another_trainer(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    first = trainer(stack, "doomed")
+    run = start_run(client, dataset_id, epochs=5)
+    wait_until(lambda: len(client.runs.logs(run["id"])) >= 2, 120, "two epochs on the first trainer")
+    assert client.runs.get(run["id"])["trainer_id"] == "doomed"
+    trainer(stack, "rescuer")
+    # The machine dies: the trainer and its training child, no goodbye.
+    os.killpg(first.pid, signal.SIGKILL)
+    done = wait_status(client, run["id"], TERMINAL, timeout=180)
+    assert done["status"] == "success", (done, service_log(stack, "rescuer")[-2000:])
+    assert done["trainer_id"] == "rescuer" and done["attempt"] == 2
+    assert [h["status"] for h in done["history"]][-4:] == ["rerun", "pending", "in_progress", "success"]
+    assert "trainer doomed was lost" in next(h["message"] for h in done["history"] if h["status"] == "rerun")
+    assert_resumed_and_contiguous(client, done, epochs=5)
+
+
+def test_returning_stale_trainer_is_ignored_and_stopped(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    stale = trainer(stack, "stale")
+    run = start_run(client, dataset_id, epochs=4)
+    wait_until(lambda: len(client.runs.logs(run["id"])) >= 1, 120, "an epoch on the first trainer")
+    trainer(stack, "fresh")
+    # A network partition, in effect: the trainer and its child freeze, then come back.
+    os.killpg(stale.pid, signal.SIGSTOP)
+    before_freeze = logged_epochs(client, run["id"])
+    wait_until(lambda: client.runs.get(run["id"])["trainer_id"] == "fresh", 60, "the run to move on")
+    os.killpg(stale.pid, signal.SIGCONT)
+    done = wait_status(client, run["id"], TERMINAL, timeout=180)
+    assert done["status"] == "success" and done["trainer_id"] == "fresh", done
+    assert_resumed_and_contiguous(client, done, epochs=4)
+    # The stale attempt was told to stop, and its late events changed nothing.
+    wait_until(lambda: "superseded by a newer attempt" in service_log(stack, "stale"), 30, "the stale stop")
+    stale_epochs = [e for e in logged_epochs(client, run["id"]) if e[1] == 1]
+    assert set(stale_epochs) <= set(before_freeze), (stale_epochs, before_freeze)
+
+
+def test_draining_trainer_hands_its_run_back(stack: LocalStack, client: TrainyardClient, dataset_id: str) -> None:
+    leaving = trainer(stack, "leaving")
+    run = start_run(client, dataset_id, epochs=4)
+    wait_until(lambda: len(client.runs.logs(run["id"])) >= 1, 120, "an epoch before the drain")
+    trainer(stack, "staying")
+    leaving.send_signal(signal.SIGTERM)
+    assert leaving.wait(timeout=60) == 0
+    done = wait_status(client, run["id"], TERMINAL, timeout=180)
+    assert done["status"] == "success" and done["trainer_id"] == "staying", done
+    assert "trainer leaving handed the run back (trainer leaving is draining)" in next(
+        h["message"] for h in done["history"] if h["status"] == "rerun")
+    assert_resumed_and_contiguous(client, done, epochs=4)
+
+
+def test_killed_run_ends_terminated_within_seconds_and_frees_its_trainer(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    trainer(stack, "busy")
+    run = start_run(client, dataset_id, epochs=50)
+    wait_status(client, run["id"], {"in_progress"}, timeout=60)
+    killed_at = time.monotonic()
+    client.runs.kill(run["id"])
+    done = wait_status(client, run["id"], TERMINAL, timeout=10)
+    assert done["status"] == "terminated" and time.monotonic() - killed_at < 10
+    freed = wait_until(lambda: [t for t in client.trainers.list() if t["free"] == 1 and not t["runs"]],
+                       15, "the trainer to be free")
+    assert freed[0]["id"] == "busy"
+    assert "training process" not in (done["message"] or "")

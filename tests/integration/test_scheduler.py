@@ -1,0 +1,179 @@
+"""The scheduler against real servers, driven through the API, with simulated trainers
+(trainyard.loadgen: real processes speaking the trainer protocol, training nothing)."""
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from trainyard.client import ConflictError, TrainyardClient
+from trainyard.localstack import LocalStack
+from trainyard.synth import write_synthetic_coco
+
+TERMINAL = {"success", "failed", "aborted", "terminated"}
+
+
+@pytest.fixture
+def client(stack: LocalStack, tmp_path: Path) -> Iterator[TrainyardClient]:
+    stack.start_servers()
+    stack.start_service("api")
+    with TrainyardClient(stack.api_url, stack.admin_key) as api:
+        yield api
+
+
+@pytest.fixture
+def dataset_id(client: TrainyardClient, tmp_path: Path) -> str:
+    files = write_synthetic_coco(tmp_path / "shapes", train_images=2, val_images=1, size=64)
+    return str(client.datasets.register("shapes", str(files.root))["id"])
+
+
+def start(client: TrainyardClient, dataset_id: str, name: str, **spec: Any) -> dict[str, Any]:
+    return dict(client.runs.start({"name": name, "dataset_id": dataset_id, "architecture": "rtmdet-tiny", **spec}))
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_status(client: TrainyardClient, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    return dict(wait_until(lambda: (r := client.runs.get(run_id))["status"] in statuses and r,
+                           timeout, f"run {run_id} to become {statuses}"))
+
+
+def first_at(run: dict[str, Any], status: str) -> str:
+    return str(next(h["at"] for h in run["history"] if h["status"] == status))
+
+
+def test_priority_first_and_an_unfittable_run_blocks_nothing(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    stack.start_service("scheduler")
+    stack.start_load_generator("cpu", "--trainers", "1", "--run-seconds", "2")
+    blocker = start(client, dataset_id, "blocker")
+    wait_status(client, blocker["id"], {"in_progress"})
+    huge = start(client, dataset_id, "huge", accelerator={"name": "CPU", "count": 4})
+    low = start(client, dataset_id, "low", priority=0)
+    high = start(client, dataset_id, "high", priority=10)
+    waiting = wait_until(lambda: (r := client.runs.get(low["id"]))["queue_position"] and r, what="queue position")
+    assert waiting["status"] == "pending" and waiting["queue_position"] == 2
+    assert client.runs.get(high["id"])["queue_position"] == 1
+
+    low_done = wait_status(client, low["id"], TERMINAL, timeout=40)
+    high_done = dict(client.runs.get(high["id"]))
+    assert low_done["status"] == high_done["status"] == "success"
+    assert first_at(high_done, "in_progress") < first_at(low_done, "in_progress")
+    huge_now = client.runs.get(huge["id"])
+    assert huge_now["status"] == "pending"
+    assert huge_now["pending_reason"] == "no trainer online with CPU x4"
+
+
+def test_two_schedulers_never_assign_a_run_twice(stack: LocalStack, client: TrainyardClient, dataset_id: str) -> None:
+    stack.start_service("scheduler", name="scheduler-a")
+    stack.start_service("scheduler", name="scheduler-b")
+    stack.start_load_generator("pool", "--trainers", "20", "--run-seconds", "0.05", "--heartbeat-seconds", "0.5")
+    assigned: list[str] = []
+
+    async def count_assignments(ready: asyncio.Event, done: asyncio.Event) -> None:
+        connection = await nats.connect(stack.nats_url)
+
+        async def record(message: Any) -> None:
+            assigned.append(message.subject)
+
+        await connection.subscribe(f"{stack.subject_prefix}.run.assigned.>", cb=record)
+        await connection.flush()
+        ready.set()
+        await done.wait()
+        await connection.drain()
+
+    async def scenario() -> list[dict[str, Any]]:
+        ready, done = asyncio.Event(), asyncio.Event()
+        counter = asyncio.create_task(count_assignments(ready, done))
+        await ready.wait()
+        runs = [await asyncio.to_thread(start, client, dataset_id, f"run-{i}") for i in range(200)]
+        deadline = time.monotonic() + 120
+        finished: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            every_run = await asyncio.to_thread(lambda: [dict(r) for r in client.runs.list_all()])
+            finished = [r for r in every_run if r["status"] in TERMINAL]
+            if len(finished) == len(runs):
+                break
+            await asyncio.sleep(1)
+        await asyncio.sleep(1)
+        done.set()
+        await counter
+        return finished
+
+    finished = asyncio.run(scenario())
+    assert len(finished) == 200
+    assert {r["status"] for r in finished} == {"success"}
+    assert {r["attempt"] for r in finished} == {1}
+    assert len(assigned) == 200 and len(set(assigned)) <= 20
+    for run in finished:
+        assert [h["status"] for h in run["history"]].count("in_progress") == 1
+
+
+def test_scheduler_restart_mid_queue_loses_and_repeats_nothing(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    scheduler = stack.start_service("scheduler", TRAINYARD_ASSIGNMENT_ACK_TIMEOUT_S="3")
+    stack.start_load_generator("pair", "--trainers", "2", "--run-seconds", "0.3")
+    runs = [start(client, dataset_id, f"run-{i}") for i in range(30)]
+    wait_until(lambda: sum(r["status"] == "success" for r in client.runs.list_all()) >= 5, what="5 done")
+    os.kill(scheduler.pid, signal.SIGKILL)
+    scheduler.wait()
+    stack.start_service("scheduler", name="scheduler-again", TRAINYARD_ASSIGNMENT_ACK_TIMEOUT_S="3")
+    for run in runs:
+        done = wait_status(client, run["id"], TERMINAL, timeout=60)
+        assert done["status"] == "success", done
+        statuses = [h["status"] for h in done["history"]]
+        assert statuses.count("success") == 1 and statuses.count("in_progress") == 1
+
+
+def test_unaccepted_assignments_retry_until_attempts_run_out(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    stack.start_service("scheduler", TRAINYARD_ASSIGNMENT_ACK_TIMEOUT_S="1")
+    stack.start_load_generator("deaf", "--trainers", "1", "--behaviour", "ignore")
+    run = start(client, dataset_id, "doomed", max_attempts=2)
+    done = wait_status(client, run["id"], TERMINAL, timeout=30)
+    assert done["status"] == "aborted"
+    assert done["attempt"] == 2
+    assert "out of attempts (2 of 2)" in done["message"]
+    assert "did not accept the assignment in time" in done["message"]
+
+
+def test_execution_timeout_aborts_and_frees_the_trainer(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    stack.start_service("scheduler")
+    stack.start_load_generator("stuck", "--trainers", "1", "--behaviour", "hang")
+    run = start(client, dataset_id, "forever", execution_timeout_s=10)
+    wait_status(client, run["id"], {"in_progress"})
+    done = wait_status(client, run["id"], TERMINAL, timeout=30)
+    assert done["status"] == "aborted"
+    assert done["message"] == "exceeded its execution timeout of 10 s"
+    trainers = wait_until(lambda: [t for t in client.trainers.list() if t["free"] == 1],
+                          what="the trainer freed")
+    assert trainers[0]["id"] == "stuck-0" and trainers[0]["health"] == "online"
+
+
+def test_killing_a_queued_run_ends_it_at_once(stack: LocalStack, client: TrainyardClient, dataset_id: str) -> None:
+    stack.start_service("scheduler")
+    run = start(client, dataset_id, "nowhere", accelerator={"name": "GPU_H100", "count": 8})
+    wait_status(client, run["id"], {"pending"})
+    client.runs.kill(run["id"])
+    done = wait_status(client, run["id"], TERMINAL, timeout=10)
+    assert done["status"] == "terminated" and done["message"] == "killed by user"
+    with pytest.raises(ConflictError):
+        client.runs.kill(run["id"])
