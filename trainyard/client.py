@@ -17,7 +17,7 @@ import builtins
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
@@ -426,7 +426,7 @@ class _SyncTransport:
             raise error_from_response(response)
         return response.json()
 
-    def events(self, call: Call, last_event_id: str | None) -> Iterator[RunEvent]:
+    def events(self, call: Call, last_event_id: str | None) -> Generator[RunEvent]:
         """The stream's events, reconnecting after a dropped connection from the last event seen."""
         parser = _EventParser()
         parser.last_id = last_event_id
@@ -513,7 +513,7 @@ class Runs(_SyncResource):
         """Rows and columns (`format="matrix"`, a ConfusionMatrix) or Datature's per-column JSON."""
         return cast(dict[str, Any], self._send(calls.confusion_matrix(run_id, epoch, format)))
 
-    def follow(self, run_id: str, last_event_id: str | None = None) -> Iterator[RunEvent]:
+    def follow(self, run_id: str, last_event_id: str | None = None) -> Generator[RunEvent]:
         """Live status changes and epochs until the run ends; resumes itself after a dropped connection."""
         return self._transport.events(calls.run_events(run_id), last_event_id)
 
@@ -616,7 +616,7 @@ class _AsyncTransport:
             raise error_from_response(response)
         return response.json()
 
-    async def events(self, call: Call, last_event_id: str | None) -> AsyncIterator[RunEvent]:
+    async def events(self, call: Call, last_event_id: str | None) -> AsyncGenerator[RunEvent]:
         parser = _EventParser()
         parser.last_id = last_event_id
         failures = 0
@@ -700,7 +700,7 @@ class AsyncRuns(_AsyncResource):
                                format: Literal["matrix", "datature"] = "matrix") -> dict[str, Any]:
         return cast(dict[str, Any], await self._send(calls.confusion_matrix(run_id, epoch, format)))
 
-    def follow(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[RunEvent]:
+    def follow(self, run_id: str, last_event_id: str | None = None) -> AsyncGenerator[RunEvent]:
         return self._transport.events(calls.run_events(run_id), last_event_id)
 
 
