@@ -128,7 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 _DESCRIPTIONS = {
-    400: "Bad request",
+    400: "A body that cannot be read (not UTF-8, not JSON)",
     401: "Missing, malformed or revoked API key",
     403: "The API key lacks the scope this operation needs",
     404: "No such resource in the key's project",

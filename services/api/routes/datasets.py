@@ -28,7 +28,7 @@ def _has_nul(*paths: str) -> bool:
     return any("\x00" in p for p in paths)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(413))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(400, 413))
 async def register_dataset(body: DatasetRegistration, caller: DatasetsWriter, store: Store) -> DatasetOut:
     """Validate a COCO dataset on disk and register it in the key's project."""
     if _has_nul(body.path, body.train_annotations, body.train_images, body.val_annotations, body.val_images):

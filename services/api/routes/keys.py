@@ -23,7 +23,7 @@ async def who_am_i(caller: Authenticated) -> WhoAmI:
     return WhoAmI(key_id=caller.key_id, project=caller.project, scopes=sorted(caller.scopes))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(413))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(400, 413))
 async def create_key(body: ApiKeyRequest, caller: Admin, store: Store) -> CreatedApiKey:
     """A new key in the caller's project; the answer holds the key itself, shown only this once."""
     key, doc = new_key(caller.project, body.name, body.scopes, created_by=caller.key_id, now=utcnow())

@@ -30,7 +30,7 @@ async def existing_run(store: Store, project: str, run_id: str) -> dict[str, Any
     return doc
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(413))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(400, 413))
 async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
     """Create a training run; the scheduler queues and places it."""
     dataset = await store.dataset(caller.project, spec.dataset_id)
