@@ -1,0 +1,54 @@
+"""docs/asyncapi.yaml is generated from the event models and subjects, and kept in step with them."""
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared import events
+from shared.subjects import Subjects
+from trainyard.asyncapi import channels, document, render
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
+
+
+def test_docs_asyncapi_yaml_is_up_to_date() -> None:
+    assert DOC.read_text() == render(), (
+        "docs/asyncapi.yaml is out of date: run `python -m trainyard.asyncapi > docs/asyncapi.yaml`"
+    )
+
+
+def test_every_event_and_every_subject_is_documented() -> None:
+    event_models = {
+        cls for _, cls in inspect.getmembers(events, inspect.isclass)
+        if issubclass(cls, events.Event) and cls not in (events.Event, events.RunEvent)
+    }
+    assert event_models == {c.message for c in channels()}
+    subject_names = {name for name, _ in inspect.getmembers(Subjects) if not name.startswith("_")}
+    subject_names -= {"prefix", "stream", "stream_subjects"}
+    documented = {c.address for c in channels()}
+    for name in subject_names:
+        attribute = getattr(Subjects(), name)
+        address = attribute("{x}") if callable(attribute) else attribute
+        assert re.sub(r"\{[a-z_]+\}", "{x}", address) in {re.sub(r"\{[a-z_]+\}", "{x}", a) for a in documented}, name
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [node["$ref"]] if "$ref" in node else [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _refs(value)]
+    return []
+
+
+def test_document_is_consistent_asyncapi_3() -> None:
+    doc = yaml.safe_load(render().split("\n", 1)[1])
+    assert doc == document() and doc["asyncapi"] == "3.0.0"
+    for ref in _refs(doc):
+        node: Any = doc
+        for part in ref.removeprefix("#/").split("/"):
+            node = node[part]
+    for channel in doc["channels"].values():
+        assert set(re.findall(r"\{(\w+)\}", channel["address"])) == set(channel.get("parameters", {}))

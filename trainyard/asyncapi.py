@@ -1,0 +1,144 @@
+"""The AsyncAPI 3 document of trainyard's events, generated from the code that defines them:
+the pydantic event models (shared/events.py) and the subject names (shared/subjects.py).
+
+    python -m trainyard.asyncapi > docs/asyncapi.yaml
+
+Generated here rather than by FastStream from the services' brokers: the handlers
+decode raw messages themselves (so a malformed one can be dead-lettered), which
+leaves FastStream nothing to read the payload schemas from.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from shared import events
+from shared.bus import DUPLICATE_WINDOW_S
+from shared.subjects import Subjects
+
+TITLE = "trainyard events"
+VERSION = "1"  # the events' schema_version
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: str
+    address: str
+    message: type[BaseModel]
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    description: str
+    durable: bool = True
+    parameters: tuple[tuple[str, str], ...] = ()
+
+
+def channels() -> list[Channel]:
+    """Every subject, who publishes it and who consumes it; addresses come from Subjects itself."""
+    s = Subjects()
+    trainer = (("trainer_id", "the trainer's id"),)
+    return [
+        Channel("runCreated", s.run_created, events.RunCreated, ("api",), ("scheduler",),
+                "A user created a run; the scheduler queues it."),
+        Channel("runAssigned", s.run_assigned("{trainer_id}"), events.RunAssigned, ("scheduler",), ("trainer",),
+                "An attempt of a run goes to one trainer, with the dataset's layout.", parameters=trainer),
+        Channel("runAccepted", s.run_accepted, events.RunAccepted, ("trainer",), ("scheduler",),
+                "The trainer took the assignment; the scheduler stops waiting to retry it elsewhere."),
+        Channel("runStarted", s.run_started, events.RunStarted, ("trainer",), ("scheduler",),
+                "Training of an attempt began on a device."),
+        Channel("epochLogged", s.epoch_logged, events.EpochLogged, ("trainer",), ("metrics",),
+                "An epoch finished: mean losses, learning rate, COCO metrics, and the confusion matrix "
+                "when it was evaluated."),
+        Channel("runCompleted", s.run_completed, events.RunCompleted, ("trainer",), ("scheduler",),
+                "The one terminal event of an attempt; it carries the final status."),
+        Channel("runStatusChanged", s.run_status_changed, events.RunStatusChanged, ("scheduler",), (),
+                "Every status transition of a run, terminal ones too: what integrations follow."),
+        Channel("runKillRequested", s.run_kill_requested, events.RunKillRequested, ("api",), ("scheduler",),
+                "A user asked to stop a run."),
+        Channel("runRerunRequested", s.run_rerun_requested, events.RunRerunRequested, ("api",), ("scheduler",),
+                "A user asked to run again a run that did not succeed."),
+        Channel("runStopRequested", s.run_stop_requested("{trainer_id}"), events.RunStopRequested, ("scheduler",),
+                ("trainer",), "The scheduler asks a trainer to stop an attempt, and says how it ends.",
+                parameters=trainer),
+        Channel("runReleased", s.run_released, events.RunReleased, ("trainer",), ("scheduler",),
+                "A draining trainer stopped an attempt after its last checkpoint and hands the run back."),
+        Channel("trainerHeartbeat", s.trainer_heartbeat, events.TrainerHeartbeat, ("trainer",), ("scheduler",),
+                "A trainer's accelerators, free capacity and running attempts, every few seconds. "
+                "Core NATS, not stored: a lost heartbeat is replaced by the next.", durable=False),
+        Channel("deadLetter", s.dead_letter("{subject}"), events.DeadLetter, ("any consumer",), (),
+                "A message a consumer could not decode, with the error and the payload; kept for people.",
+                parameters=(("subject", "the subject the message was published on"),)),
+    ]
+
+
+def _operation_description(channel: Channel) -> str:
+    consumers = ", ".join(channel.consumers) or "integrations"
+    delivery = (f"JetStream (stream TRAINYARD): stored, delivered at least once; a repeat of a message's "
+                f"Nats-Msg-Id within {DUPLICATE_WINDOW_S:.0f} s is dropped" if channel.durable
+                else "core NATS: not stored, at most once")
+    return f"Published by {', '.join(channel.producers)}; consumed by {consumers}. {delivery}."
+
+
+def document() -> dict[str, Any]:
+    catalogue = channels()
+    models = sorted({c.message for c in catalogue}, key=lambda m: m.__name__)
+    _, schema = models_json_schema([(m, "serialization") for m in models],
+                                   ref_template="#/components/schemas/{model}")
+    schemas = dict(sorted(schema.get("$defs", {}).items()))
+    doc: dict[str, Any] = {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": TITLE,
+            "version": VERSION,
+            "description": (
+                "Events between trainyard's services, and for integrations to subscribe to. Every event is JSON "
+                "with `schema_version`, `event_id` and `occurred_at` (run events also `run_id`); consumers "
+                "ignore fields they do not know. Deployments may prefix every subject (`<prefix>.run.created`). "
+                "Generated from shared/events.py and shared/subjects.py by `python -m trainyard.asyncapi`."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {"host": "127.0.0.1:4222", "protocol": "nats",
+                      "description": "`trainyard up` (the port is chosen at start; see .trainyard/stack.json)"},
+        },
+        "channels": {},
+        "operations": {},
+        "components": {"messages": {}, "schemas": schemas},
+    }
+    for channel in catalogue:
+        name = channel.message.__name__
+        entry: dict[str, Any] = {
+            "address": channel.address,
+            "description": channel.description,
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+        }
+        if channel.parameters:
+            entry["parameters"] = {param: {"description": text} for param, text in channel.parameters}
+        doc["channels"][channel.id] = entry
+        doc["operations"][f"send{channel.id[0].upper()}{channel.id[1:]}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{channel.id}"},
+            "summary": channel.description.split(":")[0].split(";")[0].rstrip("."),
+            "description": _operation_description(channel),
+            "messages": [{"$ref": f"#/channels/{channel.id}/messages/{name}"}],
+        }
+        doc["components"]["messages"][name] = {
+            "name": name,
+            "title": name,
+            "summary": (channel.message.__doc__ or channel.description).strip().splitlines()[0],
+            "contentType": "application/json",
+            "payload": {"$ref": f"#/components/schemas/{name}"},
+        }
+    return doc
+
+
+def render() -> str:
+    header = "# Generated by `python -m trainyard.asyncapi`; do not edit. A test fails when it is out of date.\n"
+    return header + yaml.safe_dump(document(), sort_keys=False, width=110, allow_unicode=True)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
