@@ -87,8 +87,8 @@ def _epochs_ready(epochs: list[dict[str, Any]], position: "StreamPosition", run:
     attempt, expected = position.attempt, position.epoch + 1
     for epoch in sorted(epochs, key=lambda e: (e.get("attempt", 0), e["epoch"])):
         epoch_attempt = int(epoch.get("attempt", 0))
-        if epoch_attempt < attempt:
-            continue  # an earlier attempt's epoch that a newer attempt has not replaced yet
+        if epoch_attempt < attempt or (epoch_attempt == attempt and epoch["epoch"] < expected):
+            continue  # sent already, or an earlier attempt's that a newer attempt has not replaced yet
         if epoch_attempt > attempt:
             # A new attempt starts wherever its checkpoint put it.
             attempt, expected = epoch_attempt, epoch["epoch"]
