@@ -1,0 +1,51 @@
+"""Bad input of every kind gets a problem-details answer, never a server error."""
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.helpers import http, private_stack, problem_of
+from trainyard.localstack import LocalStack
+
+
+@pytest.fixture(scope="module")
+def api(servers: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    stack = private_stack(servers, tmp_path_factory.mktemp("problems"))
+    stack.start_service("api", TRAINYARD_MAX_REQUEST_BYTES="4096")
+    with http(stack, stack.admin_key) as client:
+        yield client
+    stack.stop()
+
+
+def test_oversized_bodies_are_refused_with_413(api: httpx.Client) -> None:
+    big = {"name": "x" * 5000, "path": "/"}
+    assert "4096 bytes" in problem_of(api.post("/v1/datasets", json=big), 413)["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"name": "'
+        yield b"x" * 5000
+        yield b'", "path": "/"}'
+
+    problem_of(api.post("/v1/datasets", content=chunks(), headers={"content-type": "application/json"}), 413)
+
+
+def test_unreadable_bodies_and_unknown_routes_are_problems(api: httpx.Client) -> None:
+    invalid_json = api.post("/v1/runs", content=b"{not json", headers={"content-type": "application/json"})
+    assert problem_of(invalid_json, 422)["errors"][0]["message"].startswith("JSON decode error")
+    problem_of(api.post("/v1/runs", content=b'{"name": "\xff\xfe"}', headers={"content-type": "application/json"}),
+               400)
+    problem_of(api.get("/v1/nothing-here"), 404)
+    not_allowed = api.put("/v1/runs")
+    problem_of(not_allowed, 405)
+    assert not_allowed.headers["allow"]
+
+
+@pytest.mark.parametrize("path", ["/v1/runs/ABC", "/v1/runs/" + "a" * 33, "/v1/datasets/%00",
+                                  "/v1/keys/xyz", "/v1/runs?limit=1e9", "/v1/runs?cursor=%FF",
+                                  "/v1/runs?search=%00", "/v1/runs/" + "a" * 32 + "/confusion-matrix?epoch=-1",
+                                  "/v1/runs/" + "a" * 32 + "/best-epoch?metric=$where"])
+def test_bad_ids_and_parameters_name_the_field(api: httpx.Client, path: str) -> None:
+    method = "DELETE" if path.startswith("/v1/keys") else "GET"
+    body = problem_of(api.request(method, path), 422)
+    assert body["errors"][0]["field"], body
