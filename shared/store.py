@@ -18,6 +18,7 @@ CONFUSION_MATRICES = "confusion_matrices"  # metrics
 DEAD_LETTERS = "dead_letters"  # every consumer
 API_KEYS = "api_keys"  # api (/v1/keys) and the operator's `trainyard keys bootstrap`
 ITERATIONS = "iterations"  # metrics, once trainers report iteration losses
+PROJECTS = "projects"  # api (per-project facts its listings use, e.g. the first run's time)
 
 
 def mongo_client(settings: CommonSettings) -> AsyncMongoClient[Document]:

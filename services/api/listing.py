@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from services.api.pagination import INITIAL_WINDOW, After, Cursor, Direction, InvalidCursor, query_fingerprint
-from services.api.store import FULL_ID, ApiStore
+from services.api.store import ID_PREFIX, ApiStore
 from shared.status import RunStatus
 from shared.store import Document
 
@@ -16,6 +16,9 @@ STATUS_ORDER: tuple[RunStatus, ...] = (
     RunStatus.CREATED, RunStatus.PENDING, RunStatus.IN_PROGRESS, RunStatus.RERUN,
     RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED,
 )
+
+
+MAX_ID_MATCHES = 200
 
 
 @dataclass
@@ -43,11 +46,8 @@ def _resume(cursor: str | None, fingerprint: str, lanes: int) -> tuple[int, Afte
 
 async def page_of_runs(store: ApiStore, project: str, *, status: RunStatus | None, search: str | None,
                        sort: RunSort, limit: int, cursor: str | None, now: datetime) -> Page:
-    if search is not None and FULL_ID.match(search.lower()):
-        # A whole id names at most one run: no scan, no next page.
-        if cursor is not None:
-            raise InvalidCursor("a search by a whole run id has no further pages")
-        return Page(await store.run_by_exact_id(project, search.lower(), str(status) if status else None), None)
+    if search is not None and ID_PREFIX.match(search.lower()):
+        return await _runs_by_id_prefix(store, project, search.lower(), status, sort, limit, cursor)
     lanes, direction = _lanes(sort, status)
     fingerprint = query_fingerprint(kind="runs", status=status, search=search, sort=sort)
     first_lane, after, window = _resume(cursor, fingerprint, len(lanes))
@@ -67,6 +67,21 @@ async def page_of_runs(store: ApiStore, project: str, *, status: RunStatus | Non
         if len(items) > limit:
             break
     return Page(items[:limit], _next_cursor(items, lane_of, limit, fingerprint, window))
+
+
+async def _runs_by_id_prefix(store: ApiStore, project: str, prefix: str, status: RunStatus | None, sort: RunSort,
+                             limit: int, cursor: str | None) -> Page:
+    """Eight or more hex digits match one run or a handful (1 in 4 billion ids): a single page, in order."""
+    if cursor is not None:
+        raise InvalidCursor("a search by run id has no further pages")
+    found = await store.runs_by_id_prefix(project, prefix, str(status) if status else None, MAX_ID_MATCHES)
+    if sort in ("status", "-status"):
+        order = [str(s) for s in (STATUS_ORDER if sort == "status" else tuple(reversed(STATUS_ORDER)))]
+        found.sort(key=lambda d: (order.index(d["status"]) if d["status"] in order else len(order),
+                                  -d["created_at"].timestamp(), d["_id"]))
+    else:
+        found.sort(key=lambda d: (d["created_at"], d["_id"]), reverse=sort == "-created_at")
+    return Page(found[:limit], None)
 
 
 async def page_of_datasets(store: ApiStore, project: str, *, limit: int, cursor: str | None, now: datetime) -> Page:

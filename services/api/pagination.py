@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.store import Document
 
-# No run is older than this; the last window reaches past it with an open bound anyway.
+# When a project's first item is not known: nothing is older. The scans stay correct if
+# something is (the last window reaches past it with an open bound); they only get slower.
 ORIGIN = datetime(2020, 1, 1, tzinfo=UTC)
 INITIAL_WINDOW = timedelta(seconds=60)
 # A window is widened at least this much after one that was empty...
@@ -96,9 +97,14 @@ def _next_window(window: timedelta, found: int, wanted: int) -> timedelta:
 
 
 async def scan_by_created(
-    fetch: Fetch, *, direction: Direction, after: After | None, wanted: int, window: timedelta, now: datetime
+    fetch: Fetch, *, direction: Direction, after: After | None, wanted: int, window: timedelta, now: datetime,
+    origin: datetime = ORIGIN,
 ) -> Scan:
-    """Up to `wanted` documents strictly after `after` in `direction`, window by window."""
+    """Up to `wanted` documents strictly after `after` in `direction`, window by window.
+
+    `origin` is when the first document was created (as far as is known): newest-first
+    scans stop there, oldest-first scans start there instead of crossing empty years.
+    """
     order = -1 if direction == "newest" else 1
     sort = [("created_at", order), ("_id", order)]
     items: list[Document] = []
@@ -111,7 +117,7 @@ async def scan_by_created(
         upper = after.at if after is not None else None  # exclusive; None: open towards the future
         while len(items) < wanted:
             lower = (upper or now) - window
-            final = lower <= ORIGIN
+            final = lower <= origin
             bounds: dict[str, Any] = {} if final else {"$gte": lower}
             if upper is not None:
                 bounds["$lt"] = upper
@@ -123,10 +129,10 @@ async def scan_by_created(
                 break
             upper, window = lower, _next_window(window, len(found), need)
     else:
-        # None: open towards the past (the first window also catches anything before ORIGIN).
+        # None: open towards the past (the first window also catches anything before `origin`).
         start: tuple[str, datetime] | None = ("$gt", after.at) if after is not None else None
         while len(items) < wanted:
-            upper_at = (start[1] if start is not None else ORIGIN) + window
+            upper_at = (start[1] if start is not None else origin) + window
             final = upper_at >= now + CLOCK_SKEW
             bounds = {start[0]: start[1]} if start is not None else {}
             if not final:

@@ -6,6 +6,7 @@ is indistinguishable from an id that does not exist.
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,21 +14,28 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.api.pagination import After, Direction, Fetch, scan_by_created
-from shared.store import API_KEYS, CONFUSION_MATRICES, DATASETS, EPOCHS, ITERATIONS, RUNS, TRAINERS, Document
+from services.api.pagination import ORIGIN, After, Direction, Fetch, scan_by_created
+from shared.store import API_KEYS, CONFUSION_MATRICES, DATASETS, EPOCHS, ITERATIONS, PROJECTS, RUNS, TRAINERS, Document
 
-FULL_ID = re.compile(r"^[0-9a-f]{32}$")
+# A search of this many hex digits is (the start of) a run id: looked up by index, names are not searched.
+ID_PREFIX = re.compile(r"^[0-9a-f]{8,32}$")
 HEX_PREFIX = re.compile(r"^[0-9a-f]{4,31}$")
 
 
-def run_search_filter(search: str) -> dict[str, Any]:
-    """Runs whose name contains `search` (any case) or whose id starts with it."""
-    name = {"name": {"$regex": re.escape(search), "$options": "i"}}
-    prefix = search.lower()
-    if HEX_PREFIX.match(prefix):
-        # Ids are lowercase hex, so every id with this prefix sorts below prefix + "g".
-        return {"$or": [name, {"_id": {"$gte": prefix, "$lt": prefix + "g"}}]}
-    return name
+def run_search(search: str) -> Callable[[Document], bool]:
+    """Whether a run's name contains `search` (any case) or its id starts with it.
+
+    Matched here rather than with `$regex`/`$or` in the query: the local
+    MongoDB-wire server scans the whole collection for those, while the
+    windowed index scans below stay bounded.
+    """
+    needle = search.casefold()
+    prefix = search.lower() if HEX_PREFIX.match(search.lower()) else None
+
+    def matches(run: Document) -> bool:
+        return needle in str(run.get("name", "")).casefold() or (prefix is not None and run["_id"].startswith(prefix))
+
+    return matches
 
 
 class ApiStore:
@@ -39,12 +47,15 @@ class ApiStore:
         self.confusion_matrices = db[CONFUSION_MATRICES]
         self.api_keys = db[API_KEYS]
         self.trainers = db[TRAINERS]
+        self.projects = db[PROJECTS]
 
     async def ensure_indexes(self) -> None:
         newest = [("created_at", DESCENDING), ("_id", DESCENDING)]
         await self.runs.create_index([("project", ASCENDING), *newest], name="project_created")
         await self.runs.create_index([("project", ASCENDING), ("status", ASCENDING), *newest],
                                      name="project_status_created")
+        # Id-prefix searches: the local server only uses an index for an _id range through this one.
+        await self.runs.create_index([("project", ASCENDING), ("_id", ASCENDING)], name="project_id")
         await self.datasets.create_index([("project", ASCENDING), *newest], name="project_created")
         await self.api_keys.create_index([("project", ASCENDING), ("created_at", ASCENDING)], name="project_created")
 
@@ -84,7 +95,16 @@ class ApiStore:
     # -- runs --------------------------------------------------------------
 
     async def insert_run(self, doc: Document) -> None:
+        # The project's first run time first: if the insert then fails it is merely early,
+        # which costs listings a few empty windows and never hides a run.
+        await self.projects.update_one({"_id": doc["project"]}, {"$min": {"first_run_at": doc["created_at"]}},
+                                       upsert=True)
         await self.runs.insert_one(doc)
+
+    async def first_run_at(self, project: str) -> datetime:
+        stats = await self.projects.find_one({"_id": project})
+        first: datetime | None = (stats or {}).get("first_run_at")
+        return first or ORIGIN
 
     async def run(self, project: str, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id, "project": project})
@@ -97,17 +117,31 @@ class ApiStore:
         query: dict[str, Any] = {"project": project}
         if status is not None:
             query["status"] = status
-        if search is not None:
-            query.update(run_search_filter(search))
-        scan = await scan_by_created(self._fetcher(self.runs, query), direction=direction, after=after,
-                                     wanted=limit, window=window, now=now)
-        return scan.items, scan.window
+        origin = await self.first_run_at(project)
+        if search is None:
+            scan = await scan_by_created(self._fetcher(self.runs, query), direction=direction, after=after,
+                                         wanted=limit, window=window, now=now, origin=origin)
+            return scan.items, scan.window
+        matches = run_search(search)
 
-    async def run_by_exact_id(self, project: str, run_id: str, status: str | None) -> list[Document]:
-        query: dict[str, Any] = {"_id": run_id, "project": project}
+        async def matching(fragment: dict[str, Any], sort: list[tuple[str, int]], wanted: int) -> list[Document]:
+            # Names and times only: a rare term walks many runs, and their full documents stay home.
+            light = await self.runs.find({**query, **fragment}, {"name": 1, "created_at": 1}).sort(sort).to_list()
+            return [run for run in light if matches(run)][:wanted]
+
+        scan = await scan_by_created(matching, direction=direction, after=after, wanted=limit, window=window,
+                                     now=now, origin=origin)
+        ids = [run["_id"] for run in scan.items]
+        full = {doc["_id"]: doc for doc in await self.runs.find({"_id": {"$in": ids}, "project": project}).to_list()}
+        return [full[run_id] for run_id in ids if run_id in full], scan.window
+
+    async def runs_by_id_prefix(self, project: str, prefix: str, status: str | None, limit: int) -> list[Document]:
+        """Runs whose id starts with `prefix` (a whole id is a prefix of itself)."""
+        # Ids are lowercase hex, so every id with this prefix sorts below prefix + "g".
+        query: dict[str, Any] = {"project": project, "_id": {"$gte": prefix, "$lt": prefix + "g"}}
         if status is not None:
             query["status"] = status
-        return await self.runs.find(query).to_list()
+        return await self.runs.find(query).limit(limit).to_list()
 
     @staticmethod
     def _fetcher(collection: AsyncCollection[Document], query: dict[str, Any]) -> Fetch:
