@@ -319,7 +319,7 @@ def runs_kill(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_js
 
 @runs_app.command("rerun")
 def runs_rerun(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
-    """Run a finished run again."""
+    """Run again a run that failed, was aborted or killed; it resumes from its latest checkpoint."""
     with _api_errors(), _client(api_url, api_key) as client:
         run = client.runs.rerun(run_id)
     _print_run_change(run, as_json)

@@ -19,6 +19,7 @@ STATUS_ORDER: tuple[RunStatus, ...] = (
 
 
 MAX_ID_MATCHES = 200
+MIN_WINDOW = timedelta(seconds=1)
 
 
 @dataclass
@@ -97,4 +98,15 @@ def _next_cursor(items: list[Document], lane_of: list[int], limit: int, fingerpr
         return None
     last = items[limit - 1]
     return Cursor(query=fingerprint, lane=lane_of[limit - 1], at=last["created_at"], id=last["_id"],
-                  window_s=window.total_seconds()).encode()
+                  window_s=_window_hint(items, limit, window).total_seconds()).encode()
+
+
+def _window_hint(items: list[Document], limit: int, last_window: timedelta) -> timedelta:
+    """The window the next page should start with: as wide as this page's items were spread.
+
+    Not simply the last window: after crossing an empty stretch that one is wide, and
+    the next page would read a dense stretch behind it in one go.
+    """
+    times: list[datetime] = [item["created_at"] for item in items]
+    spread = abs(max(times) - min(times)) / len(times) * (limit + 1) * 1.25
+    return max(MIN_WINDOW, min(spread, last_window))
