@@ -55,7 +55,7 @@ class RunOut(BaseModel):
     attempt: int
     device: str | None = None
     progress: Progress
-    queue_position: int | None = Field(None, description="place in its accelerator's queue while pending")
+    queue_position: int | None = Field(None, description="place among runs waiting for the same accelerators")
     latest_metrics: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime

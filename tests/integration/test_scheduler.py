@@ -59,15 +59,17 @@ def test_priority_first_and_an_unfittable_run_blocks_nothing(
     stack: LocalStack, client: TrainyardClient, dataset_id: str
 ) -> None:
     stack.start_service("scheduler")
-    stack.start_load_generator("cpu", "--trainers", "1", "--run-seconds", "2")
+    stack.start_load_generator("cpu", "--trainers", "1", "--run-seconds", "6")
     blocker = start(client, dataset_id, "blocker")
     wait_status(client, blocker["id"], {"in_progress"})
     huge = start(client, dataset_id, "huge", accelerator={"name": "CPU", "count": 4})
+    wait_until(lambda: client.runs.get(huge["id"])["pending_reason"] == "no trainer online with CPU x4",
+               what="the unfittable run to be queued")
     low = start(client, dataset_id, "low", priority=0)
     high = start(client, dataset_id, "high", priority=10)
-    waiting = wait_until(lambda: (r := client.runs.get(low["id"]))["queue_position"] and r, what="queue position")
-    assert waiting["status"] == "pending" and waiting["queue_position"] == 2
-    assert client.runs.get(high["id"])["queue_position"] == 1
+    # Both queued behind the blocker: the later, higher-priority run is first in line.
+    wait_until(lambda: (client.runs.get(low["id"])["queue_position"], client.runs.get(high["id"])["queue_position"])
+               == (2, 1), what="queue positions")
 
     low_done = wait_status(client, low["id"], TERMINAL, timeout=40)
     high_done = client.runs.get(high["id"])
