@@ -5,18 +5,17 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 
+from tests.helpers import TERMINAL, wait_status, wait_until
 from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
-
-TERMINAL = {"success", "failed", "aborted", "terminated"}
 
 
 @pytest.fixture
@@ -35,20 +34,6 @@ def dataset_id(client: TrainyardClient, tmp_path: Path) -> str:
 
 def start(client: TrainyardClient, dataset_id: str, name: str, **spec: Any) -> dict[str, Any]:
     return client.runs.start({"name": name, "dataset_id": dataset_id, "architecture": "rtmdet-tiny", **spec})
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def wait_status(client: TrainyardClient, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
-    return dict(wait_until(lambda: (r := client.runs.get(run_id))["status"] in statuses and r,
-                           timeout, f"run {run_id} to become {statuses}"))
 
 
 def first_at(run: dict[str, Any], status: str) -> str:
@@ -87,6 +72,7 @@ def test_two_schedulers_never_assign_a_run_twice(stack: LocalStack, client: Trai
     assigned: list[str] = []
 
     async def count_assignments(ready: asyncio.Event, done: asyncio.Event) -> None:
+        assert stack.nats_url
         connection = await nats.connect(stack.nats_url)
 
         async def record(message: Any) -> None:
