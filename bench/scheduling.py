@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import nats
+from nats.aio.msg import Msg
 
 from shared.events import RunAssigned, RunCompleted
 from trainyard.localstack import LocalStack
@@ -35,7 +36,7 @@ def percentile(values: list[float], q: float) -> float:
 async def nats_round_trips(url: str, count: int) -> list[float]:
     connection = await nats.connect(url)
 
-    async def echo(message: nats.aio.msg.Msg) -> None:
+    async def echo(message: Msg) -> None:
         await message.respond(message.data)
 
     await connection.subscribe("bench.echo", cb=echo)
@@ -50,20 +51,21 @@ async def nats_round_trips(url: str, count: int) -> list[float]:
 
 async def measure(stack: LocalStack, runs: int, dataset_id: str) -> tuple[list[float], float]:
     prefix = stack.subject_prefix
+    assert stack.nats_url
     connection = await nats.connect(stack.nats_url)
     created: dict[str, datetime] = {}
     freed: dict[str, datetime] = {}
     latencies: list[float] = []
     done = asyncio.Event()
 
-    async def on_assigned(message: nats.aio.msg.Msg) -> None:
+    async def on_assigned(message: Msg) -> None:
         event = RunAssigned.model_validate_json(message.data)
         possible_since = max(created[event.run_id], freed.get(event.trainer_id, created[event.run_id]))
         latencies.append((event.occurred_at - possible_since).total_seconds())
         if len(latencies) == runs:
             done.set()
 
-    async def on_completed(message: nats.aio.msg.Msg) -> None:
+    async def on_completed(message: Msg) -> None:
         event = RunCompleted.model_validate_json(message.data)
         freed[event.trainer_id] = event.occurred_at
 

@@ -19,7 +19,7 @@ def setup_telemetry(service: str, settings: CommonSettings) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": f"trainyard-{service}"}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         # Optional dependency: only deployments that export traces install it.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[import-not-found]
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[import-not-found,unused-ignore]
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

@@ -32,8 +32,8 @@ def test_up_starts_everything_and_down_stops_it(tmp_path: Path) -> None:
         down = subprocess.run([*TRAINYARD, "down"], env=env, capture_output=True, text=True, timeout=60)
         assert "stopped" in down.stdout
         assert up.wait(timeout=60) == 0
-        for pid in state["processes"].values():
-            wait_until(lambda pid=pid: not _alive(pid), 30, f"process {pid} to end")
+        pids = list(state["processes"].values())
+        wait_until(lambda: not any(_alive(pid) for pid in pids), 30, "every process to end")
         assert not state_file.exists()
     finally:
         if up.poll() is None:
