@@ -15,7 +15,7 @@ DATASETS = "datasets"  # api
 TRAINERS = "trainers"  # scheduler
 EPOCHS = "epochs"  # metrics
 CONFUSION_MATRICES = "confusion_matrices"  # metrics
-DEAD_LETTERS = "dead_letters"  # every consumer
+MODELS = "models"  # metrics registers them; the api toggles `published`
 
 
 def mongo_client(settings: CommonSettings) -> AsyncMongoClient[Document]:

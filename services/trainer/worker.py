@@ -58,6 +58,7 @@ class Trainer:
             "epoch": self.subjects.epoch_logged,
             "completed": self.subjects.run_completed,
             "released": self.subjects.run_released,
+            "model": self.subjects.model_registered,
         }[kind]
         await publish_event(self.broker, self.subjects, subject, event, dedup_key=dedup_key)
 
