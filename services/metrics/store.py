@@ -6,6 +6,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.metrics.telemetry import traced_ingest
 from shared.events import EpochLogged
 from shared.store import CONFUSION_MATRICES, EPOCHS, RUNS, Document
 
@@ -27,6 +28,7 @@ class MetricsStore:
         await self.epochs.create_index(key, unique=True, name="run_epoch_unique")
         await self.confusion_matrices.create_index(key, unique=True, name="run_epoch_unique")
 
+    @traced_ingest
     async def record_epoch(self, event: EpochLogged) -> bool:
         """Store an epoch once; True when it was stored.
 
