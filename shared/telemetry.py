@@ -44,11 +44,15 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class _SkipHeartbeats(Sampler):
-    """Drops the traces that heartbeats would start every few seconds per trainer.
+    """Keeps heartbeats out of traces: one every few seconds per trainer is noise.
 
-    Wrapped in ParentBased, so it decides only for root spans: a heartbeat's
-    publish is never sampled, and the scheduler's processing of it follows.
+    Dropped even inside a run's trace (a trainer's last heartbeat is sent from
+    its training task); the scheduler's processing follows the unsampled flag.
+    Every other span follows its parent, and a root span is always sampled.
     """
+
+    def __init__(self) -> None:
+        self._otherwise = ParentBased(root=ALWAYS_ON)
 
     def should_sample(
         self,
@@ -62,10 +66,10 @@ class _SkipHeartbeats(Sampler):
     ) -> SamplingResult:
         if "trainer.heartbeat" in name:
             return SamplingResult(Decision.DROP)
-        return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+        return self._otherwise.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
-        return "SkipHeartbeats"
+        return "SkipHeartbeats(ParentBased(ALWAYS_ON))"
 
 
 def exporting_traces() -> bool:
@@ -76,7 +80,7 @@ def setup_tracing(service: str) -> TracerProvider:
     """Install the global tracer provider for `trainyard-<service>`."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"trainyard-{service}", "service.namespace": "trainyard"}),
-        sampler=ParentBased(root=_SkipHeartbeats()),
+        sampler=_SkipHeartbeats(),
     )
     if exporting_traces():
         # Reads endpoint, headers, timeout from the standard OTEL_EXPORTER_OTLP_* variables.
