@@ -22,7 +22,8 @@ from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack, StackError, _bin, _port_open, _wait, free_port
 from trainyard.synth import write_synthetic_coco
 
-CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "nats-server.conf"
+NATS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nats"
+CONFIG = NATS_DIR / "nats-server.conf"
 USERS = ("api", "scheduler", "trainer", "metrics", "operator", "system")
 TRAINER_ID = "perm-trainer-1"
 
@@ -46,6 +47,7 @@ def secured_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredNa
     assert text.count("store_dir: /data") == 1
     config = root / "nats-server.conf"
     config.write_text(text.replace("store_dir: /data", f"store_dir: {root / 'js'}"))
+    shutil.copy(NATS_DIR / "accounts.conf", root / "accounts.conf")
     log = root / "nats.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

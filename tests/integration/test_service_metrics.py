@@ -6,7 +6,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.observed import SERVICES, namespaced_stack, sample_value, scrape, start_with_metrics
+from tests.dashboards import metric_names, prometheus_expressions
+from tests.observed import (
+    SERVICES,
+    exported_series_names,
+    namespaced_stack,
+    sample_value,
+    scrape,
+    start_with_metrics,
+)
 from tests.promtool import check_metrics
 from trainyard.localstack import LocalStack
 
@@ -74,3 +82,16 @@ def test_scheduler_counts_trainers_and_runs(expositions: dict[str, str]) -> None
     assert sample_value(text, "trainyard_runs", status="pending") == 0
     assert sample_value(text, "trainyard_queue_depth", accelerator="CPU") == 0
     assert sample_value(text, "trainyard_queue_depth", accelerator="other") == 0
+
+
+def test_every_metric_in_dashboards_and_alerts_is_exported_by_a_service(expositions: dict[str, str]) -> None:
+    exported = set().union(*(exported_series_names(text) for text in expositions.values()))
+    exported.add("up")  # Prometheus' own series for every target
+    checked = 0
+    for where, expr in prometheus_expressions():
+        names = metric_names(expr)
+        assert names, f"{where}: no metric in {expr!r}"
+        missing = names - exported
+        assert not missing, f"{where}: {sorted(missing)} is exported by no service ({expr})"
+        checked += 1
+    assert checked > 30
