@@ -1,39 +1,29 @@
-"""promtool (Debian's `prometheus` package) for the tests: found, installed, or skipped with the reason."""
+"""promtool for the tests: on PATH or in the venv, else installed by scripts/install-promtool.sh,
+else the calling test is skipped with the reason it could not be had."""
 
 import functools
-import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-INSTALL_HINT = "scripts/setup.sh installs it (apt-get install prometheus) when run as root with apt"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @functools.cache
 def _find_or_install() -> tuple[str | None, str]:
-    found = shutil.which("promtool")
-    if found:
-        return found, ""
+    venv_bin = Path(sys.executable).parent
+    for candidate in (shutil.which("promtool"), venv_bin / "promtool"):
+        if candidate and Path(candidate).is_file():
+            return str(candidate), ""
     # scripts/setup.sh normally did this already; a machine set up before it did gets it here.
-    if not shutil.which("apt-get"):
-        return None, f"promtool is not installed and this machine has no apt-get ({INSTALL_HINT})"
-    if os.geteuid() != 0:
-        return None, f"promtool is not installed and installing it needs root ({INSTALL_HINT})"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    outputs = []
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                                                 "prometheus"]):
-        try:
-            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
-        except subprocess.TimeoutExpired:
-            return None, f"promtool is not installed and `{' '.join(argv)}` timed out"
-        outputs.append(done.stdout + done.stderr)
-        if done.returncode != 0 and argv[1] == "install":
-            return None, f"promtool is not installed and apt-get could not install it: {outputs[-1][-500:]}"
-    found = shutil.which("promtool")
-    return (found, "") if found else (None, "apt-get installed prometheus but promtool is not on PATH")
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "install-promtool.sh"), str(venv_bin)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode == 0 and (venv_bin / "promtool").is_file():
+        return str(venv_bin / "promtool"), ""
+    return None, f"promtool cannot be installed here: {done.stderr.strip()[-500:]}"
 
 
 def promtool() -> str:
