@@ -131,7 +131,10 @@ def test_compose_trainer_reserves_gpus_and_drains(compose: dict[str, Any]) -> No
     trainer = compose["services"]["trainer"]
     devices = trainer["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
-    assert trainer["stop_grace_period"]
+    grace = re.fullmatch(r"(\d+)([sm])", trainer["stop_grace_period"])
+    assert grace, "the trainer needs a stop grace period to drain"
+    grace_s = int(grace.group(1)) * (60 if grace.group(2) == "m" else 1)
+    assert float(trainer["environment"]["TRAINYARD_DRAIN_TIMEOUT_S"]) < grace_s
     work_root = trainer["environment"]["TRAINYARD_WORK_ROOT"]
     assert any(work_root.startswith(v.split(":")[1]) for v in trainer["volumes"])
     # The API validates datasets where trainers read them: the same volume at the same path.
@@ -255,7 +258,9 @@ def test_k8s_trainers_run_on_gpu_nodes_and_drain_on_sigterm(manifests: list[dict
     (container,) = spec["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
     assert spec["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
-    assert spec["terminationGracePeriodSeconds"] >= 60
+    drain = next(v for v in container["env"] if v["name"] == "TRAINYARD_DRAIN_TIMEOUT_S")
+    # The drain, then the hand-back, must fit in the grace period before SIGKILL.
+    assert float(drain["value"]) + 30 <= spec["terminationGracePeriodSeconds"]
     trainer_id = next(v for v in container["env"] if v["name"] == "TRAINYARD_TRAINER_ID")
     assert trainer_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     services = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Service"}

@@ -97,6 +97,9 @@ def _permission_errors(url: str, publish: str = "", request: str = "") -> list[s
     ("api", "run.assigned.some-trainer"),
     ("api", "epoch.logged"),
     ("scheduler", "run.created"),
+    ("trainer", "run.stop_requested.some-trainer"),
+    ("api", "run.released"),
+    ("metrics", "run.kill_requested"),
 ])
 def test_a_service_cannot_publish_what_another_owns(secured_nats: SecuredNats, user: str, subject: str) -> None:
     errors = _permission_errors(secured_nats.url(user), publish=subject)

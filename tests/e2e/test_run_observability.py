@@ -181,8 +181,9 @@ def test_metrics_count_what_the_run_did(observed_run: ObservedRun) -> None:
     assert sample_value(scheduler, "trainyard_assignments_total") == 1
     assert sample_value(trainer, "trainyard_epoch_duration_seconds_count", device="cpu") == 2
     assert sample_value(trainer, "trainyard_training_attempts_total", status="success") == 1
-    assert sample_value(trainer, "trainyard_trainer_assignments_total", outcome="started") == 1
-    assert sample_value(trainer, "trainyard_trainer_busy") == 0
+    assert sample_value(trainer, "trainyard_trainer_assignments_total", outcome="accepted") == 1
+    assert sample_value(trainer, "trainyard_trainer_running_attempts") == 0
+    assert sample_value(scheduler, "trainyard_trainer_accelerators", accelerator="CPU", state="free") == 1
     assert sample_value(metrics, "trainyard_epochs_ingested_total", outcome="stored") == 2
     assert sample_value(metrics, "trainyard_epoch_ingest_lag_seconds_count") == 2
     # No label carries the run's id: series must not grow with the number of runs.

@@ -23,9 +23,9 @@ OWN_METRICS = {
     "api": ("trainyard_http_requests_total", "trainyard_http_request_duration_seconds_bucket"),
     "scheduler": ("trainyard_runs", "trainyard_queue_depth", "trainyard_trainers", "trainyard_trainer_accelerators",
                   "trainyard_scheduling_latency_seconds_bucket", "trainyard_assignment_retries_total",
-                  "trainyard_assignments_total"),
+                  "trainyard_assignments_total", "trainyard_trainers_lost_total", "trainyard_run_resets_total"),
     "trainer": ("trainyard_epoch_duration_seconds_bucket", "trainyard_training_attempts_total",
-                "trainyard_trainer_assignments_total", "trainyard_trainer_busy"),
+                "trainyard_trainer_assignments_total", "trainyard_trainer_running_attempts"),
     "metrics": ("trainyard_epochs_ingested_total", "trainyard_epoch_ingest_lag_seconds_bucket"),
 }
 BUS_METRICS = ("trainyard_bus_received_messages_total", "trainyard_bus_published_messages_total",
@@ -78,10 +78,10 @@ def test_http_metrics_label_the_route_template_not_the_path(expositions: dict[st
 def test_scheduler_counts_trainers_and_runs(expositions: dict[str, str]) -> None:
     text = expositions["scheduler"]
     assert sample_value(text, "trainyard_trainers", accelerator="CPU", state="idle") == 1
-    assert sample_value(text, "trainyard_trainer_accelerators", accelerator="CPU", state="idle") == 1
+    assert sample_value(text, "trainyard_trainers", accelerator="CPU", state="lost") == 0
+    assert sample_value(text, "trainyard_trainer_accelerators", accelerator="CPU", state="free") == 1
+    assert sample_value(text, "trainyard_trainer_accelerators", accelerator="CPU", state="in_use") == 0
     assert sample_value(text, "trainyard_runs", status="pending") == 0
-    assert sample_value(text, "trainyard_queue_depth", accelerator="CPU") == 0
-    assert sample_value(text, "trainyard_queue_depth", accelerator="other") == 0
 
 
 def test_every_metric_in_dashboards_and_alerts_is_exported_by_a_service(expositions: dict[str, str]) -> None:
