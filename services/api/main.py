@@ -10,6 +10,7 @@ from prometheus_client import make_asgi_app
 from services.api.errors import install_error_handlers
 from services.api.routes import architectures, datasets, runs, trainers
 from services.api.store import ApiStore
+from services.api.telemetry import install_http_telemetry
 from shared.bus import ensure_stream, make_broker
 from shared.settings import ApiSettings
 from shared.store import database, mongo_client
@@ -44,6 +45,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_http_telemetry(app)
     for module in (datasets, runs, architectures, trainers):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())

@@ -6,6 +6,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.metrics.telemetry import traced_ingest
 from shared.events import EpochLogged, ModelRegistered, utcnow
 from shared.store import CONFUSION_MATRICES, EPOCHS, MODELS, RUNS, Document
 
@@ -30,6 +31,7 @@ class MetricsStore:
         await self.models.create_index([("run_id", ASCENDING)], unique=True, name="one_model_per_run")
         await self.models.create_index([("published", ASCENDING), ("created_at", ASCENDING)], name="published")
 
+    @traced_ingest
     async def record_epoch(self, event: EpochLogged) -> bool:
         """Store an epoch once; True when it was stored.
 

@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.scheduler.lifecycle import RunLifecycle
 from services.scheduler.placement import NotPlaced, Placement, QueuedRun, place, queue_order
 from services.scheduler.store import SchedulerStore
+from services.scheduler.telemetry import traced_assignment
 from shared.bus import publish_event
 from shared.events import RunAssigned, RunStopRequested, TrainerHeartbeat, utcnow
 from shared.settings import SchedulerSettings
@@ -86,6 +87,7 @@ class Scheduler:
                 QUEUE_DEPTH.labels(accelerator=name).set(depth.get(name, 0))
             return assigned
 
+    @traced_assignment
     async def _assign(self, run: QueuedRun, trainer_id: str) -> bool:
         run_id, count = run.run_id, run.accelerator.count
         if not await self.store.claim_trainer(trainer_id, run_id, count):

@@ -20,6 +20,7 @@ from services.trainer.reports import (
 )
 from shared.events import EpochLogged, Event, ModelRegistered, RunAssigned, RunCompleted, RunReleased, RunStarted
 from shared.status import RunStatus
+from shared.telemetry import child_process_env
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,8 @@ class TrainingSession:
             "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
             "OMP_NUM_THREADS": str(self.threads),
             "PYTHONUNBUFFERED": "1",
+            # TRACEPARENT: the child's work belongs to this attempt's span.
+            **child_process_env(),
         }
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpu_ids))

@@ -10,6 +10,7 @@ from shared.bus import publish_event
 from shared.events import RunCreated, RunKillRequested, RunRerunRequested, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
 from shared.status import RunStatus
+from shared.telemetry import run_trace_context
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 RunId = Annotated[ObjectId, PathParam(description="the run's id")]
@@ -55,6 +56,8 @@ async def start_run(spec: RunSpec, store: Store, bus: Bus, subjects: SubjectName
         "pending_reason": None, "message": None, "created_at": now, "updated_at": now,
         "history": [{"status": str(RunStatus.CREATED), "at": now, "message": None, "attempt": None}],
     }
+    # The scheduler continues this request's trace whenever it handles the run.
+    doc["trace_context"] = run_trace_context(doc["_id"])
     await store.insert_run(doc)
     # If this publish is lost, the scheduler still finds the run in `created` and queues it.
     await publish_event(bus, subjects, subjects.run_created,
