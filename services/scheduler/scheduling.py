@@ -64,6 +64,7 @@ class Scheduler:
             limit = self.settings.project_max_active_runs
             assigned = 0
             depth: dict[str, int] = {}
+            advertised = {t.accelerator_name for t in online}
             for run in queue_order(queued, now, self.settings.aging_s):
                 if limit and active.get(run.project, 0) >= limit:
                     decision: Placement | NotPlaced = NotPlaced(
@@ -74,7 +75,10 @@ class Scheduler:
                     # No head-of-line blocking: a run that cannot fit waits, the rest go on.
                     if decision.reason != run.pending_reason:
                         await self.store.set_pending_reason(run.run_id, decision.reason)
-                    depth[run.accelerator.name] = depth.get(run.accelerator.name, 0) + 1
+                    # Label values stay bounded: a name no trainer advertises is user
+                    # input, counted as "other".
+                    label = run.accelerator.name if run.accelerator.name in advertised else "other"
+                    depth[label] = depth.get(label, 0) + 1
                     continue
                 if await self._assign(run, decision.trainer_id):
                     assigned += 1
