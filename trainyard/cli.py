@@ -21,7 +21,8 @@ runs_app = typer.Typer(help="Training runs: start, watch, read results", no_args
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(dataset_app, name="datasets", hidden=True)
 app.add_typer(runs_app, name="runs")
-console = Console()
+# soft_wrap: a line per epoch even when the output is a pipe or a CI log.
+console = Console(soft_wrap=True)
 
 DataDir = Annotated[Path, typer.Option(help="where the local stack keeps all its data", envvar="TRAINYARD_DATA_DIR")]
 TERMINAL = {"success", "failed", "aborted", "terminated"}
@@ -195,8 +196,9 @@ def follow_run(client: TrainyardClient, run_id: str, poll_s: float = 1.0, timeou
     while time.monotonic() < deadline:
         run = client.runs.get(run_id)
         if run["status"] != last_status:
-            reason = run.get("pending_reason") or run.get("message") or ""
-            console.print(f"[bold]{run['status']}[/bold] {reason}")
+            where = f"on {run['trainer_id']} ({run.get('device') or 'starting'})" if run.get("trainer_id") else ""
+            reason = run.get("pending_reason") or run.get("message") or where
+            console.print(f"[bold]{run['status']}[/bold] {reason}".rstrip())
             last_status = run["status"]
         for epoch in client.runs.logs(run_id)[shown:]:
             console.print(format_epoch(epoch))
