@@ -37,5 +37,8 @@ MMCV_WITH_OPS=1 FORCE_CUDA=0 "${pip[@]}" --no-build-isolation --no-deps "mmcv==2
 # 5. trainyard itself with its service and dev dependencies.
 "${pip[@]}" --no-build-isolation -e ".[dev]"
 
+# 6. promtool for the tests' Prometheus checks; without it they skip and say why.
+bash scripts/install-promtool.sh "$venv/bin" || echo "setup: promtool unavailable; its checks will be skipped" >&2
+
 "$venv/bin/python" -c "import mmcv.ops, mmdet, mmengine, torch; print('setup: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__)" >&2
 echo "$want" > "$stamp"

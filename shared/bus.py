@@ -124,6 +124,12 @@ async def ensure_stream(broker: NatsBroker, subjects: Subjects) -> None:
         duplicate_window=DUPLICATE_WINDOW_S,
     )
     try:
-        await js.stream_info(subjects.stream)
+        info = await js.stream_info(subjects.stream)
     except NotFoundError:
         await js.add_stream(config)
+        return
+    # A newer release may add subjects: widen the existing stream, never narrow it.
+    missing = set(config.subjects or ()) - set(info.config.subjects or ())
+    if missing:
+        info.config.subjects = sorted({*(info.config.subjects or ()), *missing})
+        await js.update_stream(info.config)

@@ -131,6 +131,19 @@ class RunKillRequested(RunEvent):
     requested_by: str | None = None
 
 
+class ModelRegistered(RunEvent):
+    """A successful run produced a trained model: its weights, classes and lineage."""
+
+    model_id: str
+    attempt: Annotated[int, Field(ge=1)]
+    trainer_id: str
+    architecture: str
+    classes: list[str]
+    checkpoint: str = Field(description="where every trainer can read the weights")
+    epochs_completed: int
+    base_model_id: str | None = None
+
+
 class RunRerunRequested(RunEvent):
     """A user asked to run again a run that did not succeed."""
 

@@ -18,7 +18,7 @@ class Subjects:
 
     @property
     def stream_subjects(self) -> list[str]:
-        return [self._s("run.>"), self._s("epoch.>"), self._s("deadletter.>")]
+        return [self._s("run.>"), self._s("epoch.>"), self._s("model.>"), self._s("deadletter.>")]
 
     @property
     def run_created(self) -> str:
@@ -47,6 +47,10 @@ class Subjects:
     @property
     def run_rerun_requested(self) -> str:
         return self._s("run.rerun_requested")
+
+    @property
+    def model_registered(self) -> str:
+        return self._s("model.registered")
 
     @property
     def run_accepted(self) -> str:

@@ -1,6 +1,8 @@
-"""Test helpers for the gateway: a private stack per module, keys of any project, authorised HTTP clients."""
+"""Helpers the integration and end-to-end tests share: polling, private stacks, keys of any project."""
 
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,24 @@ from pymongo import MongoClient
 
 from shared.apikeys import Scope, new_key
 from shared.store import API_KEYS
+from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
+
+TERMINAL = {"success", "failed", "aborted", "terminated"}
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_status(client: TrainyardClient, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    return dict(wait_until(lambda: (r := client.runs.get(run_id))["status"] in statuses and r,
+                           timeout, f"run {run_id} to become {statuses}"))
 
 
 def private_stack(servers: LocalStack, data_dir: Path) -> LocalStack:

@@ -36,7 +36,8 @@ app.add_typer(dataset_app, name="dataset", hidden=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
-console = Console()
+# soft_wrap: a line per epoch even when the output is a pipe or a CI log.
+console = Console(soft_wrap=True)
 
 DataDir = Annotated[Path, typer.Option(help="where the local stack keeps all its data", envvar="TRAINYARD_DATA_DIR")]
 ApiUrl = Annotated[str | None, typer.Option(help="API base URL [default: TRAINYARD_API_URL or the local stack's]")]

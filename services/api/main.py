@@ -16,6 +16,7 @@ from services.api.errors import FieldProblem, Problem, install_error_handlers, p
 from services.api.limits import BodySizeLimit
 from services.api.routes import architectures, datasets, keys, run_events, run_results, runs, trainers
 from services.api.store import ApiStore
+from services.api.telemetry import install_http_telemetry
 from shared.bus import ensure_stream, make_broker
 from shared.settings import ApiSettings
 from shared.store import database, mongo_client
@@ -72,6 +73,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Added after the body limit, so its metrics also count the requests the limit refuses.
+    install_http_telemetry(app)
     for module in (datasets, runs, run_results, run_events, architectures, trainers, keys):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())

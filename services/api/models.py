@@ -76,7 +76,7 @@ class RunOut(BaseModel):
     attempt: int = Field(description="attempts started so far (1 after the first assignment)")
     device: str | None = None
     progress: Progress
-    queue_position: int | None = Field(None, description="place in its accelerator's queue while pending")
+    queue_position: int | None = Field(None, description="place among runs waiting for the same accelerators")
     latest_metrics: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime

@@ -179,11 +179,12 @@ class ApiStore:
         return await self.confusion_matrices.find_one(query, {"_id": 0}, sort=[("epoch", DESCENDING)])
 
     async def queue_position(self, run: Document) -> int:
-        """1 + the queued runs for the same accelerator that go before this one (aging aside)."""
+        """1 + the queued runs asking for the same accelerators that go before this one (aging aside)."""
         priority = int(run["spec"].get("priority", 0))
         ahead = await self.runs.count_documents({
             "status": "pending", "trainer_id": None, "_id": {"$ne": run["_id"]},
             "spec.accelerator.name": run["spec"]["accelerator"]["name"],
+            "spec.accelerator.count": run["spec"]["accelerator"]["count"],
             "$or": [{"spec.priority": {"$gt": priority}},
                     {"spec.priority": priority, "created_at": {"$lt": run["created_at"]}}],
         })

@@ -10,13 +10,15 @@ from pymongo.errors import PyMongoError
 
 from services.metrics.store import MetricsStore
 from shared.bus import decode_event, durable, event_stream, pull
-from shared.events import EpochLogged
+from shared.events import EpochLogged, ModelRegistered
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
 EPOCHS_INGESTED = Counter("trainyard_epochs_ingested_total", "epoch.logged events stored", ["outcome"])
 CONSUMER = "metrics-epochs"
+MODELS_CONSUMER = "metrics-models"
+MODELS_REGISTERED = Counter("trainyard_models_registered_total", "Trained models recorded")
 
 
 def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) -> NatsRouter:
@@ -45,5 +47,29 @@ def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) ->
             log.warning("storing epoch %s of run %s failed, retrying: %s", event.epoch, event.run_id, error)
             raise NackMessage(delay=2.0) from error
         EPOCHS_INGESTED.labels(outcome="stored" if stored else "duplicate").inc()
+
+    @router.subscriber(
+        subjects.model_registered,
+        stream=event_stream(subjects),
+        durable=MODELS_CONSUMER,
+        config=durable(MODELS_CONSUMER),
+        pull_sub=pull(),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_model_registered(message: NatsMessage) -> None:
+        event = await decode_event(message, ModelRegistered, broker=broker, subjects=subjects,
+                                   consumer=MODELS_CONSUMER)
+        if event is None:
+            return
+        try:
+            if await store.epochs_stored(event.run_id) < event.epochs_completed:
+                # Its last epochs are still on their way (another consumer): the
+                # best epoch must be chosen from all of them.
+                raise NackMessage(delay=1.0)
+            if await store.register_model(event):
+                MODELS_REGISTERED.inc()
+        except PyMongoError as error:
+            log.warning("registering model of run %s failed, retrying: %s", event.run_id, error)
+            raise NackMessage(delay=2.0) from error
 
     return router

@@ -2,12 +2,13 @@
 
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.events import EpochLogged
-from shared.store import CONFUSION_MATRICES, EPOCHS, RUNS, Document
+from services.metrics.telemetry import traced_ingest
+from shared.events import EpochLogged, ModelRegistered, utcnow
+from shared.store import CONFUSION_MATRICES, EPOCHS, MODELS, RUNS, Document
 
 
 class MetricsStore:
@@ -15,6 +16,7 @@ class MetricsStore:
         self.epochs = db[EPOCHS]
         self.confusion_matrices = db[CONFUSION_MATRICES]
         self.runs = db[RUNS]
+        self.models = db[MODELS]
 
     async def is_superseded(self, run_id: str, attempt: int) -> bool:
         """True when the run has moved on to a newer attempt: the attempt number is a fencing
@@ -26,7 +28,10 @@ class MetricsStore:
         key = [("run_id", ASCENDING), ("epoch", ASCENDING)]
         await self.epochs.create_index(key, unique=True, name="run_epoch_unique")
         await self.confusion_matrices.create_index(key, unique=True, name="run_epoch_unique")
+        await self.models.create_index([("run_id", ASCENDING)], unique=True, name="one_model_per_run")
+        await self.models.create_index([("published", ASCENDING), ("created_at", ASCENDING)], name="published")
 
+    @traced_ingest
     async def record_epoch(self, event: EpochLogged) -> bool:
         """Store an epoch once; True when it was stored.
 
@@ -63,3 +68,38 @@ class MetricsStore:
             # This epoch is stored already, from this attempt or a newer one.
             return False
         return result.upserted_id is not None or result.modified_count == 1
+
+    async def epochs_stored(self, run_id: str) -> int:
+        return await self.epochs.count_documents({"run_id": run_id})
+
+    async def best_epoch(self, run_id: str, metric: str = "bbox_mAP") -> Document | None:
+        """The epoch with the highest `metric` (the earliest among equals)."""
+        return await self.epochs.find_one(
+            {"run_id": run_id}, {"_id": 0}, sort=[(f"metrics.{metric}", DESCENDING), ("epoch", ASCENDING)]
+        )
+
+    async def register_model(self, event: ModelRegistered) -> bool:
+        """Record a trained model once per run, with its best epoch; True when new."""
+        run = await self.runs.find_one({"_id": event.run_id}, {"project": 1, "name": 1, "spec": 1})
+        best = await self.best_epoch(event.run_id)
+        doc: Document = {
+            "_id": event.model_id,
+            "run_id": event.run_id,
+            "run_name": (run or {}).get("name"),
+            "project": (run or {}).get("project", "default"),
+            "attempt": event.attempt,
+            "architecture": event.architecture,
+            "classes": event.classes,
+            "checkpoint": event.checkpoint,
+            "epochs": event.epochs_completed,
+            "best_epoch": best["epoch"] if best else None,
+            "best_metrics": best["metrics"] if best else {},
+            "base_model_id": event.base_model_id,
+            "published": False,
+            "created_at": utcnow(),
+        }
+        try:
+            await self.models.insert_one(doc)
+        except DuplicateKeyError:
+            return False  # a redelivery: the run's model is recorded already
+        return True

@@ -84,9 +84,12 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -
             scheduler.request_placement()
 
     async def heartbeat(beat: TrainerHeartbeat) -> None:
-        registered = await store.record_heartbeat(beat, utcnow())
-        await scheduler.reconcile_heartbeat(beat)
-        if registered.get("free", 0) > 0 and not beat.draining:
+        joined = await store.record_heartbeat(beat, utcnow())
+        if beat.running:
+            await scheduler.reconcile_heartbeat(beat)
+        # Capacity only appears with a new or returning trainer; freed capacity
+        # arrives with run.completed or a reset, which ask for placement themselves.
+        if joined and not beat.draining:
             scheduler.request_placement()
 
     @durable_subscriber(subjects.run_created, "scheduler-run-created")

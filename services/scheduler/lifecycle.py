@@ -34,40 +34,37 @@ class RunLifecycle:
         self.broker = broker
         self.subjects = subjects
 
-    async def _announce(self, before: Document, status: RunStatus, message: str | None,
-                        trainer_id: str | None = None, attempt: int | None = None) -> None:
+    async def _move(self, run_id: str, target: RunStatus, message: str | None, *, previous: str | None,
+                    guard: Document | None = None, fields: Document | None = None,
+                    trainer_id: str | None = None, attempt: int | None = None) -> bool:
+        """Store a transition and announce it; False if the run was not in a state to make it."""
+        guard = guard or {}
+        if not await self.store.transition(run_id, target, guard=guard, fields=fields, message=message):
+            return False
         event = RunStatusChanged(
-            run_id=before["_id"],
-            status=status,
-            previous_status=RunStatus(before["status"]),
-            attempt=attempt if attempt is not None else int(before.get("attempt", 0)),
+            run_id=run_id,
+            status=target,
+            previous_status=RunStatus(previous) if previous else None,
+            attempt=attempt if attempt is not None else int(guard.get("attempt", 0)),
             message=message,
-            trainer_id=trainer_id,
+            trainer_id=trainer_id if trainer_id is not None else guard.get("trainer_id"),
         )
         await publish_event(self.broker, self.subjects, self.subjects.run_status_changed, event)
-
-    async def _move(self, run_id: str, target: RunStatus, message: str | None, *, guard: Document | None = None,
-                    fields: Document | None = None, inc: Document | None = None,
-                    trainer_id: str | None = None) -> Document | None:
-        before = await self.store.transition(run_id, target, guard=guard, fields=fields, message=message, inc=inc)
-        if before is not None:
-            await self._announce(before, target, message, trainer_id or before.get("trainer_id"))
-        return before
+        return True
 
     async def queue(self, run_id: str) -> None:
         """created -> pending: the scheduler has the run and looks for a trainer."""
-        await self._move(run_id, RunStatus.PENDING, "waiting for placement",
+        await self._move(run_id, RunStatus.PENDING, "waiting for placement", previous=RunStatus.CREATED,
                          guard={"status": str(RunStatus.CREATED)},
                          fields={"pending_reason": "waiting for placement", "trainer_id": None,
                                  "attempt_limit": None, "queued_at": utcnow()})
 
     async def started(self, event: RunStarted) -> bool:
-        before = await self._move(
+        return await self._move(
             event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id} ({event.device})",
-            guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
+            previous=RunStatus.PENDING, guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
             fields={"started_at": event.occurred_at, "device": event.device, "pending_reason": None},
         )
-        return before is not None
 
     async def completed(self, event: RunCompleted) -> bool:
         """An attempt's outcome; the trainer's accelerators are free again either way."""
@@ -75,17 +72,18 @@ class RunLifecycle:
             # run.started and run.completed reach separate consumers: a short run's
             # completion can be handled first. Success implies it started.
             await self._move(event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id}",
+                             previous=RunStatus.PENDING,
                              guard={"attempt": event.attempt, "trainer_id": event.trainer_id,
                                     "status": str(RunStatus.PENDING)},
                              fields={"started_at": event.occurred_at, "pending_reason": None})
-        before = await self._move(
-            event.run_id, RunStatus(event.status), event.message,
+        moved = await self._move(
+            event.run_id, RunStatus(event.status), event.message, previous=None,
             guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
             fields={"completed_at": event.occurred_at, "message": event.message, "pending_reason": None,
                     "epochs_completed": event.epochs_completed},
         )
         await self.store.release_trainer(event.trainer_id, event.run_id)
-        return before is not None
+        return moved
 
     async def kill(self, run_id: str) -> str:
         """Stop a run at a user's request: at once if it holds no trainer, else through its trainer."""
@@ -96,10 +94,10 @@ class RunLifecycle:
         status = RunStatus(run["status"])
         holds_no_trainer = status == RunStatus.PENDING and not run.get("trainer_id")
         if status in (RunStatus.CREATED, RunStatus.RERUN) or holds_no_trainer:
-            before = await self._move(run_id, RunStatus.TERMINATED, message,
-                                      guard={"status": str(status), "trainer_id": run.get("trainer_id")},
-                                      fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
-            return "terminated" if before else "changed meanwhile"
+            moved = await self._move(run_id, RunStatus.TERMINATED, message, previous=status,
+                                     guard={"status": str(status), "trainer_id": run.get("trainer_id")},
+                                     fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
+            return "terminated" if moved else "changed meanwhile"
         if status in (RunStatus.PENDING, RunStatus.IN_PROGRESS):
             await self.stop_attempt(run, RunStatus.TERMINATED, message)
             return "stopping"
@@ -108,9 +106,9 @@ class RunLifecycle:
     async def stop_attempt(self, run: Document, status: RunStatus, message: str) -> None:
         """End a running attempt now and tell its trainer to stop it (it frees the accelerator when done)."""
         trainer_id, attempt = run["trainer_id"], int(run["attempt"])
-        before = await self._move(run["_id"], status, message, guard={"attempt": attempt, "trainer_id": trainer_id},
-                                  fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
-        if before is None:
+        if not await self._move(run["_id"], status, message, previous=run["status"],
+                                guard={"attempt": attempt, "trainer_id": trainer_id},
+                                fields={"completed_at": utcnow(), "message": message, "pending_reason": None}):
             return
         stop = RunStopRequested(run_id=run["_id"], attempt=attempt, trainer_id=trainer_id,
                                 status=status, message=message)
@@ -123,17 +121,17 @@ class RunLifecycle:
         if run is None:
             return False
         budget = max_attempts or int(run["spec"].get("max_attempts", 3))
-        before = await self._move(run_id, RunStatus.RERUN, "rerun requested",
-                                  guard={"status": run["status"], "attempt": run.get("attempt", 0)},
-                                  fields={"attempt_limit": int(run.get("attempt", 0)) + budget, "message": None,
-                                          "completed_at": None, "trainer_id": None})
-        if before is None:
+        if not await self._move(run_id, RunStatus.RERUN, "rerun requested", previous=run["status"],
+                                guard={"status": run["status"], "attempt": run.get("attempt", 0)},
+                                fields={"attempt_limit": int(run.get("attempt", 0)) + budget, "message": None,
+                                        "completed_at": None, "trainer_id": None}):
             return False
         await self._requeue(run_id, "rerun requested: waiting for placement")
         return True
 
     async def _requeue(self, run_id: str, reason: str) -> None:
-        await self._move(run_id, RunStatus.PENDING, reason, guard={"status": str(RunStatus.RERUN)},
+        await self._move(run_id, RunStatus.PENDING, reason, previous=RunStatus.RERUN,
+                         guard={"status": str(RunStatus.RERUN)},
                          fields={"pending_reason": reason, "trainer_id": None, "accepted_at": None,
                                  "queued_at": utcnow()})
 
@@ -147,7 +145,7 @@ class RunLifecycle:
         guard = {"attempt": attempt, "trainer_id": trainer_id}
         if spec.get("on_reset", "rerun") == "fail" and cause != "released":
             message = f"{reason}; on_reset is 'fail'"
-            await self._move(run_id, RunStatus.FAILED, message, guard=guard,
+            await self._move(run_id, RunStatus.FAILED, message, previous=run["status"], guard=guard,
                              fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
         elif attempt >= limit:
             attempts = "; ".join(
@@ -155,17 +153,17 @@ class RunLifecycle:
                 for h in run.get("history", []) if h.get("attempt")
             )
             message = f"{reason}; out of attempts ({attempt} of {limit}). Attempts: {attempts}"
-            await self._move(run_id, RunStatus.ABORTED, message, guard=guard,
+            await self._move(run_id, RunStatus.ABORTED, message, previous=run["status"], guard=guard,
                              fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
         elif RunStatus(run["status"]) == RunStatus.PENDING:
             # Never started: straight back to the queue under a new attempt number.
-            await self._move(run_id, RunStatus.PENDING, reason, guard={**guard, "status": str(RunStatus.PENDING)},
+            await self._move(run_id, RunStatus.PENDING, reason, previous=RunStatus.PENDING,
+                             guard={**guard, "status": str(RunStatus.PENDING)},
                              fields={"pending_reason": f"{reason}; waiting for placement", "trainer_id": None,
                                      "accepted_at": None, "queued_at": utcnow()})
         else:
-            before = await self._move(run_id, RunStatus.RERUN, reason, guard=guard,
-                                      fields={"trainer_id": None, "accepted_at": None})
-            if before is not None:
+            if await self._move(run_id, RunStatus.RERUN, reason, previous=run["status"], guard=guard,
+                                fields={"trainer_id": None, "accepted_at": None}):
                 await self._requeue(run_id, f"{reason}; resuming from the latest checkpoint")
         if trainer_id:
             await self.store.release_trainer(trainer_id, run_id)

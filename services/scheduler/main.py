@@ -8,6 +8,7 @@ from services.scheduler.handlers import build_router
 from services.scheduler.lifecycle import RunLifecycle
 from services.scheduler.scheduling import Scheduler
 from services.scheduler.store import SchedulerStore
+from services.scheduler.telemetry import refresh_gauges_forever
 from shared.bus import make_broker
 from shared.settings import SchedulerSettings
 from shared.store import database, mongo_client
@@ -33,6 +34,7 @@ def build_app(settings: SchedulerSettings) -> FastStream:
     @app.after_startup
     async def start_placement_loop() -> None:
         tasks.add(asyncio.create_task(scheduler.run_forever()))
+        tasks.add(asyncio.create_task(refresh_gauges_forever(store, settings)))
 
     @app.on_shutdown
     async def stop_placement_loop() -> None:

@@ -22,6 +22,8 @@ class QueuedRun:
     priority: int
     created_at: datetime
     accelerator: AcceleratorRequest
+    pending_reason: str | None = None
+    attempt: int = 0
 
 
 @dataclass(frozen=True)

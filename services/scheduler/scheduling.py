@@ -1,7 +1,6 @@
 """The scheduler's passes: place queued runs, and watch over assigned ones."""
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import replace
 from datetime import timedelta
@@ -10,8 +9,9 @@ from faststream.nats import NatsBroker
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.scheduler.lifecycle import RunLifecycle
-from services.scheduler.placement import NotPlaced, QueuedRun, place, queue_order
+from services.scheduler.placement import NotPlaced, Placement, QueuedRun, place, queue_order
 from services.scheduler.store import SchedulerStore
+from services.scheduler.telemetry import traced_assignment
 from shared.bus import publish_event
 from shared.events import RunAssigned, RunStopRequested, TrainerHeartbeat, utcnow
 from shared.settings import SchedulerSettings
@@ -52,27 +52,33 @@ class Scheduler:
         """Ask for a placement pass soon; many requests while one runs coalesce into one more."""
         self._wanted.set()
 
-    async def assign_pending_runs(self) -> int:
+    async def assign_pending_runs(self, refresh_reasons: bool = True) -> int:
         async with self._lock:
             self._wanted.clear()
             now = utcnow()
-            queued = await self.store.queued_runs()
             online = await self.store.online_trainers(now - timedelta(seconds=self.settings.trainer_timeout_s))
+            if not refresh_reasons and not any(t.free > 0 and not t.draining for t in online):
+                return 0  # nothing can be placed; the periodic pass keeps reasons current
+            queued = await self.store.queued_runs()
             active = await self.store.active_runs_per_project()
             limit = self.settings.project_max_active_runs
             assigned = 0
             depth: dict[str, int] = {}
+            advertised = {t.accelerator_name for t in online}
             for run in queue_order(queued, now, self.settings.aging_s):
                 if limit and active.get(run.project, 0) >= limit:
-                    await self.store.set_pending_reason(
-                        run.run_id, f"project {run.project} is at its limit of {limit} active runs")
-                    depth[run.accelerator.name] = depth.get(run.accelerator.name, 0) + 1
-                    continue
-                decision = place(run.accelerator, online)
+                    decision: Placement | NotPlaced = NotPlaced(
+                        f"project {run.project} is at its limit of {limit} active runs")
+                else:
+                    decision = place(run.accelerator, online)
                 if isinstance(decision, NotPlaced):
                     # No head-of-line blocking: a run that cannot fit waits, the rest go on.
-                    await self.store.set_pending_reason(run.run_id, decision.reason)
-                    depth[run.accelerator.name] = depth.get(run.accelerator.name, 0) + 1
+                    if decision.reason != run.pending_reason:
+                        await self.store.set_pending_reason(run.run_id, decision.reason)
+                    # Label values stay bounded: a name no trainer advertises is user
+                    # input, counted as "other".
+                    label = run.accelerator.name if run.accelerator.name in advertised else "other"
+                    depth[label] = depth.get(label, 0) + 1
                     continue
                 if await self._assign(run, decision.trainer_id):
                     assigned += 1
@@ -85,16 +91,16 @@ class Scheduler:
                 QUEUE_DEPTH.labels(accelerator=name).set(depth.get(name, 0))
             return assigned
 
+    @traced_assignment
     async def _assign(self, run: QueuedRun, trainer_id: str) -> bool:
         run_id, count = run.run_id, run.accelerator.count
-        if not await self.store.claim_trainer(trainer_id, run_id, 0, count):
+        if not await self.store.claim_trainer(trainer_id, run_id, count):
             return False
-        claimed = await self.store.claim_run(run_id, trainer_id)
-        if claimed is None:
+        attempt = run.attempt + 1
+        claimed = await self.store.claim_run(run_id, attempt, trainer_id) and await self.store.assignment_of(run_id)
+        if not claimed:
             await self.store.release_trainer(trainer_id, run_id)
             return False
-        attempt = int(claimed["attempt"])
-        await self.store.set_assignment_attempt(trainer_id, run_id, attempt)
         event = RunAssigned(
             run_id=run_id,
             attempt=attempt,
@@ -146,8 +152,9 @@ class Scheduler:
 
     async def reconcile_heartbeat(self, beat: TrainerHeartbeat) -> None:
         """Stop attempts a trainer runs that are no longer its to run (it was presumed lost)."""
+        runs = await self.store.runs_by_id([r.run_id for r in beat.running]) if beat.running else {}
         for running in beat.running:
-            run = await self.store.run(running.run_id)
+            run = runs.get(running.run_id)
             current = run is not None and run.get("trainer_id") == beat.trainer_id \
                 and run.get("attempt") == running.attempt \
                 and run.get("status") in (str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS))
@@ -160,13 +167,19 @@ class Scheduler:
                                     stop, dedup_key=f"{running.run_id}:{running.attempt}:stop")
 
     async def run_forever(self) -> None:
+        periodic = True
         while True:
             try:
-                await self.watch_over_runs()
-                await self.assign_pending_runs()
+                if periodic:
+                    await self.watch_over_runs()
+                # Passes asked for by events only matter when something can be placed.
+                await self.assign_pending_runs(refresh_reasons=periodic)
             except Exception:
                 # The loop must outlive a storage outage; the next pass retries.
                 log.exception("scheduling pass failed")
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wanted.wait(), timeout=self.settings.placement_interval_s)
+                periodic = False
+            except TimeoutError:
+                periodic = True
 

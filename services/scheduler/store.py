@@ -8,9 +8,8 @@ and two scheduler replicas cannot both assign one run or one accelerator.
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.placement import QueuedRun, TrainerView
@@ -50,30 +49,34 @@ class SchedulerStore:
         fields: Document | None = None,
         message: str | None = None,
         inc: Document | None = None,
-    ) -> Document | None:
-        """Move a run to `target` if it may; the document as it was before, or None."""
+    ) -> bool:
+        """Move a run to `target` if it may; whether it moved."""
         update: Document = {
             "$set": {"status": str(target), "updated_at": utcnow(), **(fields or {})},
             "$push": {"history": history_entry(target, message, (guard or {}).get("attempt"))},
         }
         if inc:
             update["$inc"] = inc
-        before: Document | None = await self.runs.find_one_and_update(
-            {"_id": run_id, "status": {"$in": sources_of(target)}, **(guard or {})},
-            update,
-            return_document=ReturnDocument.BEFORE,
+        # update_one, not find_one_and_update: several times cheaper on the local server.
+        result = await self.runs.update_one(
+            {"_id": run_id, "status": {"$in": sources_of(target)}, **(guard or {})}, update
         )
-        return before
+        return result.modified_count == 1
 
     async def run(self, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id})
+
+    async def runs_by_id(self, run_ids: list[str]) -> dict[str, Document]:
+        fields = {"trainer_id": 1, "attempt": 1, "status": 1}
+        return {doc["_id"]: doc async for doc in self.runs.find({"_id": {"$in": run_ids}}, fields)}
 
     async def created_before(self, moment: datetime) -> list[str]:
         cursor = self.runs.find({"status": str(RunStatus.CREATED), "created_at": {"$lt": moment}}, {"_id": 1})
         return [doc["_id"] async for doc in cursor]
 
     async def queued_runs(self) -> list[QueuedRun]:
-        fields = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1}
+        fields = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1, "pending_reason": 1,
+                  "attempt": 1}
         return [
             QueuedRun(
                 run_id=doc["_id"],
@@ -81,6 +84,8 @@ class SchedulerStore:
                 priority=int(doc["spec"].get("priority", 0)),
                 created_at=doc["created_at"],
                 accelerator=AcceleratorRequest.model_validate(doc["spec"]["accelerator"]),
+                pending_reason=doc.get("pending_reason"),
+                attempt=int(doc.get("attempt", 0)),
             )
             async for doc in self.runs.find(UNASSIGNED_PENDING, fields)
         ]
@@ -99,19 +104,20 @@ class SchedulerStore:
             {"$set": {"pending_reason": reason, "updated_at": utcnow()}},
         )
 
-    async def claim_run(self, run_id: str, trainer_id: str) -> Document | None:
-        """Give the next attempt of a queued run to a trainer; None if another replica did."""
+    async def claim_run(self, run_id: str, attempt: int, trainer_id: str) -> bool:
+        """Give attempt `attempt` of a queued run to a trainer; False if another replica did."""
         now = utcnow()
-        claimed: Document | None = await self.runs.find_one_and_update(
-            {**UNASSIGNED_PENDING, "_id": run_id},
-            {
-                "$set": {"trainer_id": trainer_id, "assigned_at": now, "accepted_at": None, "updated_at": now,
-                         "pending_reason": f"assigned to trainer {trainer_id}; waiting for it to accept"},
-                "$inc": {"attempt": 1},
-            },
-            return_document=ReturnDocument.AFTER,
+        result = await self.runs.update_one(
+            {**UNASSIGNED_PENDING, "_id": run_id, "attempt": attempt - 1},
+            {"$set": {"trainer_id": trainer_id, "attempt": attempt, "assigned_at": now, "accepted_at": None,
+                      "updated_at": now,
+                      "pending_reason": f"assigned to trainer {trainer_id}; waiting for it to accept"}},
         )
-        return claimed
+        return result.modified_count == 1
+
+    async def assignment_of(self, run_id: str) -> Document | None:
+        return await self.runs.find_one({"_id": run_id}, {"spec": 1, "dataset": 1, "attempt": 1, "queued_at": 1,
+                                                          "created_at": 1})
 
     async def unclaim_run(self, run_id: str, trainer_id: str, reason: str) -> None:
         """Undo a claim whose assignment was never sent (the attempt number stays used)."""
@@ -143,43 +149,32 @@ class SchedulerStore:
 
     # -- trainers ----------------------------------------------------------
 
-    async def record_heartbeat(self, beat: TrainerHeartbeat, now: datetime) -> Document:
-        """Upsert the trainer; the registry entry as it is now."""
+    async def record_heartbeat(self, beat: TrainerHeartbeat, now: datetime) -> bool:
+        """Record a heartbeat; True when the trainer is new or back from being presumed lost."""
         capacity = beat.accelerators[0].count if beat.accelerators else 0
-        # A trainer back from being presumed lost starts with a clean slate: its
-        # old runs moved on (and are told to stop when it reports them).
-        await self.trainers.update_one({"_id": beat.trainer_id, "lost": True},
-                                       {"$set": {"lost": False, "assignments": {}, "free": capacity}})
-        running: dict[str, Any] = {f"assignments.{r.run_id}.reported_at": now for r in beat.running}
-        doc: Document | None = await self.trainers.find_one_and_update(
+        fields = {
+            "host": beat.host,
+            "accelerators": [a.model_dump() for a in beat.accelerators],
+            "accelerator_name": beat.accelerators[0].name if beat.accelerators else "CPU",
+            "capacity": capacity,
+            "reported_running": [r.model_dump() for r in beat.running],
+            "version": beat.version,
+            "draining": beat.draining,
+            "last_seen": now,
+        }
+        # The common case, one cheap write: a known trainer that was not lost.
+        known = await self.trainers.update_one({"_id": beat.trainer_id, "lost": False}, {"$set": fields})
+        if known.matched_count:
+            return False
+        # New, or back from being presumed lost: a clean slate. Its old runs moved
+        # on (and it is told to stop them when it reports them).
+        await self.trainers.update_one(
             {"_id": beat.trainer_id},
-            {
-                "$set": {
-                    "host": beat.host,
-                    "accelerators": [a.model_dump() for a in beat.accelerators],
-                    "accelerator_name": beat.accelerators[0].name if beat.accelerators else "CPU",
-                    "capacity": capacity,
-                    "reported_running": [r.model_dump() for r in beat.running],
-                    "version": beat.version,
-                    "draining": beat.draining,
-                    "last_seen": now,
-                    "lost": False,
-                },
-                "$setOnInsert": {"free": capacity, "first_seen": now},
-            },
+            {"$set": {**fields, "lost": False, "assignments": {}, "free": capacity},
+             "$setOnInsert": {"first_seen": now}},
             upsert=True,
-            return_document=ReturnDocument.AFTER,
         )
-        assert doc is not None
-        if running and doc.get("assignments"):
-            known = {k: v for k, v in running.items() if k.split(".")[1] in doc["assignments"]}
-            if known:
-                await self.trainers.update_one({"_id": beat.trainer_id}, {"$set": known})
-        if "assignments" not in doc:
-            await self.trainers.update_one({"_id": beat.trainer_id, "assignments": {"$exists": False}},
-                                           {"$set": {"assignments": {}}})
-            doc["assignments"] = {}
-        return doc
+        return True
 
     async def online_trainers(self, seen_since: datetime) -> list[TrainerView]:
         query = {"last_seen": {"$gte": seen_since}, "lost": {"$ne": True}}
@@ -208,21 +203,16 @@ class SchedulerStore:
         )
         return result.modified_count == 1
 
-    async def claim_trainer(self, trainer_id: str, run_id: str, attempt_hint: int, count: int) -> bool:
+    async def claim_trainer(self, trainer_id: str, run_id: str, count: int) -> bool:
         """Take `count` accelerators of a trainer for a run, if still free."""
         now = utcnow()
         result = await self.trainers.update_one(
             {"_id": trainer_id, "free": {"$gte": count}, "draining": {"$ne": True}, "lost": {"$ne": True},
              f"assignments.{run_id}": {"$exists": False}},
             {"$inc": {"free": -count},
-             "$set": {f"assignments.{run_id}": {"count": count, "assigned_at": now, "reported_at": now,
-                                                "attempt": attempt_hint}}},
+             "$set": {f"assignments.{run_id}": {"count": count, "assigned_at": now}}},
         )
         return result.modified_count == 1
-
-    async def set_assignment_attempt(self, trainer_id: str, run_id: str, attempt: int) -> None:
-        await self.trainers.update_one({"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}},
-                                       {"$set": {f"assignments.{run_id}.attempt": attempt}})
 
     async def release_trainer(self, trainer_id: str, run_id: str) -> bool:
         """Give a run's accelerators back; False if they were already given back."""

@@ -29,6 +29,10 @@ _SIZE_KEYS = frozenset({"img_scale", "scale", "crop_size", "size"})
 # iterations) are longer than a whole short run on a small dataset.
 _MAX_WARMUP_FRACTION = 0.1
 
+# Runs shorter than this skip RTMDet's Mosaic/MixUp stage (see _fit_pipeline_switch).
+# The measurements were at 30 epochs; 100 is a judgement, not a measurement.
+_MOSAIC_MIN_EPOCHS = 100
+
 
 @dataclass(frozen=True)
 class _Family:
@@ -73,6 +77,7 @@ def build_config(job: TrainingJob) -> Config:
     # Model: our classes, no downloads.
     cfg.model.bbox_head.num_classes = len(classes)
     _drop_pretrained(cfg.model)
+    cfg.pop("checkpoint", None)  # RTMDet's top-level pretrained URL, unused without init_cfg
     if family.unfreeze_backbone:
         cfg.model.backbone.frozen_stages = -1
         cfg.model.backbone.norm_eval = False
@@ -100,6 +105,7 @@ def build_config(job: TrainingJob) -> Config:
     cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs, "val_interval": 1}
     iters_per_epoch = math.ceil(train_images / spec.batch_size)
     _fit_schedule(cfg, stock_epochs, spec.epochs, spec.epochs * iters_per_epoch)
+    _fit_pipeline_switch(cfg, stock_epochs, spec.epochs)
     stock_lr = cfg.optim_wrapper.optimizer.lr  # after _fit_schedule, which reads it too
     if spec.learning_rate is not None:
         cfg.optim_wrapper.optimizer.lr = spec.learning_rate
@@ -202,8 +208,7 @@ def _fit_schedule(cfg: Config, stock_epochs: int, epochs: int, total_iters: int)
     Epoch positions (begin, end, T_max, milestones) scale proportionally and
     are rounded to whole epochs (MultiStepLR only fires on whole iterations);
     iteration-based warm-ups are cut to a tenth of the run, or dropped when
-    that is under 2 iterations. RTMDet's PipelineSwitchHook (mosaic off for the last 20 of
-    300 epochs) moves the same way, keeping at least one stage-2 epoch.
+    that is under 2 iterations.
     """
 
     def at(epoch: float) -> int:
@@ -230,7 +235,18 @@ def _fit_schedule(cfg: Config, stock_epochs: int, epochs: int, total_iters: int)
         schedulers.append(sched)
     cfg.param_scheduler = schedulers
 
-    for hook in cfg.get("custom_hooks", []):
-        if hook.get("type") == "PipelineSwitchHook":
+
+def _fit_pipeline_switch(cfg: Config, stock_epochs: int, epochs: int) -> None:
+    """RTMDet trains with Mosaic/MixUp, then PipelineSwitchHook turns them off
+    for the last 20 of 300 epochs. Long runs keep that, squeezed
+    proportionally (at least one stage-2 epoch). Short runs train on the
+    stage-2 pipeline throughout: measured on 32 images, 30 epochs, mAP50 0.95
+    without the mosaic stage, 0.24 with it for 15 epochs, 0.36 for 28.
+    """
+    for hook in [h for h in cfg.get("custom_hooks", []) if h.get("type") == "PipelineSwitchHook"]:
+        if epochs < _MOSAIC_MIN_EPOCHS:
+            cfg.train_dataloader.dataset.pipeline = hook["switch_pipeline"]
+            cfg.custom_hooks.remove(hook)
+        else:
             stage2 = max(1, round((stock_epochs - hook["switch_epoch"]) * epochs / stock_epochs))
-            hook["switch_epoch"] = max(0, epochs - stage2)
+            hook["switch_epoch"] = epochs - stage2

@@ -4,6 +4,7 @@ import asyncio
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from services.trainer.reports import (
     TrainingJob,
     child_report_adapter,
 )
-from shared.events import EpochLogged, Event, RunAssigned, RunCompleted, RunReleased, RunStarted
+from shared.events import EpochLogged, Event, ModelRegistered, RunAssigned, RunCompleted, RunReleased, RunStarted
 from shared.status import RunStatus
+from shared.telemetry import child_process_env
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class TrainingSession:
         # Set when the scheduler or the trainer itself ends the attempt early.
         self.stop_outcome: tuple[RunStatus, str] | None = None
         self.release_reason: str | None = None
+        self.final_checkpoint: str | None = None
+        self.last_epoch = 0
 
     @property
     def attempt(self) -> int:
@@ -126,6 +130,7 @@ class TrainingSession:
             status, message = self.stop_outcome
         elif finished and returncode == 0:
             status, message = RunStatus.SUCCESS, None
+            await self._register_model()
         else:
             status = RunStatus.FAILED
             how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
@@ -164,6 +169,8 @@ class TrainingSession:
             "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
             "OMP_NUM_THREADS": str(self.threads),
             "PYTHONUNBUFFERED": "1",
+            # TRACEPARENT: the child's work belongs to this attempt's span.
+            **child_process_env(),
         }
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpu_ids))
@@ -201,10 +208,29 @@ class TrainingSession:
                     failure = report.message
                 elif isinstance(report, FinishedReport):
                     finished = True
+                    self.final_checkpoint = report.checkpoint
         finally:
             transport.close()
         returncode = await self.process.wait()
         return returncode, failure, finished
+
+    async def _register_model(self) -> None:
+        """Announce the trained model before the run's success, so a successful run always has one."""
+        if self.final_checkpoint is None:
+            return
+        model = ModelRegistered(
+            run_id=self.run_id,
+            # Derived from the attempt: a re-published event names the same model.
+            model_id=uuid.uuid5(uuid.NAMESPACE_URL, f"trainyard:{self.run_id}:{self.attempt}").hex,
+            attempt=self.attempt,
+            trainer_id=self.assignment.trainer_id,
+            architecture=self.assignment.spec.architecture,
+            classes=self.assignment.dataset.classes,
+            checkpoint=self.final_checkpoint,
+            # The last epoch, counting those of earlier attempts this one resumed from.
+            epochs_completed=self.last_epoch,
+        )
+        await self.emit("model", model, self._dedup("model"))
 
     async def _report_epoch(self, report: EpochReport) -> None:
         event = EpochLogged(
@@ -214,5 +240,6 @@ class TrainingSession:
         )
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1
+        self.last_epoch = report.epoch
         # On shared storage beside the checkpoints: a later attempt resumes from here.
         (self.work_dir / REPORTED_EPOCH_FILE).write_text(str(report.epoch))

@@ -13,6 +13,7 @@ from faststream.nats import NatsBroker
 
 from services.trainer.accelerators import detect_accelerators, training_device
 from services.trainer.session import TrainingSession
+from services.trainer.telemetry import counted_assignments, traced_events, traced_training
 from shared.bus import publish_event
 from shared.events import Event, RunAccepted, RunAssigned, RunningAttempt, RunStopRequested, TrainerHeartbeat
 from shared.settings import TrainerSettings
@@ -52,15 +53,18 @@ class Trainer:
         used = sum(s.assignment.spec.accelerator.count for s in self.sessions.values())
         return max(0, self.capacity - used)
 
+    @traced_events
     async def emit(self, kind: str, event: Event, dedup_key: str) -> None:
         subject = {
             "started": self.subjects.run_started,
             "epoch": self.subjects.epoch_logged,
             "completed": self.subjects.run_completed,
             "released": self.subjects.run_released,
+            "model": self.subjects.model_registered,
         }[kind]
         await publish_event(self.broker, self.subjects, subject, event, dedup_key=dedup_key)
 
+    @counted_assignments
     async def accept(self, assignment: RunAssigned) -> Acceptance:
         current = self.sessions.get(assignment.run_id)
         if current is not None and current.attempt == assignment.attempt:
@@ -89,6 +93,7 @@ class Trainer:
         # CPU threads are shared out in proportion to the accelerators a run holds.
         return max(1, self.threads * count // max(1, self.capacity))
 
+    @traced_training
     async def _train(self, session: TrainingSession) -> None:
         try:
             outcome = await session.run()

@@ -2,49 +2,19 @@
 
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import service_log
-from tests.integration.test_scheduler import TERMINAL, wait_status, wait_until
+from tests.e2e.conftest import start_run
+from tests.e2e.conftest import start_trainer as trainer
+from tests.helpers import TERMINAL, wait_status, wait_until
 from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
-from trainyard.synth import write_synthetic_coco
 
 pytestmark = pytest.mark.training
-
-FAST_LOSS_DETECTION = {"TRAINYARD_TRAINER_TIMEOUT_S": "3"}
-TRAINER_ENV = {"TRAINYARD_THREADS": "1", "TRAINYARD_HEARTBEAT_INTERVAL_S": "1"}
-
-
-@pytest.fixture
-def client(stack: LocalStack, tmp_path: Path) -> Iterator[TrainyardClient]:
-    stack.start_servers()
-    stack.start_service("metrics")
-    stack.start_service("scheduler", **FAST_LOSS_DETECTION)
-    stack.start_service("api", **FAST_LOSS_DETECTION)
-    with TrainyardClient(stack.api_url, stack.admin_key) as api:
-        yield api
-
-
-@pytest.fixture
-def dataset_id(client: TrainyardClient, tmp_path: Path) -> str:
-    files = write_synthetic_coco(tmp_path / "shapes", train_images=8, val_images=2, size=64)
-    return str(client.datasets.register("shapes", str(files.root))["id"])
-
-
-def trainer(stack: LocalStack, trainer_id: str, **env: str) -> subprocess.Popen[bytes]:
-    return stack.start_service("trainer", name=trainer_id, TRAINYARD_TRAINER_ID=trainer_id, **TRAINER_ENV, **env)
-
-
-def start_run(client: TrainyardClient, dataset_id: str, epochs: int) -> dict[str, Any]:
-    return dict(client.runs.start({"name": "recover", "dataset_id": dataset_id, "architecture": "rtmdet-tiny",
-                                   "epochs": epochs, "batch_size": 4, "input_size": 64}))
 
 
 def logged_epochs(client: TrainyardClient, run_id: str) -> list[tuple[int, int]]:

@@ -5,18 +5,17 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 
+from tests.helpers import TERMINAL, wait_status, wait_until
 from trainyard.client import ConflictError, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
-
-TERMINAL = {"success", "failed", "aborted", "terminated"}
 
 
 @pytest.fixture
@@ -37,20 +36,6 @@ def start(client: TrainyardClient, dataset_id: str, name: str, **spec: Any) -> d
     return dict(client.runs.start({"name": name, "dataset_id": dataset_id, "architecture": "rtmdet-tiny", **spec}))
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def wait_status(client: TrainyardClient, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
-    return dict(wait_until(lambda: (r := client.runs.get(run_id))["status"] in statuses and r,
-                           timeout, f"run {run_id} to become {statuses}"))
-
-
 def first_at(run: dict[str, Any], status: str) -> str:
     return str(next(h["at"] for h in run["history"] if h["status"] == status))
 
@@ -59,15 +44,17 @@ def test_priority_first_and_an_unfittable_run_blocks_nothing(
     stack: LocalStack, client: TrainyardClient, dataset_id: str
 ) -> None:
     stack.start_service("scheduler")
-    stack.start_load_generator("cpu", "--trainers", "1", "--run-seconds", "2")
+    stack.start_load_generator("cpu", "--trainers", "1", "--run-seconds", "6")
     blocker = start(client, dataset_id, "blocker")
     wait_status(client, blocker["id"], {"in_progress"})
     huge = start(client, dataset_id, "huge", accelerator={"name": "CPU", "count": 4})
+    wait_until(lambda: client.runs.get(huge["id"])["pending_reason"] == "no trainer online with CPU x4",
+               what="the unfittable run to be queued")
     low = start(client, dataset_id, "low", priority=0)
     high = start(client, dataset_id, "high", priority=10)
-    waiting = wait_until(lambda: (r := client.runs.get(low["id"]))["queue_position"] and r, what="queue position")
-    assert waiting["status"] == "pending" and waiting["queue_position"] == 2
-    assert client.runs.get(high["id"])["queue_position"] == 1
+    # Both queued behind the blocker: the later, higher-priority run is first in line.
+    wait_until(lambda: (client.runs.get(low["id"])["queue_position"], client.runs.get(high["id"])["queue_position"])
+               == (2, 1), what="queue positions")
 
     low_done = wait_status(client, low["id"], TERMINAL, timeout=40)
     high_done = dict(client.runs.get(high["id"]))
@@ -85,6 +72,7 @@ def test_two_schedulers_never_assign_a_run_twice(stack: LocalStack, client: Trai
     assigned: list[str] = []
 
     async def count_assignments(ready: asyncio.Event, done: asyncio.Event) -> None:
+        assert stack.nats_url
         connection = await nats.connect(stack.nats_url)
 
         async def record(message: Any) -> None:

@@ -14,6 +14,7 @@ from shared.bus import publish_event
 from shared.events import RunCreated, RunKillRequested, RunRerunRequested, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
 from shared.status import RunStatus
+from shared.telemetry import run_trace_context
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403))
 RunId = Annotated[ObjectId, PathParam(description="the run's id")]
@@ -45,6 +46,8 @@ async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, s
         "created_by": caller.key_id,
         "history": [{"status": str(RunStatus.CREATED), "at": now, "message": None, "attempt": None}],
     }
+    # The scheduler continues this request's trace whenever it handles the run.
+    doc["trace_context"] = run_trace_context(doc["_id"])
     await store.insert_run(doc)
     # If this publish is lost, the scheduler still finds the run in `created` and queues it.
     await publish_event(bus, subjects, subjects.run_created,

@@ -1,0 +1,174 @@
+"""deploy/nats/nats-server.conf: every service works with its own credentials, and no
+service may publish what another owns (a trainer cannot publish run.created)."""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+from faststream.nats import NatsBroker
+from pymongo import MongoClient
+
+from shared.bus import publish_event
+from shared.events import EpochLogged
+from shared.subjects import Subjects
+from trainyard.client import TrainyardClient
+from trainyard.localstack import LocalStack, StackError, _bin, _port_open, _wait, free_port
+from trainyard.synth import write_synthetic_coco
+
+NATS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nats"
+CONFIG = NATS_DIR / "nats-server.conf"
+USERS = ("api", "scheduler", "trainer", "metrics", "operator", "system")
+TRAINER_ID = "perm-trainer-1"
+
+
+@dataclass
+class SecuredNats:
+    port: int
+
+    def url(self, user: str) -> str:
+        return f"nats://{user}:pw-{user}@127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def secured_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredNats]:
+    """nats-server with the deploy config as is; only ports, store and passwords are the test's."""
+    root = tmp_path_factory.mktemp("secured-nats")
+    port, monitor = free_port(), free_port()
+    env = {**os.environ, **{f"NATS_{user.upper()}_PASSWORD": f"pw-{user}" for user in USERS}}
+    # The store directory is the one line that differs (the flag -sd cannot override the file).
+    text = CONFIG.read_text()
+    assert text.count("store_dir: /data") == 1
+    config = root / "nats-server.conf"
+    config.write_text(text.replace("store_dir: /data", f"store_dir: {root / 'js'}"))
+    shutil.copy(NATS_DIR / "accounts.conf", root / "accounts.conf")
+    log = root / "nats.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [_bin("nats-server"), "-c", str(config), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    try:
+        _wait("nats-server (deploy config)", lambda: _port_open(port), proc, log, 20)
+        yield SecuredNats(port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _permission_errors(url: str, publish: str = "", request: str = "") -> list[str]:
+    """The errors the server sends when this user publishes to / requests on a subject."""
+
+    async def attempt() -> list[str]:
+        errors: list[str] = []
+
+        async def on_error(error: Exception) -> None:
+            errors.append(str(error))
+
+        conn = await nats.connect(url, error_cb=on_error, allow_reconnect=False)
+        try:
+            if publish:
+                await conn.publish(publish, b"{}")
+            if request:
+                await conn.publish(request, b"{}", reply=conn.new_inbox())
+            await conn.flush()
+            await asyncio.sleep(0.3)
+        finally:
+            await conn.close()
+        return errors
+
+    return asyncio.run(attempt())
+
+
+@pytest.mark.parametrize(("user", "subject"), [
+    ("trainer", "run.created"),
+    ("trainer", "run.assigned.some-trainer"),
+    ("metrics", "run.completed"),
+    ("api", "run.assigned.some-trainer"),
+    ("api", "epoch.logged"),
+    ("scheduler", "run.created"),
+    ("trainer", "run.stop_requested.some-trainer"),
+    ("api", "run.released"),
+    ("metrics", "run.kill_requested"),
+])
+def test_a_service_cannot_publish_what_another_owns(secured_nats: SecuredNats, user: str, subject: str) -> None:
+    errors = _permission_errors(secured_nats.url(user), publish=subject)
+    assert any("permissions violation" in e.lower() for e in errors), errors
+
+
+def test_a_trainer_cannot_pull_from_another_services_consumer(secured_nats: SecuredNats) -> None:
+    errors = _permission_errors(secured_nats.url("trainer"),
+                                request="$JS.API.CONSUMER.MSG.NEXT.TRAINYARD.scheduler-run-created")
+    assert any("permissions violation" in e.lower() for e in errors), errors
+
+
+def test_wrong_password_is_refused(secured_nats: SecuredNats) -> None:
+    with pytest.raises(Exception, match=r"(?i)authorization"):
+        _permission_errors(f"nats://trainer:wrong@127.0.0.1:{secured_nats.port}", publish="run.started")
+
+
+def test_services_run_end_to_end_with_their_own_credentials(
+    secured_nats: SecuredNats, servers: LocalStack, tmp_path: Path
+) -> None:
+    """run.created -> run.assigned -> run.started/run.completed, heartbeats, epoch.logged: each hop allowed."""
+    namespace = "perm" + str(int(time.time() * 1000))[-8:]
+    stack = LocalStack(tmp_path / "stack", nats_url=secured_nats.url("operator"), mongo_url=servers.mongo_url,
+                       mongo_db=namespace)
+    stack.data_dir.mkdir(parents=True)
+    assert stack.mongo_url
+    mongo: MongoClient[dict[str, object]] = MongoClient(stack.mongo_url)
+    db = mongo[namespace]
+    try:
+        for service in ("metrics", "scheduler", "api"):
+            stack.start_service(service, TRAINYARD_NATS_URL=secured_nats.url(service))
+        stack.start_service("trainer", TRAINYARD_NATS_URL=secured_nats.url("trainer"), TRAINYARD_TRAINER_ID=TRAINER_ID,
+                            TRAINYARD_ACCELERATOR_NAME="CPU", TRAINYARD_ACCELERATOR_COUNT="1", TRAINYARD_THREADS="1")
+        _until(lambda: db.trainers.find_one({"_id": TRAINER_ID}) is not None, "the scheduler never saw a heartbeat")
+
+        files = write_synthetic_coco(tmp_path / "shapes", train_images=2, val_images=2, size=64)
+        with TrainyardClient(stack.api_url, stack.admin_key) as client:
+            dataset = client.datasets.register("shapes", str(files.root))
+            # Gone before the trainer reads it: the attempt fails fast, and its run.completed still flows.
+            shutil.rmtree(files.root)
+            run = client.runs.start({"name": "perm", "dataset_id": dataset["id"], "architecture": "rtmdet-tiny",
+                                     "epochs": 1, "input_size": 64})
+            _until(lambda: client.runs.get(run["id"])["status"] == "failed", "the run never came back failed",
+                   timeout=90)
+            assert client.runs.get(run["id"])["trainer_id"] == TRAINER_ID
+
+        async def publish_epoch_as_trainer() -> None:
+            broker = NatsBroker(secured_nats.url("trainer"))
+            await broker.connect()
+            try:
+                epoch = EpochLogged(run_id=run["id"], attempt=1, epoch=1, total_epochs=1, losses={"loss_cls": 1.0},
+                                    loss=1.0, learning_rate=0.01, epoch_time_s=1.0)
+                await publish_event(broker, Subjects(), Subjects().epoch_logged, epoch, dedup_key="perm-epoch-1")
+            finally:
+                await broker.stop()
+
+        asyncio.run(publish_epoch_as_trainer())
+        _until(lambda: db.epochs.find_one({"run_id": run["id"]}) is not None, "metrics never stored the epoch")
+    finally:
+        stack.stop()
+        mongo.close()
+    for service in ("api", "scheduler", "trainer", "metrics"):
+        log = (stack.log_dir / f"{service}.log").read_text(errors="replace")
+        assert "permissions violation" not in log.lower(), f"{service}:\n{log[-3000:]}"
+
+
+def _until(condition: Callable[[], bool], message: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise StackError(message)
+        time.sleep(0.3)
