@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from services.api.auth import authenticate
 from services.api.errors import FieldProblem, Problem, install_error_handlers, problem_responses
 from services.api.limits import BodySizeLimit
-from services.api.routes import architectures, datasets, keys, run_events, run_results, runs, trainers
+from services.api.routes import architectures, datasets, keys, models, run_events, run_results, runs, trainers
 from services.api.store import ApiStore
 from services.api.telemetry import install_http_telemetry
 from shared.bus import ensure_stream, make_broker
@@ -75,7 +75,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     # Added after the body limit, so its metrics also count the requests the limit refuses.
     install_http_telemetry(app)
-    for module in (datasets, runs, run_results, run_events, architectures, trainers, keys):
+    for module in (datasets, runs, run_results, run_events, architectures, trainers, keys, models):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
     _install_openapi(app)

@@ -231,3 +231,37 @@ class TrainerOut(BaseModel):
     version: str | None
     last_seen: datetime
     runs: list[TrainerRun]
+
+
+class ModelRunOut(BaseModel):
+    id: str
+    name: str | None
+    status: str | None
+
+
+class ModelOut(BaseModel):
+    id: str
+    project: str
+    architecture: str
+    classes: list[str]
+    run: ModelRunOut
+    checkpoint: str = Field(description="where every trainer reads the weights")
+    epochs: int
+    best_epoch: int | None = Field(description="the epoch with the highest bbox_mAP")
+    best_metrics: dict[str, float]
+    base_model_id: str | None = Field(description="the model this one was fine-tuned from")
+    published: bool
+    created_at: datetime
+
+
+class ModelList(BaseModel):
+    items: list[ModelOut]
+
+
+class BestEpochOut(BaseModel):
+    model_id: str
+    metric: str
+    epoch: int
+    value: float
+    metrics: dict[str, float]
+    losses: dict[str, float]

@@ -10,12 +10,23 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.api.pagination import ORIGIN, After, Direction, Fetch, scan_by_created
-from shared.store import API_KEYS, CONFUSION_MATRICES, DATASETS, EPOCHS, ITERATIONS, PROJECTS, RUNS, TRAINERS, Document
+from shared.store import (
+    API_KEYS,
+    CONFUSION_MATRICES,
+    DATASETS,
+    EPOCHS,
+    ITERATIONS,
+    MODELS,
+    PROJECTS,
+    RUNS,
+    TRAINERS,
+    Document,
+)
 
 # A search of this many hex digits is (the start of) a run id: looked up by index, names are not searched.
 ID_PREFIX = re.compile(r"^[0-9a-f]{8,32}$")
@@ -48,6 +59,7 @@ class ApiStore:
         self.api_keys = db[API_KEYS]
         self.trainers = db[TRAINERS]
         self.projects = db[PROJECTS]
+        self.models = db[MODELS]
 
     async def ensure_indexes(self) -> None:
         newest = [("created_at", DESCENDING), ("_id", DESCENDING)]
@@ -189,6 +201,25 @@ class ApiStore:
                     {"spec.priority": priority, "created_at": {"$lt": run["created_at"]}}],
         })
         return ahead + 1
+
+    async def models_of(self, project: str, published: bool | None, limit: int) -> list[Document]:
+        query: dict[str, Any] = {"project": project}
+        if published is not None:
+            query["published"] = published
+        return await self.models.find(query).sort("created_at", DESCENDING).limit(limit).to_list()
+
+    async def model(self, project: str, model_id: str) -> Document | None:
+        return await self.models.find_one({"_id": model_id, "project": project})
+
+    async def set_published(self, project: str, model_id: str, published: bool) -> Document | None:
+        return await self.models.find_one_and_update(
+            {"_id": model_id, "project": project}, {"$set": {"published": published}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def best_epoch_by(self, run_id: str, metric: str) -> Document | None:
+        return await self.epochs.find_one({"run_id": run_id, f"metrics.{metric}": {"$exists": True}}, {"_id": 0},
+                                          sort=[(f"metrics.{metric}", DESCENDING), ("epoch", ASCENDING)])
 
     async def list_trainers(self) -> list[Document]:
         return await self.trainers.find().sort("_id", ASCENDING).to_list()

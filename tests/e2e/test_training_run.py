@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import service_log
+from tests.helpers import wait_until
 from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
@@ -50,3 +51,19 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
         # Every ground-truth box of the val set is somewhere in its row.
         val_boxes = sum(dataset["val"]["boxes_per_class"].values())
         assert sum(sum(row) for row in matrix["matrix"][:3]) >= val_boxes
+
+        # The run's trained model is in the registry, with its best epoch, and can be published.
+        models = wait_until(lambda: client.models.list()["items"], 30, "the model to be registered")
+        [model] = models
+        assert model["run"] == {"id": run["id"], "name": "e2e", "status": "success"}
+        assert model["architecture"] == "rtmdet-tiny" and model["classes"] == list(files.classes)
+        assert Path(model["checkpoint"]).is_file() and model["epochs"] == 2
+        by_map = max(logs, key=lambda e: (e["metrics"]["bbox_mAP"], -e["epoch"]))
+        assert model["best_epoch"] == by_map["epoch"] and model["base_model_id"] is None
+        best = client.request("GET", f"/v1/models/{model['id']}/best-epoch")
+        assert best["epoch"] == by_map["epoch"] and best["value"] == by_map["metrics"]["bbox_mAP"]
+        assert client.models.publish(model["id"])["published"] is True
+        assert [m["id"] for m in client.models.list(published=True)["items"]] == [model["id"]]
+        assert client.models.unpublish(model["id"])["published"] is False
+        lineage = client.request("GET", f"/v1/models/{model['id']}/lineage")
+        assert [m["id"] for m in lineage["items"]] == [model["id"]]

@@ -1,0 +1,93 @@
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from services.api.auth import ModelsPublisher, ModelsReader
+from services.api.deps import Store
+from services.api.errors import NotFound, problem_responses
+from services.api.models import BestEpochOut, ModelList, ModelOut, ModelRunOut
+from shared.specs import ObjectId
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=problem_responses(403, 404))
+ModelId = Annotated[ObjectId, Path(description="the model's id")]
+# A lineage longer than this is cut: a chain of fine-tunes is not a loop, but is bounded anyway.
+MAX_LINEAGE = 50
+
+
+async def _model_out(store: Store, project: str, doc: dict[str, Any]) -> ModelOut:
+    run = await store.run(project, doc["run_id"])
+    return ModelOut(
+        id=doc["_id"], project=doc["project"], architecture=doc["architecture"], classes=doc["classes"],
+        run=ModelRunOut(id=doc["run_id"], name=doc.get("run_name"), status=(run or {}).get("status")),
+        checkpoint=doc["checkpoint"], epochs=doc.get("epochs", 0), best_epoch=doc.get("best_epoch"),
+        best_metrics=doc.get("best_metrics", {}), base_model_id=doc.get("base_model_id"),
+        published=bool(doc.get("published")), created_at=doc["created_at"],
+    )
+
+
+async def _existing_model(store: Store, project: str, model_id: str) -> dict[str, Any]:
+    doc = await store.model(project, model_id)
+    if doc is None:
+        raise NotFound("model", model_id)
+    return doc
+
+
+@router.get("")
+async def list_models(
+    caller: ModelsReader, store: Store,
+    published: Annotated[bool | None, Query(description="only published (true) or unpublished (false)")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ModelList:
+    """Trained models of the caller's project with their runs, newest first."""
+    docs = await store.models_of(caller.project, published, limit)
+    return ModelList(items=[await _model_out(store, caller.project, doc) for doc in docs])
+
+
+@router.get("/{model_id}")
+async def get_model(model_id: ModelId, caller: ModelsReader, store: Store) -> ModelOut:
+    """One trained model: architecture, classes, run, checkpoint, best epoch, lineage."""
+    return await _model_out(store, caller.project, await _existing_model(store, caller.project, model_id))
+
+
+@router.post("/{model_id}/publish")
+async def publish_model(model_id: ModelId, caller: ModelsPublisher, store: Store) -> ModelOut:
+    """Mark a model published (visible as a deliverable of the project)."""
+    doc = await store.set_published(caller.project, model_id, True)
+    if doc is None:
+        raise NotFound("model", model_id)
+    return await _model_out(store, caller.project, doc)
+
+
+@router.post("/{model_id}/unpublish")
+async def unpublish_model(model_id: ModelId, caller: ModelsPublisher, store: Store) -> ModelOut:
+    """Withdraw a model's publication."""
+    doc = await store.set_published(caller.project, model_id, False)
+    if doc is None:
+        raise NotFound("model", model_id)
+    return await _model_out(store, caller.project, doc)
+
+
+@router.get("/{model_id}/best-epoch")
+async def get_best_epoch(
+    model_id: ModelId, caller: ModelsReader, store: Store,
+    metric: Annotated[str, Query(pattern=r"^[A-Za-z0-9_/.-]{1,64}$")] = "bbox_mAP",
+) -> BestEpochOut:
+    """The epoch of the model's run with the highest `metric` (GetBestEpochForTrainedModel)."""
+    doc = await _existing_model(store, caller.project, model_id)
+    best = await store.best_epoch_by(doc["run_id"], metric)
+    if best is None:
+        raise NotFound(f"epoch with metric {metric!r} for model", model_id)
+    return BestEpochOut(model_id=model_id, metric=metric, epoch=best["epoch"], value=best["metrics"][metric],
+                        metrics=best["metrics"], losses=best.get("losses", {}))
+
+
+@router.get("/{model_id}/lineage")
+async def get_lineage(model_id: ModelId, caller: ModelsReader, store: Store) -> ModelList:
+    """The model and the models it was fine-tuned from, newest first."""
+    chain = [await _existing_model(store, caller.project, model_id)]
+    while (base := chain[-1].get("base_model_id")) and len(chain) < MAX_LINEAGE:
+        doc = await store.model(caller.project, base)
+        if doc is None:
+            break
+        chain.append(doc)
+    return ModelList(items=[await _model_out(store, caller.project, doc) for doc in chain])
