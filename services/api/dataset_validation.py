@@ -187,3 +187,30 @@ def validate_dataset(train_annotations: Path, train_images: Path,
         val=val.summary,
         problems=problems[:MAX_PROBLEMS],
     )
+
+
+def fingerprint(paths: list[str]) -> dict[str, list[int]]:
+    """Size and modification time of each file or directory: cheap evidence that nothing changed."""
+    prints: dict[str, list[int]] = {}
+    for path in paths:
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            continue  # a missing path differs from the recorded print
+        prints[path] = [stat.st_size, stat.st_mtime_ns]
+    return prints
+
+
+def layout_paths(layout: dict[str, Any]) -> list[str]:
+    return [layout[split][part] for split in ("train", "val") for part in ("annotations", "images")]
+
+
+def recheck(layout: dict[str, Any], recorded: dict[str, list[int]] | None) -> list[Problem]:
+    """Problems of a registered dataset now; validated again only when its files changed."""
+    if recorded is not None and fingerprint(layout_paths(layout)) == recorded:
+        return []
+    report = validate_dataset(*(Path(p) for p in layout_paths(layout)))
+    if not report.problems and report.classes != layout["classes"]:
+        return [Problem(file=layout["train"]["annotations"], field="categories",
+                        message=f"classes are now {report.classes}, registered as {layout['classes']}")]
+    return report.problems

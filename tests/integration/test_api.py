@@ -66,6 +66,20 @@ def test_box_outside_image_is_named(api: httpx.Client, files: DatasetFiles) -> N
     assert body["errors"][0]["field"] == "annotations[0].bbox"
 
 
+def test_run_on_a_dataset_broken_since_registration_is_refused_before_queueing(
+    api: httpx.Client, files: DatasetFiles
+) -> None:
+    dataset_id = register(api, files.root).json()["id"]
+    spec = {"name": "r", "dataset_id": dataset_id, "architecture": "rtmdet-tiny"}
+    first = json.loads(files.val_annotations.read_text())["images"][0]
+    (files.val_images / first["file_name"]).unlink()
+    body = problem_of(api.post("/v1/runs", json=spec))
+    assert body["detail"] == (f"dataset {dataset_id} changed since it was registered and is no longer valid: "
+                              f"{files.val_images / first['file_name']}: image file does not exist")
+    assert body["errors"][0]["image_id"] == first["id"]
+    assert api.get("/v1/runs").json()["items"] == []
+
+
 def test_nothing_is_stored_for_a_rejected_dataset(api: httpx.Client, files: DatasetFiles) -> None:
     files.train_annotations.write_text("[]")
     problem_of(register(api, files.root))

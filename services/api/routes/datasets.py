@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
 
 from services.api.auth import DatasetsReader, DatasetsWriter
-from services.api.dataset_validation import SplitSummary, validate_dataset
+from services.api.dataset_validation import SplitSummary, fingerprint, layout_paths, validate_dataset
 from services.api.deps import Store
 from services.api.errors import NotFound, Unprocessable, problem_responses
 from services.api.listing import page_of_datasets
@@ -52,8 +52,11 @@ async def register_dataset(body: DatasetRegistration, caller: DatasetsWriter, st
         more = f" (and {len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
         raise Unprocessable(f"{first.file}: {first.message}{more}", [p.as_dict() for p in report.problems])
     layout = DatasetLayout(root=str(root), train=train, val=val, classes=report.classes)
+    # Recorded so that starting a run can tell cheaply whether the files changed since.
+    prints = await asyncio.to_thread(fingerprint, layout_paths(layout.model_dump()))
     doc = {
         "_id": new_id(), "project": caller.project, "name": body.name, "layout": layout.model_dump(),
+        "fingerprint": prints,
         "created_at": utcnow(), "created_by": caller.key_id,
         "train": _split_doc(train, report.train), "val": _split_doc(val, report.val),
     }

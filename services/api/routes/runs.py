@@ -1,9 +1,11 @@
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
 
 from services.api.auth import RunsReader, RunsWriter
+from services.api.dataset_validation import recheck
 from services.api.deps import Bus, Store, SubjectNames
 from services.api.errors import Conflict, NotFound, Unprocessable, problem_responses
 from services.api.listing import RunSort, page_of_runs
@@ -38,6 +40,13 @@ async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, s
     if dataset is None:
         raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}",
                             [{"field": "dataset_id", "message": "no such dataset", "value": spec.dataset_id}])
+    # Files on shared storage can change after registration: a broken dataset is
+    # refused here, before the run takes a place in the queue or an accelerator.
+    problems = await asyncio.to_thread(recheck, dataset["layout"], dataset.get("fingerprint"))
+    if problems:
+        first = problems[0]
+        raise Unprocessable(f"dataset {spec.dataset_id} changed since it was registered and is no longer valid: "
+                            f"{first.file}: {first.message}", [p.as_dict() for p in problems])
     now = utcnow()
     doc: dict[str, Any] = {
         "_id": new_id(), "project": caller.project, "name": spec.name, "spec": spec.model_dump(mode="json"),
