@@ -37,7 +37,10 @@ def _run_trace_complete(run_id: str) -> Any:
     def done(spans: list[ReceivedSpan]) -> bool:
         stored = [s for s in spans if s.name == "store epoch" and s.attributes.get("trainyard.run_id") == run_id]
         completed = [s for s in spans if s.name.endswith("run.completed process")]
-        return len(stored) >= 2 and bool(completed)
+        # The trainer's span ends after it publishes run.completed, so it can arrive
+        # after the scheduler's handling of that event: wait for it too.
+        trained = [s for s in spans if s.name == "train run" and s.attributes.get("trainyard.run_id") == run_id]
+        return len(stored) >= 2 and bool(completed) and bool(trained)
 
     return done
 
