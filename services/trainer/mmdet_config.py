@@ -51,7 +51,15 @@ class _Family:
 _FAMILIES: dict[str, _Family] = {
     "rtmdet": _Family(native_size=640, lr_reference_batch=None, unfreeze_backbone=False),
     "retinanet": _Family(native_size=1333, lr_reference_batch=16, unfreeze_backbone=True),
+    "faster_rcnn": _Family(native_size=1333, lr_reference_batch=16, unfreeze_backbone=True),
+    "fcos": _Family(native_size=1333, lr_reference_batch=16, unfreeze_backbone=True),
+    # YOLOX trains at 640 (its test pipeline at 416 scales with it).
+    "yolox": _Family(native_size=640, lr_reference_batch=64, unfreeze_backbone=False),
 }
+
+# Output channels of each ResNet stage, by depth: the FPN's in_channels follow
+# a backbone_depth that replaces the stock one.
+_RESNET_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
 
 
 class DatasetError(ValueError):
@@ -75,12 +83,20 @@ def build_config(job: TrainingJob) -> Config:
     _check_annotations(dataset.val.annotations, classes, "val")
 
     # Model: our classes, no downloads.
-    cfg.model.bbox_head.num_classes = len(classes)
+    # Two-stage detectors classify in the RoI head; single-stage ones in bbox_head.
+    head = cfg.model.roi_head.bbox_head if "roi_head" in cfg.model else cfg.model.bbox_head
+    head.num_classes = len(classes)
     _drop_pretrained(cfg.model)
     cfg.pop("checkpoint", None)  # RTMDet's top-level pretrained URL, unused without init_cfg
+    if arch.backbone_depth is not None:
+        cfg.model.backbone.depth = arch.backbone_depth
+        cfg.model.neck.in_channels = _RESNET_CHANNELS[arch.backbone_depth]
     if family.unfreeze_backbone:
         cfg.model.backbone.frozen_stages = -1
         cfg.model.backbone.norm_eval = False
+        # FCOS's caffe recipe also fixes the BatchNorm affine parameters.
+        cfg.model.backbone.norm_cfg = {**cfg.model.backbone.get("norm_cfg", {"type": "BN"}), "requires_grad": True}
+    _fit_batch_resize(cfg.model, spec.input_size / family.native_size)
 
     # Data: absolute paths, our classes (CocoDataset maps categories by name),
     # one process (no workers: tiny sets, and the trainer budgets threads).
@@ -91,10 +107,12 @@ def build_config(job: TrainingJob) -> Config:
         loader.num_workers = 0
         loader.persistent_workers = False  # must be False without workers
         loader.pin_memory = job.device == "cuda"
-        loader.dataset.data_root = dataset.root
-        loader.dataset.ann_file = split.annotations
-        loader.dataset.data_prefix = {"img": split.images}
-        loader.dataset.metainfo = {"classes": classes}
+        # YOLOX wraps its train set in a MultiImageMixDataset (for Mosaic).
+        leaf = loader.dataset.dataset if "dataset" in loader.dataset else loader.dataset
+        leaf.data_root = dataset.root
+        leaf.ann_file = split.annotations
+        leaf.data_prefix = {"img": split.images}
+        leaf.metainfo = {"classes": classes}
     cfg.val_evaluator.ann_file = dataset.val.annotations
     cfg.test_dataloader = cfg.val_dataloader
     cfg.test_evaluator = cfg.val_evaluator
@@ -236,6 +254,16 @@ def _fit_schedule(cfg: Config, stock_epochs: int, epochs: int, total_iters: int)
     cfg.param_scheduler = schedulers
 
 
+def _fit_batch_resize(model: Any, factor: float) -> None:
+    """YOLOX resizes whole batches to a random multiple of 32 in a range around
+    its native input: scale that range with the input (at least one step of 32)."""
+    for augment in model.get("data_preprocessor", {}).get("batch_augments") or []:
+        if augment.get("type") == "BatchSyncRandomResize":
+            divisor = augment.get("size_divisor", 32)
+            low, high = (max(divisor, round(v * factor / divisor) * divisor) for v in augment["random_size_range"])
+            augment["random_size_range"] = (low, max(low, high))
+
+
 def _fit_pipeline_switch(cfg: Config, stock_epochs: int, epochs: int) -> None:
     """RTMDet trains with Mosaic/MixUp, then PipelineSwitchHook turns them off
     for the last 20 of 300 epochs. Long runs keep that, squeezed
@@ -250,3 +278,10 @@ def _fit_pipeline_switch(cfg: Config, stock_epochs: int, epochs: int) -> None:
         else:
             stage2 = max(1, round((stock_epochs - hook["switch_epoch"]) * epochs / stock_epochs))
             hook["switch_epoch"] = epochs - stage2
+    # YOLOX's equivalent (last 15 of 300 epochs without Mosaic, with an L1 loss):
+    # short runs switch from the first epoch, for the same reason.
+    for hook in [h for h in cfg.get("custom_hooks", []) if h.get("type") == "YOLOXModeSwitchHook"]:
+        if epochs < _MOSAIC_MIN_EPOCHS:
+            hook["num_last_epochs"] = epochs
+        else:
+            hook["num_last_epochs"] = max(1, round(hook["num_last_epochs"] * epochs / stock_epochs))
