@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.catalogue import ARCHITECTURES
 
@@ -38,6 +38,14 @@ class RunSpec(Strict):
         "rerun", description="when its trainer is lost: retry from the latest checkpoint, or fail"
     )
     execution_timeout_s: Annotated[int, Field(ge=10, le=7 * 24 * 3600)] = 3600
+    optimizer: Literal["sgd", "adamw"] | None = Field(
+        None, description="the optimizer; None: the architecture's stock one (GET /v1/architectures)"
+    )
+    num_frozen_stages: Annotated[int, Field(ge=0, le=4, description="backbone stages kept frozen (0: none)")] = 0
+    evaluation_interval: Annotated[
+        int, Field(ge=1, le=1000, description="evaluate every N epochs (and always the last one)")
+    ] = 1
+    workers: Annotated[int, Field(ge=0, le=32, description="data loader worker processes")] = 0
 
     @field_validator("architecture")
     @classmethod
@@ -46,6 +54,15 @@ class RunSpec(Strict):
             known = ", ".join(sorted(ARCHITECTURES))
             raise ValueError(f"unknown architecture {value!r}; known: {known}")
         return value
+
+    @model_validator(mode="after")
+    def _frozen_stages_exist(self) -> "RunSpec":
+        stages = ARCHITECTURES[self.architecture].backbone_stages
+        if self.num_frozen_stages > stages:
+            raise ValueError(
+                f"num_frozen_stages {self.num_frozen_stages}: {self.architecture}'s backbone has {stages} stages"
+            )
+        return self
 
 
 class DatasetSplit(Strict):

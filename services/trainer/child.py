@@ -22,6 +22,8 @@ from pydantic import BaseModel
 
 from services.trainer.reports import FailedReport, FinishedReport, StartedReport, TrainingJob
 
+CONFIG_FILE = "config.py"
+
 
 class ReportWriter:
     """Writes each report as one JSON line and flushes it at once."""
@@ -76,6 +78,9 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
     device = f"cuda:0 ({torch.cuda.get_device_name(0)})" if job.device == "cuda" else "cpu"
 
     cfg = build_config(job)
+    # The exact config trained with, beside the checkpoints: a run can be reproduced from it.
+    Path(job.work_dir).mkdir(parents=True, exist_ok=True)
+    cfg.dump(str(Path(job.work_dir) / CONFIG_FILE))
     write(StartedReport(device=device))
     runner = Runner.from_cfg(cfg)
     for hook in runner.hooks:

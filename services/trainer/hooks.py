@@ -19,6 +19,7 @@ from mmengine.registry import HOOKS
 
 from services.trainer.confusion import confusion_matrix, to_event
 from services.trainer.reports import EpochReport
+from shared.events import ConfusionMatrix
 
 # CocoMetric's keys -> the names EpochReport.metrics carries.
 METRIC_KEYS = {
@@ -115,6 +116,11 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
 
     def after_train_epoch(self, runner: Any) -> None:
         self._epoch = runner.epoch + 1  # runner.epoch is still 0-based here
+        if not _validates_after(runner, self._epoch):
+            # An epoch without evaluation (evaluation_interval > 1) is still
+            # reported, with its losses and no COCO metrics or matrix.
+            self._reported = self._epoch
+            self.write(self._report(runner, metrics={}, matrix=None))
 
     # validation ---------------------------------------------------------
     def before_val_epoch(self, runner: Any) -> None:
@@ -152,20 +158,31 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             score_thr=self.score_thr,
             iou_thr=self.iou_thr,
         )
+        report = self._report(runner, map_metrics(metrics), to_event(matrix, classes, self.score_thr, self.iou_thr))
+        self._reported = self._epoch
+        self.write(report)
+
+    def _report(self, runner: Any, metrics: dict[str, float], matrix: ConfusionMatrix | None) -> EpochReport:
         losses = {k: v / self._iters for k, v in self._loss_sums.items()}
         total = losses.pop("loss", None)
-        report = EpochReport(
+        return EpochReport(
             epoch=self._epoch,
             total_epochs=runner.max_epochs,
             losses=losses,
             loss=total if total is not None else sum(losses.values()),
             learning_rate=self._lr,
             epoch_time_s=time.perf_counter() - self._started,
-            metrics=map_metrics(metrics),
-            confusion_matrix=to_event(matrix, classes, self.score_thr, self.iou_thr),
+            metrics=metrics,
+            confusion_matrix=matrix,
         )
-        self._reported = self._epoch
-        self.write(report)
+
+
+def _validates_after(runner: Any, epoch: int) -> bool:
+    """Whether MMEngine's EpochBasedTrainLoop validates after this (1-based) epoch."""
+    loop = runner.train_loop
+    if runner.val_loop is None or epoch < getattr(loop, "val_begin", 1):
+        return False
+    return epoch % getattr(loop, "val_interval", 1) == 0 or epoch == runner.max_epochs
 
 
 def _ground_truth(dataset: Any) -> dict[Any, tuple[np.ndarray, np.ndarray]]:

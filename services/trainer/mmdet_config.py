@@ -62,6 +62,16 @@ _FAMILIES: dict[str, _Family] = {
 _RESNET_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
 
 
+# An optimizer other than the architecture's stock one: MMDetection's common
+# recipes (SGD as in schedule_1x, AdamW as in RTMDet), each with the batch its
+# learning rate is for (None: AdamW's rate is not scaled with the batch).
+_OTHER_OPTIMIZER: dict[str, dict[str, Any]] = {
+    "sgd": {"type": "SGD", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0001},
+    "adamw": {"type": "AdamW", "lr": 0.004, "weight_decay": 0.05},
+}
+_OTHER_OPTIMIZER_BATCH: dict[str, int | None] = {"sgd": 16, "adamw": None}
+
+
 class DatasetError(ValueError):
     """The job's dataset files cannot be trained on; the message says why."""
 
@@ -96,6 +106,10 @@ def build_config(job: TrainingJob) -> Config:
         cfg.model.backbone.norm_eval = False
         # FCOS's caffe recipe also fixes the BatchNorm affine parameters.
         cfg.model.backbone.norm_cfg = {**cfg.model.backbone.get("norm_cfg", {"type": "BN"}), "requires_grad": True}
+    if spec.num_frozen_stages > 0:
+        # ResNet, CSPNeXt and CSPDarknet all read frozen_stages=N as "the stem
+        # and the first N stages"; -1 (set above or stock) freezes nothing.
+        cfg.model.backbone.frozen_stages = spec.num_frozen_stages
     _fit_batch_resize(cfg.model, spec.input_size / family.native_size)
 
     # Data: absolute paths, our classes (CocoDataset maps categories by name),
@@ -104,8 +118,8 @@ def build_config(job: TrainingJob) -> Config:
     for key, split in splits.items():
         loader = cfg[key]
         loader.batch_size = spec.batch_size
-        loader.num_workers = 0
-        loader.persistent_workers = False  # must be False without workers
+        loader.num_workers = spec.workers
+        loader.persistent_workers = spec.workers > 0  # must be False without workers
         loader.pin_memory = job.device == "cuda"
         # YOLOX wraps its train set in a MultiImageMixDataset (for Mosaic).
         leaf = loader.dataset.dataset if "dataset" in loader.dataset else loader.dataset
@@ -120,15 +134,24 @@ def build_config(job: TrainingJob) -> Config:
 
     # Schedule: every epoch validated, stock schedule shape squeezed into the run.
     stock_epochs = cfg.train_cfg.max_epochs
-    cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs, "val_interval": 1}
+    # MMEngine's loop validates every val_interval epochs and always the last one;
+    # TrainyardReportHook reports the epochs in between with their losses only.
+    cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs,
+                     "val_interval": spec.evaluation_interval}
     iters_per_epoch = math.ceil(train_images / spec.batch_size)
     _fit_schedule(cfg, stock_epochs, spec.epochs, spec.epochs * iters_per_epoch)
     _fit_pipeline_switch(cfg, stock_epochs, spec.epochs)
     stock_lr = cfg.optim_wrapper.optimizer.lr  # after _fit_schedule, which reads it too
+    if spec.optimizer is not None and spec.optimizer != arch.optimizer:
+        cfg.optim_wrapper.optimizer = dict(_OTHER_OPTIMIZER[spec.optimizer])  # a copy: the config is edited
+        reference_batch = _OTHER_OPTIMIZER_BATCH[spec.optimizer]
+        stock_lr = cfg.optim_wrapper.optimizer.lr
+    else:
+        reference_batch = family.lr_reference_batch
     if spec.learning_rate is not None:
         cfg.optim_wrapper.optimizer.lr = spec.learning_rate
-    elif family.lr_reference_batch is not None:
-        cfg.optim_wrapper.optimizer.lr = stock_lr * spec.batch_size / family.lr_reference_batch
+    elif reference_batch is not None:
+        cfg.optim_wrapper.optimizer.lr = stock_lr * spec.batch_size / reference_batch
 
     # Runtime: where, what to keep, how to report.
     cfg.work_dir = job.work_dir
