@@ -7,9 +7,11 @@ stays plain data and the hook is testable with a list's append.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,42 +19,21 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from services.trainer.coco_eval import category_ids, evaluate, predictions_to_coco
 from services.trainer.confusion import confusion_matrix, to_event
 from services.trainer.reports import EpochReport
 from shared.events import ConfusionMatrix
 
-# CocoMetric's keys -> the names EpochReport.metrics carries.
-METRIC_KEYS = {
-    "coco/bbox_mAP": "bbox_mAP",
-    "coco/bbox_mAP_50": "bbox_mAP_50",
-    "coco/bbox_mAP_75": "bbox_mAP_75",
-    "coco/bbox_mAP_s": "bbox_mAP_s",
-    "coco/bbox_mAP_m": "bbox_mAP_m",
-    "coco/bbox_mAP_l": "bbox_mAP_l",
-}
-# Reported as 0.0 when CocoMetric returns {} because the model predicted nothing.
-ALWAYS_REPORTED = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75")
+# Where each evaluation's predictions go, relative to the work dir (COCO results JSON).
+PREDICTIONS_DIR = "predictions"
 
 
 class TrainingDiverged(FloatingPointError):
     """A loss became NaN or infinite."""
 
 
-def map_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
-    """CocoMetric's results as EpochReport metrics.
-
-    COCO gives -1 for a size range with no ground truth (e.g. no large boxes):
-    such a metric is left out, it was not measured. An empty result (no
-    predictions at all) reports mAP, mAP50 and mAP75 as 0.0.
-    """
-    mapped = {
-        name: float(metrics[key])
-        for key, name in METRIC_KEYS.items()
-        if metrics and key in metrics and math.isfinite(metrics[key]) and metrics[key] >= 0
-    }
-    for name in ALWAYS_REPORTED:
-        mapped.setdefault(name, 0.0)
-    return mapped
+def predictions_path(work_dir: str | Path, epoch: int) -> Path:
+    return Path(work_dir) / PREDICTIONS_DIR / f"epoch_{epoch}.bbox.json"
 
 
 @HOOKS.register_module()
@@ -143,6 +124,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             )
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+        # `metrics` (CocoMetric's, rounded to 3 decimals) is only logged: the report's come from coco_eval.
         if self._iters == 0 or self._epoch == self._reported:
             return  # a validation outside training (runner.val()), or one already reported
         classes = list(runner.val_dataloader.dataset.metainfo["classes"])
@@ -158,9 +140,21 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             score_thr=self.score_thr,
             iou_thr=self.iou_thr,
         )
-        report = self._report(runner, map_metrics(metrics), to_event(matrix, classes, self.score_thr, self.iou_thr))
+        report = self._report(runner, self._coco_metrics(runner, classes),
+                              to_event(matrix, classes, self.score_thr, self.iou_thr))
         self._reported = self._epoch
         self.write(report)
+
+    def _coco_metrics(self, runner: Any, classes: list[str]) -> dict[str, float]:
+        """Keep this evaluation's predictions as COCO results JSON and compute the
+        reported metrics from that file with pycocotools (see coco_eval), so they
+        can be recomputed exactly from what is stored."""
+        ann_file = runner.val_dataloader.dataset.ann_file
+        path = predictions_path(runner.work_dir, self._epoch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        results = predictions_to_coco(self._preds, category_ids(ann_file, classes))
+        path.write_text(json.dumps(results))
+        return evaluate(ann_file, str(path), classes)
 
     def _report(self, runner: Any, metrics: dict[str, float], matrix: ConfusionMatrix | None) -> EpochReport:
         losses = {k: v / self._iters for k, v in self._loss_sums.items()}

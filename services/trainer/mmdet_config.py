@@ -128,6 +128,7 @@ def build_config(job: TrainingJob) -> Config:
         leaf.data_prefix = {"img": split.images}
         leaf.metainfo = {"classes": classes}
     cfg.val_evaluator.ann_file = dataset.val.annotations
+    cfg.val_evaluator.classwise = True  # per-class AP in the log (the report computes its own, unrounded)
     cfg.test_dataloader = cfg.val_dataloader
     cfg.test_evaluator = cfg.val_evaluator
     _rescale_pipelines(cfg, spec.input_size / family.native_size)
