@@ -41,6 +41,16 @@ class RunCreated(RunEvent):
     spec: RunSpec
 
 
+class BaseModelRef(BaseModel):
+    """The registered model a run starts from (spec.base_model_id), as the trainer needs it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    checkpoint: str = Field(description="path of its weights, readable by every trainer")
+    classes: list[str]
+
+
 class RunAssigned(RunEvent):
     """The scheduler gave an attempt of a run to one trainer."""
 
@@ -48,6 +58,8 @@ class RunAssigned(RunEvent):
     trainer_id: str
     spec: RunSpec
     dataset: DatasetLayout
+    # Filled from the models collection when spec.base_model_id is set.
+    base_model: BaseModelRef | None = None
 
 
 class RunAccepted(RunEvent):

@@ -46,6 +46,9 @@ class RunSpec(Strict):
         int, Field(ge=1, le=1000, description="evaluate every N epochs (and always the last one)")
     ] = 1
     workers: Annotated[int, Field(ge=0, le=32, description="data loader worker processes")] = 0
+    base_model_id: ObjectId | None = Field(
+        None, description="a trained model of the registry to start from (transfer learning); None: random init"
+    )
 
     @field_validator("architecture")
     @classmethod

@@ -67,10 +67,12 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # MMEngine takes a GPU whenever it sees one
 
     import torch
+    from mmengine.logging import print_log
     from mmengine.runner import Runner
 
     from services.trainer.hooks import TrainyardReportHook
     from services.trainer.mmdet_config import build_config
+    from services.trainer.transfer import prepare_base_weights
 
     torch.set_num_threads(job.threads)
     if job.device == "cuda" and not torch.cuda.is_available():
@@ -81,8 +83,19 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
     # The exact config trained with, beside the checkpoints: a run can be reproduced from it.
     Path(job.work_dir).mkdir(parents=True, exist_ok=True)
     cfg.dump(str(Path(job.work_dir) / CONFIG_FILE))
-    write(StartedReport(device=device))
     runner = Runner.from_cfg(cfg)
+    started = StartedReport(device=device)
+    if job.base_model is not None and job.resume_from is None:
+        # The model exists now (weights are initialised and loaded in runner.train()):
+        # keep the base weights whose shapes fit it, for load_from.
+        transfer = prepare_base_weights(job.base_model, runner.model.state_dict(), Path(cfg.load_from))
+        print_log(
+            f"base model {job.base_model.id}: {len(transfer.loaded)} tensors loaded; re-initialised "
+            f"(shape differs or missing): {transfer.reinitialised or 'none'}",
+            logger="current",
+        )
+        started = StartedReport(device=device, base_model_id=job.base_model.id, reinitialised=transfer.reinitialised)
+    write(started)
     for hook in runner.hooks:
         if isinstance(hook, TrainyardReportHook):
             hook.write = write
@@ -113,7 +126,7 @@ def describe_failure(exc: BaseException) -> str:
         return "out of host memory: reduce batch_size or input_size, or give the trainer more memory"
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"file not found: {exc.filename} (check the dataset's image and annotation paths)"
-    if name in {"DatasetError", "TrainingDiverged", "DeviceError"}:
+    if name in {"DatasetError", "TrainingDiverged", "DeviceError", "BaseModelError"}:
         return text
     return f"{name}: {text}"[:2000] if text else name
 

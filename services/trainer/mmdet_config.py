@@ -19,6 +19,7 @@ from mmengine.config import Config
 
 from services.trainer import hooks as _hooks  # noqa: F401 - registers TrainyardReportHook, used below
 from services.trainer.reports import TrainingJob
+from services.trainer.transfer import BASE_WEIGHTS_FILE
 from shared.catalogue import ARCHITECTURES
 
 # Keys of data transforms (Resize, RandomResize, RandomCrop, Pad, (Cached)Mosaic,
@@ -173,6 +174,10 @@ def build_config(job: TrainingJob) -> Config:
     # where the earlier attempt's last checkpoint left them.
     cfg.load_from = job.resume_from
     cfg.resume = job.resume_from is not None
+    if job.base_model is not None and job.resume_from is None:
+        # Transfer learning: the child writes the base model's fitting weights
+        # here once the model is built (services/trainer/transfer.py), before training.
+        cfg.load_from = str(Path(job.work_dir) / BASE_WEIGHTS_FILE)
     return cfg
 
 

@@ -156,6 +156,7 @@ class TrainingSession:
             device="cuda" if self.device == "cuda" else "cpu",
             threads=self.threads,
             resume_from=str(checkpoint) if (checkpoint := latest_checkpoint(self.run_dir, self.attempt)) else None,
+            base_model=self.assignment.base_model,
         )
         if self.stop_outcome is not None or self.release_reason is not None:
             return 0, None, False  # stopped before it began
@@ -198,6 +199,9 @@ class TrainingSession:
                     log.warning("run %s: unreadable report from the training child: %s", self.run_id, error)
                     continue
                 if isinstance(report, StartedReport):
+                    if report.base_model_id is not None:
+                        log.info("run %s starts from model %s; re-initialised: %s", self.run_id,
+                                 report.base_model_id, report.reinitialised or "nothing")
                     await self.emit("started", RunStarted(
                         run_id=self.run_id, attempt=self.assignment.attempt,
                         trainer_id=self.assignment.trainer_id, device=report.device,
@@ -229,6 +233,9 @@ class TrainingSession:
             checkpoint=self.final_checkpoint,
             # The last epoch, counting those of earlier attempts this one resumed from.
             epochs_completed=self.last_epoch,
+            # Lineage: the registered model this run was fine-tuned from, if any.
+            base_model_id=self.assignment.base_model.id if self.assignment.base_model
+            else self.assignment.spec.base_model_id,
         )
         await self.emit("model", model, self._dedup("model"))
 
