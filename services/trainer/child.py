@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # any bad job file is reported, not raised
         return _fail(write, f"job file {args.job}: {exc}")
     try:
-        write(FinishedReport(checkpoint=train(job, write)))
+        checkpoint = train(job, write)
+        write(FinishedReport(checkpoint=checkpoint, best_checkpoint=best_checkpoint(Path(job.work_dir))))
     except Exception as exc:  # the parent gets a message, stderr the traceback
         traceback.print_exc()
         return _fail(write, describe_failure(exc))
@@ -111,6 +112,12 @@ def last_checkpoint(work_dir: Path) -> str | None:
         if path.is_file():
             return str(path)
     candidates = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: p.stat().st_mtime)
+    return str(candidates[-1]) if candidates else None
+
+
+def best_checkpoint(work_dir: Path) -> str | None:
+    """CheckpointHook's save_best keeps one `best_<metric>_epoch_<N>.pth`, deleting the previous."""
+    candidates = sorted(work_dir.glob("best_*.pth"), key=lambda p: p.stat().st_mtime)
     return str(candidates[-1]) if candidates else None
 
 

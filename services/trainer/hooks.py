@@ -23,7 +23,11 @@ from services.trainer.coco_eval import category_ids, evaluate, predictions_to_co
 from services.trainer.confusion import confusion_matrix, to_event
 from services.trainer.reports import EpochReport
 from shared.events import ConfusionMatrix
+from shared.specs import LOWER_IS_BETTER
 
+# TrainyardReportHook adds its metrics to each evaluation's results under this
+# prefix, so CheckpointHook's save_best and TrainyardStopHook read the reported values.
+METRIC_PREFIX = "trainyard/"
 # Where each evaluation's predictions go, relative to the work dir (COCO results JSON).
 PREDICTIONS_DIR = "predictions"
 
@@ -57,9 +61,15 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         score_thr: float = 0.3,
         iou_thr: float = 0.5,
         write: Callable[[EpochReport], None] | None = None,
+        val_loss: bool = False,
     ) -> None:
         self.score_thr = score_thr
         self.iou_thr = iou_thr
+        # Validation loss costs a second forward pass per batch: only when a
+        # checkpoint strategy or limit uses it.
+        self.val_loss = val_loss
+        self._val_loss_sum = 0.0
+        self._val_batches = 0
         self.write: Callable[[EpochReport], None] = write or _log_report
         self._loss_sums: dict[str, float] = {}
         self._iters = 0
@@ -106,12 +116,15 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
     # validation ---------------------------------------------------------
     def before_val_epoch(self, runner: Any) -> None:
         self._preds = []
+        self._val_loss_sum, self._val_batches = 0.0, 0
         if self._gt is None:
             self._gt = _ground_truth(runner.val_dataloader.dataset)
 
     def after_val_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Sequence[Any] | None = None
     ) -> None:
+        if self.val_loss and data_batch is not None:
+            self._add_val_loss(runner, data_batch)
         for sample in outputs or []:
             pred = sample.pred_instances
             self._preds.append(
@@ -140,10 +153,39 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             score_thr=self.score_thr,
             iou_thr=self.iou_thr,
         )
-        report = self._report(runner, self._coco_metrics(runner, classes),
-                              to_event(matrix, classes, self.score_thr, self.iou_thr))
+        reported = self._coco_metrics(runner, classes)
+        if self._val_batches:
+            reported["val_loss"] = self._val_loss_sum / self._val_batches
+        report = self._report(runner, reported, to_event(matrix, classes, self.score_thr, self.iou_thr))
+        if metrics is not None:
+            metrics.update({METRIC_PREFIX + k: v for k, v in reported.items()})
         self._reported = self._epoch
         self.write(report)
+
+    def _add_val_loss(self, runner: Any, data_batch: Any) -> None:
+        """The model's training loss on one validation batch (in eval mode, no augmentation).
+
+        The val pipelines load boxes after resizing, in original-image
+        coordinates: they are scaled here to the network input, as the train
+        pipeline's are. Runs inside ValLoop's no_grad."""
+        samples = [sample.clone() for sample in data_batch["data_samples"]]
+        for sample in samples:
+            sx, sy = sample.metainfo.get("scale_factor", (1.0, 1.0))
+            boxes = sample.gt_instances.bboxes
+            if hasattr(boxes, "rescale_"):  # mmdet's box types (HorizontalBoxes)
+                boxes.rescale_((sx, sy))
+            else:
+                sample.gt_instances.bboxes = boxes * boxes.new_tensor([sx, sy, sx, sy])
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        data = model.data_preprocessor({**data_batch, "data_samples": samples}, False)
+        losses = model(**data, mode="loss")
+        total = 0.0
+        for key, value in losses.items():
+            if "loss" in key:
+                values = value if isinstance(value, list | tuple) else [value]
+                total += sum(float(v.sum()) for v in values)
+        self._val_loss_sum += total
+        self._val_batches += 1
 
     def _coco_metrics(self, runner: Any, classes: list[str]) -> dict[str, float]:
         """Keep this evaluation's predictions as COCO results JSON and compute the
@@ -169,6 +211,48 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             metrics=metrics,
             confusion_matrix=matrix,
         )
+
+
+@HOOKS.register_module()
+class TrainyardStopHook(Hook):  # type: ignore[misc]
+    """Ends training (successfully) after an evaluation where `limit_metric`
+    reached `limit_value`, or when `patience_metric` has not improved for
+    `patience` evaluations. Runs after CheckpointHook, so that epoch's
+    checkpoints are written first; MMEngine's loop stops at its next check."""
+
+    priority = "LOWEST"
+
+    def __init__(self, limit_metric: str | None = None, limit_value: float | None = None,
+                 patience_metric: str | None = None, patience: int | None = None) -> None:
+        self.limit_metric, self.limit_value = limit_metric, limit_value
+        self.patience_metric, self.patience = patience_metric, patience
+        self._best: float | None = None
+        self._stale = 0
+
+    def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+        metrics = metrics or {}
+        reason = None
+        if self.limit_metric is not None and self.limit_value is not None:
+            value = metrics.get(METRIC_PREFIX + self.limit_metric)
+            if value is not None and _better_or_equal(self.limit_metric, value, self.limit_value):
+                reason = f"{self.limit_metric} = {value:.6g} reached the limit {self.limit_value:g}"
+        if self.patience_metric is not None and self.patience is not None:
+            value = metrics.get(METRIC_PREFIX + self.patience_metric)
+            if value is not None:
+                if self._best is None or (value != self._best
+                                          and _better_or_equal(self.patience_metric, value, self._best)):
+                    self._best, self._stale = value, 0
+                else:
+                    self._stale += 1
+                if self._stale >= self.patience and reason is None:
+                    reason = f"{self.patience_metric} has not improved for {self._stale} evaluations"
+        if reason is not None:
+            print_log(f"trainyard: stopping after epoch {runner.epoch}: {reason}", logger="current")
+            runner.train_loop.stop_training = True
+
+
+def _better_or_equal(metric: str, value: float, than: float) -> bool:
+    return value <= than if metric in LOWER_IS_BETTER else value >= than
 
 
 def _validates_after(runner: Any, epoch: int) -> bool:

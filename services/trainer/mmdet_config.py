@@ -17,10 +17,11 @@ from typing import Any
 
 from mmengine.config import Config
 
-from services.trainer import hooks as _hooks  # noqa: F401 - registers TrainyardReportHook, used below
+from services.trainer.hooks import METRIC_PREFIX  # importing registers the Trainyard hooks used below
 from services.trainer.reports import TrainingJob
 from services.trainer.transfer import BASE_WEIGHTS_FILE
 from shared.catalogue import ARCHITECTURES
+from shared.specs import LOWER_IS_BETTER
 
 # Keys of data transforms (Resize, RandomResize, RandomCrop, Pad, (Cached)Mosaic,
 # (Cached)MixUp, TestTimeAug...) that hold a (w, h) size in pixels.
@@ -161,15 +162,33 @@ def build_config(job: TrainingJob) -> Config:
     cfg.default_hooks.checkpoint = {
         "type": "CheckpointHook",
         "interval": 1,
-        # Two: a resume may need the epoch before the last (see session.latest_checkpoint).
-        "max_keep_ckpts": 2,
+        # At least two: a resume may need the epoch before the last (see session.latest_checkpoint).
+        "max_keep_ckpts": max(2, spec.checkpoint.keep),
         "save_last": True,
     }
+    watched = spec.watched_metric
+    if spec.checkpoint.strategy != "latest":
+        # TrainyardReportHook puts its metrics into the evaluation's results as
+        # trainyard/<name> before CheckpointHook (lower priority) reads them.
+        cfg.default_hooks.checkpoint.update(
+            save_best=f"{METRIC_PREFIX}{watched}", rule="less" if watched in LOWER_IS_BETTER else "greater"
+        )
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 5}
     cfg.log_processor = {"type": "LogProcessor", "window_size": 5, "by_epoch": True}
     cfg.vis_backends = [{"type": "LocalVisBackend"}]
     cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": cfg.vis_backends, "name": "visualizer"}
-    cfg.custom_hooks = [*cfg.get("custom_hooks", []), {"type": "TrainyardReportHook"}]
+    cfg.custom_hooks = [
+        *cfg.get("custom_hooks", []),
+        {"type": "TrainyardReportHook", "val_loss": spec.needs_val_loss},
+    ]
+    if spec.limit is not None or spec.patience is not None:
+        cfg.custom_hooks.append({
+            "type": "TrainyardStopHook",
+            "limit_metric": spec.limit.metric if spec.limit else None,
+            "limit_value": spec.limit.value if spec.limit else None,
+            "patience_metric": watched if spec.patience else None,
+            "patience": spec.patience,
+        })
     # Resuming restores epoch, optimizer, schedule and EMA, so epochs continue
     # where the earlier attempt's last checkpoint left them.
     cfg.load_from = job.resume_from

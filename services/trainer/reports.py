@@ -58,6 +58,8 @@ class FailedReport(BaseModel):
 class FinishedReport(BaseModel):
     kind: Literal["finished"] = "finished"
     checkpoint: str | None = None
+    # The best epoch's checkpoint, when the spec's checkpoint strategy keeps one.
+    best_checkpoint: str | None = None
 
 
 ChildReport = Annotated[

@@ -212,7 +212,8 @@ class TrainingSession:
                     failure = report.message
                 elif isinstance(report, FinishedReport):
                     finished = True
-                    self.final_checkpoint = report.checkpoint
+                    # The registered model is the best epoch's when the strategy keeps one.
+                    self.final_checkpoint = report.best_checkpoint or report.checkpoint
         finally:
             transport.close()
         returncode = await self.process.wait()

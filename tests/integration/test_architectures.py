@@ -33,7 +33,8 @@ def tiny_job(tmp_path: Path, architecture: str, **spec: object) -> TrainingJob:
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 def test_one_epoch_of_each_architecture(tmp_path: Path, architecture: str) -> None:
-    job = tiny_job(tmp_path, architecture)
+    # lowest_val_loss: every architecture also computes its validation loss and keeps a best checkpoint.
+    job = tiny_job(tmp_path, architecture, checkpoint={"strategy": "lowest_val_loss"})
     began = time.monotonic()
     rc, reports, log = run_child(job, tmp_path)
     took = time.monotonic() - began
@@ -45,5 +46,7 @@ def test_one_epoch_of_each_architecture(tmp_path: Path, architecture: str) -> No
     assert all(math.isfinite(v) for v in [epoch.loss, *epoch.losses.values()])
     assert epoch.learning_rate > 0
     assert "bbox_mAP" in epoch.metrics and epoch.confusion_matrix is not None
+    assert math.isfinite(epoch.metrics["val_loss"]) and epoch.metrics["val_loss"] > 0
     assert isinstance(finished, FinishedReport) and finished.checkpoint and Path(finished.checkpoint).is_file()
+    assert finished.best_checkpoint and Path(finished.best_checkpoint).is_file()
     print(f"{architecture}: one epoch through the child in {took:.1f} s")
