@@ -117,6 +117,25 @@ class EpochLogged(RunEvent):
     confusion_matrix: ConfusionMatrix | None = None
 
 
+class IterationLog(BaseModel):
+    """The training losses of one iteration (every spec.log_interval iterations)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: Annotated[int, Field(ge=1, description="iteration number over the whole run, from 1")]
+    epoch: Annotated[int, Field(ge=1)]
+    loss: FiniteFloat = Field(description="total training loss of the iteration")
+    losses: dict[str, FiniteFloat] = Field(description="each loss the model reports")
+    learning_rate: FiniteFloat
+
+
+class IterationsLogged(RunEvent):
+    """A batch of iteration logs of one attempt, in step order."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    steps: Annotated[list[IterationLog], Field(min_length=1)]
+
+
 class RunCompleted(RunEvent):
     """The one terminal event of an attempt; it carries the final status."""
 

@@ -83,6 +83,9 @@ class RunSpec(Strict):
         int | None,
         Field(ge=1, le=1000, description="stop when checkpoint.metric has not improved for this many evaluations"),
     ] = None
+    log_interval: Annotated[
+        int, Field(ge=1, le=100_000, description="log the training losses every N iterations")
+    ] = 10
     base_model_id: ObjectId | None = Field(
         None, description="a trained model of the registry to start from (transfer learning); None: random init"
     )

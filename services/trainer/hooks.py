@@ -21,13 +21,15 @@ from mmengine.registry import HOOKS
 
 from services.trainer.coco_eval import category_ids, evaluate, predictions_to_coco
 from services.trainer.confusion import confusion_matrix, to_event
-from services.trainer.reports import EpochReport
-from shared.events import ConfusionMatrix
+from services.trainer.reports import EpochReport, IterationsReport
+from shared.events import ConfusionMatrix, IterationLog
 from shared.specs import LOWER_IS_BETTER
 
 # TrainyardReportHook adds its metrics to each evaluation's results under this
 # prefix, so CheckpointHook's save_best and TrainyardStopHook read the reported values.
 METRIC_PREFIX = "trainyard/"
+# Iteration logs are sent in batches of this many steps (and at each epoch's end).
+ITERATIONS_PER_REPORT = 10
 # Where each evaluation's predictions go, relative to the work dir (COCO results JSON).
 PREDICTIONS_DIR = "predictions"
 
@@ -60,8 +62,9 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         self,
         score_thr: float = 0.3,
         iou_thr: float = 0.5,
-        write: Callable[[EpochReport], None] | None = None,
+        write: Callable[[Any], None] | None = None,
         val_loss: bool = False,
+        log_interval: int = 10,
     ) -> None:
         self.score_thr = score_thr
         self.iou_thr = iou_thr
@@ -70,7 +73,9 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         self.val_loss = val_loss
         self._val_loss_sum = 0.0
         self._val_batches = 0
-        self.write: Callable[[EpochReport], None] = write or _log_report
+        self.write: Callable[[Any], None] = write or _log_report
+        self.log_interval = log_interval
+        self._steps: list[IterationLog] = []
         self._loss_sums: dict[str, float] = {}
         self._iters = 0
         self._lr = 0.0
@@ -89,6 +94,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict[str, Any] | None = None
     ) -> None:
+        step_losses: dict[str, float] = {}
         for key, value in (outputs or {}).items():
             if "loss" not in key:
                 continue
@@ -99,7 +105,20 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
                     f"{batch_idx + 1}; lower the learning_rate or raise the batch_size"
                 )
             self._loss_sums[key] = self._loss_sums.get(key, 0.0) + number
+            step_losses[key] = number
         self._iters += 1
+        step = runner.iter + 1  # runner.iter counts from 0 and moves on after this hook
+        if step % self.log_interval == 0 and step_losses:
+            total = step_losses.pop("loss", sum(step_losses.values()))
+            self._steps.append(IterationLog(step=step, epoch=runner.epoch + 1, loss=total, losses=step_losses,
+                                            learning_rate=self._lr))
+            if len(self._steps) >= ITERATIONS_PER_REPORT:
+                self._flush_steps()
+
+    def _flush_steps(self) -> None:
+        if self._steps:
+            self.write(IterationsReport(steps=self._steps))
+            self._steps = []
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         # Before ParamSchedulerHook steps it: the rate this iteration trains with.
@@ -107,6 +126,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
 
     def after_train_epoch(self, runner: Any) -> None:
         self._epoch = runner.epoch + 1  # runner.epoch is still 0-based here
+        self._flush_steps()  # an epoch's iteration logs go out before its report
         if not _validates_after(runner, self._epoch):
             # An epoch without evaluation (evaluation_interval > 1) is still
             # reported, with its losses and no COCO metrics or matrix.

@@ -179,7 +179,7 @@ def build_config(job: TrainingJob) -> Config:
     cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": cfg.vis_backends, "name": "visualizer"}
     cfg.custom_hooks = [
         *cfg.get("custom_hooks", []),
-        {"type": "TrainyardReportHook", "val_loss": spec.needs_val_loss},
+        {"type": "TrainyardReportHook", "val_loss": spec.needs_val_loss, "log_interval": spec.log_interval},
     ]
     if spec.limit is not None or spec.patience is not None:
         cfg.custom_hooks.append({

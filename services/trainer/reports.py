@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.events import BaseModelRef, ConfusionMatrix, FiniteFloat
+from shared.events import BaseModelRef, ConfusionMatrix, FiniteFloat, IterationLog
 from shared.specs import DatasetLayout, RunSpec
 
 
@@ -50,6 +50,11 @@ class EpochReport(BaseModel):
     confusion_matrix: ConfusionMatrix | None = None
 
 
+class IterationsReport(BaseModel):
+    kind: Literal["iterations"] = "iterations"
+    steps: list[IterationLog]
+
+
 class FailedReport(BaseModel):
     kind: Literal["failed"] = "failed"
     message: str
@@ -63,6 +68,6 @@ class FinishedReport(BaseModel):
 
 
 ChildReport = Annotated[
-    StartedReport | EpochReport | FailedReport | FinishedReport, Field(discriminator="kind")
+    StartedReport | EpochReport | IterationsReport | FailedReport | FinishedReport, Field(discriminator="kind")
 ]
 child_report_adapter: TypeAdapter[ChildReport] = TypeAdapter(ChildReport)

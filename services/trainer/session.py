@@ -14,11 +14,21 @@ from services.trainer.reports import (
     EpochReport,
     FailedReport,
     FinishedReport,
+    IterationsReport,
     StartedReport,
     TrainingJob,
     child_report_adapter,
 )
-from shared.events import EpochLogged, Event, ModelRegistered, RunAssigned, RunCompleted, RunReleased, RunStarted
+from shared.events import (
+    EpochLogged,
+    Event,
+    IterationsLogged,
+    ModelRegistered,
+    RunAssigned,
+    RunCompleted,
+    RunReleased,
+    RunStarted,
+)
 from shared.status import RunStatus
 from shared.telemetry import child_process_env
 
@@ -208,6 +218,9 @@ class TrainingSession:
                     ), self._dedup("started"))
                 elif isinstance(report, EpochReport):
                     await self._report_epoch(report)
+                elif isinstance(report, IterationsReport):
+                    event = IterationsLogged(run_id=self.run_id, attempt=self.attempt, steps=report.steps)
+                    await self.emit("iterations", event, self._dedup(f"iterations:{report.steps[0].step}"))
                 elif isinstance(report, FailedReport):
                     failure = report.message
                 elif isinstance(report, FinishedReport):

@@ -55,3 +55,20 @@ def test_epochs_between_evaluations_report_losses_only_and_the_config_is_written
     assert reloaded.train_cfg.max_epochs == 3 and reloaded.train_cfg.val_interval == 2
     assert reloaded.randomness.seed == job.spec.seed
     assert reloaded.train_dataloader.dataset.ann_file == job.dataset.train.annotations
+
+
+@pytest.mark.training
+def test_iteration_logs_every_log_interval_steps(tmp_path: Path) -> None:
+    from services.trainer.reports import IterationsReport
+
+    # 4 images, batch 2: 2 iterations per epoch, 4 in all; logged at steps 2 and 4.
+    job = tiny_job(tmp_path, "rtmdet-tiny", epochs=2, log_interval=2)
+    rc, reports, log = run_child(job, tmp_path)
+    assert rc == 0, log[-3000:]
+    kinds = [r.kind for r in reports]
+    assert kinds == ["started", "iterations", "epoch", "iterations", "epoch", "finished"], kinds
+    steps = [s for r in reports if isinstance(r, IterationsReport) for s in r.steps]
+    assert [(s.step, s.epoch) for s in steps] == [(2, 1), (4, 2)]
+    for s in steps:
+        assert {"loss_cls", "loss_bbox"} <= s.losses.keys() and s.learning_rate > 0
+        assert s.loss == pytest.approx(sum(s.losses.values()), rel=1e-5)
