@@ -59,6 +59,10 @@ def _parameters(optimizer: str, stages: int, learning_rate_note: str) -> list[Tu
                          description="data loader worker processes (0: load in the training process)"),
         TunableParameter(name="seed", type="int", default=0, minimum=0, maximum=2**31 - 1,
                          description="random seed"),
+        TunableParameter(name="log_interval", type="int", default=10, minimum=1, maximum=100_000,
+                         description="log the training losses every N iterations"),
+        TunableParameter(name="patience", type="int", default=None, minimum=1, maximum=1000,
+                         description="stop when the checkpoint metric has not improved for N evaluations"),
     ]
 
 
