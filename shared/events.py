@@ -41,6 +41,16 @@ class RunCreated(RunEvent):
     spec: RunSpec
 
 
+class BaseModelRef(BaseModel):
+    """The registered model a run starts from (spec.base_model_id), as the trainer needs it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    checkpoint: str = Field(description="path of its weights, readable by every trainer")
+    classes: list[str]
+
+
 class RunAssigned(RunEvent):
     """The scheduler gave an attempt of a run to one trainer."""
 
@@ -48,6 +58,8 @@ class RunAssigned(RunEvent):
     trainer_id: str
     spec: RunSpec
     dataset: DatasetLayout
+    # Filled from the models collection when spec.base_model_id is set.
+    base_model: BaseModelRef | None = None
 
 
 class RunAccepted(RunEvent):
@@ -103,6 +115,25 @@ class EpochLogged(RunEvent):
         default_factory=dict, description="COCO bbox metrics: bbox_mAP, bbox_mAP_50, bbox_mAP_75, ..."
     )
     confusion_matrix: ConfusionMatrix | None = None
+
+
+class IterationLog(BaseModel):
+    """The training losses of one iteration (every spec.log_interval iterations)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: Annotated[int, Field(ge=1, description="iteration number over the whole run, from 1")]
+    epoch: Annotated[int, Field(ge=1)]
+    loss: FiniteFloat = Field(description="total training loss of the iteration")
+    losses: dict[str, FiniteFloat] = Field(description="each loss the model reports")
+    learning_rate: FiniteFloat
+
+
+class IterationsLogged(RunEvent):
+    """A batch of iteration logs of one attempt, in step order."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    steps: Annotated[list[IterationLog], Field(min_length=1)]
 
 
 class RunCompleted(RunEvent):

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.catalogue import ARCHITECTURES
 
@@ -19,8 +19,39 @@ class AcceleratorRequest(Strict):
     count: Annotated[int, Field(ge=1, le=16)] = 1
 
 
+# Metrics a checkpoint strategy or a limit may name: each evaluation reports them
+# (docs/architecture.md, "COCO metrics"); val_loss is lower-is-better, the rest higher.
+TrackedMetric = Literal[
+    "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l",
+    "precision_50", "recall_50", "val_loss",
+]
+LOWER_IS_BETTER = frozenset({"val_loss"})
+
+
+class CheckpointPolicy(Strict):
+    """Which checkpoints a run keeps. The latest epochs are always kept (at least two:
+    resuming may need the epoch before the last); `best` also keeps the best epoch by
+    `metric`, `lowest_val_loss` the epoch of lowest validation loss."""
+
+    strategy: Literal["latest", "best", "lowest_val_loss"] = "latest"
+    metric: TrackedMetric = "bbox_mAP"
+    keep: Annotated[int, Field(ge=1, le=100, description="latest epoch checkpoints kept (at least 2 are)")] = 2
+
+
+class StopLimit(Strict):
+    """Stop the run (successfully) at the first evaluation where `metric` reaches `value`
+    (>= for higher-is-better metrics, <= for val_loss)."""
+
+    metric: TrackedMetric = "bbox_mAP"
+    value: float
+
+
 class RunSpec(Strict):
-    """What to train: validated before anything is stored."""
+    """What to train: validated before anything is stored.
+
+    `patience` watches the checkpoint strategy's metric: `checkpoint.metric`, or
+    val_loss for `lowest_val_loss`.
+    """
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     dataset_id: ObjectId
@@ -38,6 +69,26 @@ class RunSpec(Strict):
         "rerun", description="when its trainer is lost: retry from the latest checkpoint, or fail"
     )
     execution_timeout_s: Annotated[int, Field(ge=10, le=7 * 24 * 3600)] = 3600
+    optimizer: Literal["sgd", "adamw"] | None = Field(
+        None, description="the optimizer; None: the architecture's stock one (GET /v1/architectures)"
+    )
+    num_frozen_stages: Annotated[int, Field(ge=0, le=4, description="backbone stages kept frozen (0: none)")] = 0
+    evaluation_interval: Annotated[
+        int, Field(ge=1, le=1000, description="evaluate every N epochs (and always the last one)")
+    ] = 1
+    workers: Annotated[int, Field(ge=0, le=32, description="data loader worker processes")] = 0
+    checkpoint: CheckpointPolicy = CheckpointPolicy()
+    limit: StopLimit | None = None
+    patience: Annotated[
+        int | None,
+        Field(ge=1, le=1000, description="stop when checkpoint.metric has not improved for this many evaluations"),
+    ] = None
+    log_interval: Annotated[
+        int, Field(ge=1, le=100_000, description="log the training losses every N iterations")
+    ] = 10
+    base_model_id: ObjectId | None = Field(
+        None, description="a trained model of the registry to start from (transfer learning); None: random init"
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -46,6 +97,24 @@ class RunSpec(Strict):
             known = ", ".join(sorted(ARCHITECTURES))
             raise ValueError(f"unknown architecture {value!r}; known: {known}")
         return value
+
+    @model_validator(mode="after")
+    def _frozen_stages_exist(self) -> "RunSpec":
+        stages = ARCHITECTURES[self.architecture].backbone_stages
+        if self.num_frozen_stages > stages:
+            raise ValueError(
+                f"num_frozen_stages {self.num_frozen_stages}: {self.architecture}'s backbone has {stages} stages"
+            )
+        return self
+
+    @property
+    def watched_metric(self) -> str:
+        """The metric `patience` and the best checkpoint follow."""
+        return "val_loss" if self.checkpoint.strategy == "lowest_val_loss" else self.checkpoint.metric
+
+    @property
+    def needs_val_loss(self) -> bool:
+        return "val_loss" in {self.watched_metric, self.limit.metric if self.limit else None}
 
 
 class DatasetSplit(Strict):

@@ -15,6 +15,7 @@ DATASETS = "datasets"  # api
 TRAINERS = "trainers"  # scheduler
 EPOCHS = "epochs"  # metrics
 CONFUSION_MATRICES = "confusion_matrices"  # metrics
+ITERATIONS = "iterations"  # metrics: one document per logged (run, step)
 MODELS = "models"  # metrics registers them; the api toggles `published`
 API_KEYS = "api_keys"  # api (/v1/keys) and the operator's `trainyard keys bootstrap`
 ITERATIONS = "iterations"  # metrics, once trainers report iteration losses

@@ -18,7 +18,8 @@ class Subjects:
 
     @property
     def stream_subjects(self) -> list[str]:
-        return [self._s("run.>"), self._s("epoch.>"), self._s("model.>"), self._s("deadletter.>")]
+        return [self._s("run.>"), self._s("epoch.>"), self._s("model.>"), self._s("iteration.>"),
+                self._s("deadletter.>")]
 
     @property
     def run_created(self) -> str:
@@ -31,6 +32,11 @@ class Subjects:
     @property
     def epoch_logged(self) -> str:
         return self._s("epoch.logged")
+
+    @property
+    def iterations_logged(self) -> str:
+        # A batch of training-loss logs every spec.log_interval iterations.
+        return self._s("iteration.logged")
 
     @property
     def run_completed(self) -> str:

@@ -10,7 +10,7 @@ from pymongo.errors import PyMongoError
 
 from services.metrics.store import MetricsStore
 from shared.bus import decode_event, durable, event_stream, pull
-from shared.events import EpochLogged, ModelRegistered
+from shared.events import EpochLogged, IterationsLogged, ModelRegistered
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,8 @@ EPOCHS_INGESTED = Counter("trainyard_epochs_ingested_total", "epoch.logged event
 CONSUMER = "metrics-epochs"
 MODELS_CONSUMER = "metrics-models"
 MODELS_REGISTERED = Counter("trainyard_models_registered_total", "Trained models recorded")
+ITERATIONS_CONSUMER = "metrics-iterations"
+ITERATIONS_INGESTED = Counter("trainyard_iterations_ingested_total", "Iteration logs stored (steps)", ["outcome"])
 
 
 def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) -> NatsRouter:
@@ -71,5 +73,29 @@ def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) ->
         except PyMongoError as error:
             log.warning("registering model of run %s failed, retrying: %s", event.run_id, error)
             raise NackMessage(delay=2.0) from error
+
+    @router.subscriber(
+        subjects.iterations_logged,
+        stream=event_stream(subjects),
+        durable=ITERATIONS_CONSUMER,
+        config=durable(ITERATIONS_CONSUMER),
+        pull_sub=pull(),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_iterations_logged(message: NatsMessage) -> None:
+        event = await decode_event(message, IterationsLogged, broker=broker, subjects=subjects,
+                                   consumer=ITERATIONS_CONSUMER)
+        if event is None:
+            return
+        try:
+            if await store.is_superseded(event.run_id, event.attempt):
+                ITERATIONS_INGESTED.labels(outcome="superseded").inc(len(event.steps))
+                return
+            stored = await store.record_iterations(event)
+        except PyMongoError as error:
+            log.warning("storing iterations of run %s failed, retrying: %s", event.run_id, error)
+            raise NackMessage(delay=2.0) from error
+        ITERATIONS_INGESTED.labels(outcome="stored").inc(stored)
+        ITERATIONS_INGESTED.labels(outcome="duplicate").inc(len(event.steps) - stored)
 
     return router

@@ -7,8 +7,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.metrics.telemetry import traced_ingest
-from shared.events import EpochLogged, ModelRegistered, utcnow
-from shared.store import CONFUSION_MATRICES, EPOCHS, MODELS, RUNS, Document
+from shared.events import EpochLogged, IterationsLogged, ModelRegistered, utcnow
+from shared.store import CONFUSION_MATRICES, EPOCHS, ITERATIONS, MODELS, RUNS, Document
 
 
 class MetricsStore:
@@ -17,6 +17,7 @@ class MetricsStore:
         self.confusion_matrices = db[CONFUSION_MATRICES]
         self.runs = db[RUNS]
         self.models = db[MODELS]
+        self.iterations = db[ITERATIONS]
 
     async def is_superseded(self, run_id: str, attempt: int) -> bool:
         """True when the run has moved on to a newer attempt: the attempt number is a fencing
@@ -29,6 +30,8 @@ class MetricsStore:
         await self.epochs.create_index(key, unique=True, name="run_epoch_unique")
         await self.confusion_matrices.create_index(key, unique=True, name="run_epoch_unique")
         await self.models.create_index([("run_id", ASCENDING)], unique=True, name="one_model_per_run")
+        await self.iterations.create_index([("run_id", ASCENDING), ("step", ASCENDING)], unique=True,
+                                           name="run_step_unique")
         await self.models.create_index([("published", ASCENDING), ("created_at", ASCENDING)], name="published")
 
     @traced_ingest
@@ -57,6 +60,20 @@ class MetricsStore:
                           "logged_at": event.occurred_at}
             await self._insert_once(self.confusion_matrices, key, matrix_doc)
         return inserted
+
+    async def record_iterations(self, event: IterationsLogged) -> int:
+        """Store each step once (unique (run_id, step)); returns how many were new or replaced.
+
+        As with epochs, a step a later attempt logs again (it resumed from an
+        earlier checkpoint and re-trained it) replaces the earlier attempt's.
+        """
+        stored = 0
+        for log in event.steps:
+            key = {"run_id": event.run_id, "step": log.step}
+            doc = {**key, "attempt": event.attempt, "epoch": log.epoch, "loss": log.loss, "losses": log.losses,
+                   "learning_rate": log.learning_rate, "logged_at": event.occurred_at}
+            stored += await self._insert_once(self.iterations, key, doc)
+        return stored
 
     @staticmethod
     async def _insert_once(collection: Any, key: Document, doc: Document) -> bool:

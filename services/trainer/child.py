@@ -22,6 +22,8 @@ from pydantic import BaseModel
 
 from services.trainer.reports import FailedReport, FinishedReport, StartedReport, TrainingJob
 
+CONFIG_FILE = "config.py"
+
 
 class ReportWriter:
     """Writes each report as one JSON line and flushes it at once."""
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # any bad job file is reported, not raised
         return _fail(write, f"job file {args.job}: {exc}")
     try:
-        write(FinishedReport(checkpoint=train(job, write)))
+        checkpoint = train(job, write)
+        write(FinishedReport(checkpoint=checkpoint, best_checkpoint=best_checkpoint(Path(job.work_dir))))
     except Exception as exc:  # the parent gets a message, stderr the traceback
         traceback.print_exc()
         return _fail(write, describe_failure(exc))
@@ -65,10 +68,12 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # MMEngine takes a GPU whenever it sees one
 
     import torch
+    from mmengine.logging import print_log
     from mmengine.runner import Runner
 
     from services.trainer.hooks import TrainyardReportHook
     from services.trainer.mmdet_config import build_config
+    from services.trainer.transfer import prepare_base_weights
 
     torch.set_num_threads(job.threads)
     if job.device == "cuda" and not torch.cuda.is_available():
@@ -76,8 +81,22 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
     device = f"cuda:0 ({torch.cuda.get_device_name(0)})" if job.device == "cuda" else "cpu"
 
     cfg = build_config(job)
-    write(StartedReport(device=device))
+    # The exact config trained with, beside the checkpoints: a run can be reproduced from it.
+    Path(job.work_dir).mkdir(parents=True, exist_ok=True)
+    cfg.dump(str(Path(job.work_dir) / CONFIG_FILE))
     runner = Runner.from_cfg(cfg)
+    started = StartedReport(device=device)
+    if job.base_model is not None and job.resume_from is None:
+        # The model exists now (weights are initialised and loaded in runner.train()):
+        # keep the base weights whose shapes fit it, for load_from.
+        transfer = prepare_base_weights(job.base_model, runner.model.state_dict(), Path(cfg.load_from))
+        print_log(
+            f"base model {job.base_model.id}: {len(transfer.loaded)} tensors loaded; re-initialised "
+            f"(shape differs or missing): {transfer.reinitialised or 'none'}",
+            logger="current",
+        )
+        started = StartedReport(device=device, base_model_id=job.base_model.id, reinitialised=transfer.reinitialised)
+    write(started)
     for hook in runner.hooks:
         if isinstance(hook, TrainyardReportHook):
             hook.write = write
@@ -96,6 +115,12 @@ def last_checkpoint(work_dir: Path) -> str | None:
     return str(candidates[-1]) if candidates else None
 
 
+def best_checkpoint(work_dir: Path) -> str | None:
+    """CheckpointHook's save_best keeps one `best_<metric>_epoch_<N>.pth`, deleting the previous."""
+    candidates = sorted(work_dir.glob("best_*.pth"), key=lambda p: p.stat().st_mtime)
+    return str(candidates[-1]) if candidates else None
+
+
 def describe_failure(exc: BaseException) -> str:
     """A message a person can act on; the traceback goes to stderr."""
     text = str(exc).strip()
@@ -108,7 +133,7 @@ def describe_failure(exc: BaseException) -> str:
         return "out of host memory: reduce batch_size or input_size, or give the trainer more memory"
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"file not found: {exc.filename} (check the dataset's image and annotation paths)"
-    if name in {"DatasetError", "TrainingDiverged", "DeviceError"}:
+    if name in {"DatasetError", "TrainingDiverged", "DeviceError", "BaseModelError"}:
         return text
     return f"{name}: {text}"[:2000] if text else name
 

@@ -7,9 +7,11 @@ stays plain data and the hook is testable with a list's append.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,41 +19,27 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from services.trainer.coco_eval import category_ids, evaluate, predictions_to_coco
 from services.trainer.confusion import confusion_matrix, to_event
-from services.trainer.reports import EpochReport
+from services.trainer.reports import EpochReport, IterationsReport
+from shared.events import ConfusionMatrix, IterationLog
+from shared.specs import LOWER_IS_BETTER
 
-# CocoMetric's keys -> the names EpochReport.metrics carries.
-METRIC_KEYS = {
-    "coco/bbox_mAP": "bbox_mAP",
-    "coco/bbox_mAP_50": "bbox_mAP_50",
-    "coco/bbox_mAP_75": "bbox_mAP_75",
-    "coco/bbox_mAP_s": "bbox_mAP_s",
-    "coco/bbox_mAP_m": "bbox_mAP_m",
-    "coco/bbox_mAP_l": "bbox_mAP_l",
-}
-# Reported as 0.0 when CocoMetric returns {} because the model predicted nothing.
-ALWAYS_REPORTED = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75")
+# TrainyardReportHook adds its metrics to each evaluation's results under this
+# prefix, so CheckpointHook's save_best and TrainyardStopHook read the reported values.
+METRIC_PREFIX = "trainyard/"
+# Iteration logs are sent in batches of this many steps (and at each epoch's end).
+ITERATIONS_PER_REPORT = 10
+# Where each evaluation's predictions go, relative to the work dir (COCO results JSON).
+PREDICTIONS_DIR = "predictions"
 
 
 class TrainingDiverged(FloatingPointError):
     """A loss became NaN or infinite."""
 
 
-def map_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
-    """CocoMetric's results as EpochReport metrics.
-
-    COCO gives -1 for a size range with no ground truth (e.g. no large boxes):
-    such a metric is left out, it was not measured. An empty result (no
-    predictions at all) reports mAP, mAP50 and mAP75 as 0.0.
-    """
-    mapped = {
-        name: float(metrics[key])
-        for key, name in METRIC_KEYS.items()
-        if metrics and key in metrics and math.isfinite(metrics[key]) and metrics[key] >= 0
-    }
-    for name in ALWAYS_REPORTED:
-        mapped.setdefault(name, 0.0)
-    return mapped
+def predictions_path(work_dir: str | Path, epoch: int) -> Path:
+    return Path(work_dir) / PREDICTIONS_DIR / f"epoch_{epoch}.bbox.json"
 
 
 @HOOKS.register_module()
@@ -74,11 +62,20 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         self,
         score_thr: float = 0.3,
         iou_thr: float = 0.5,
-        write: Callable[[EpochReport], None] | None = None,
+        write: Callable[[Any], None] | None = None,
+        val_loss: bool = False,
+        log_interval: int = 10,
     ) -> None:
         self.score_thr = score_thr
         self.iou_thr = iou_thr
-        self.write: Callable[[EpochReport], None] = write or _log_report
+        # Validation loss costs a second forward pass per batch: only when a
+        # checkpoint strategy or limit uses it.
+        self.val_loss = val_loss
+        self._val_loss_sum = 0.0
+        self._val_batches = 0
+        self.write: Callable[[Any], None] = write or _log_report
+        self.log_interval = log_interval
+        self._steps: list[IterationLog] = []
         self._loss_sums: dict[str, float] = {}
         self._iters = 0
         self._lr = 0.0
@@ -97,6 +94,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict[str, Any] | None = None
     ) -> None:
+        step_losses: dict[str, float] = {}
         for key, value in (outputs or {}).items():
             if "loss" not in key:
                 continue
@@ -107,7 +105,20 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
                     f"{batch_idx + 1}; lower the learning_rate or raise the batch_size"
                 )
             self._loss_sums[key] = self._loss_sums.get(key, 0.0) + number
+            step_losses[key] = number
         self._iters += 1
+        step = runner.iter + 1  # runner.iter counts from 0 and moves on after this hook
+        if step % self.log_interval == 0 and step_losses:
+            total = step_losses.pop("loss", sum(step_losses.values()))
+            self._steps.append(IterationLog(step=step, epoch=runner.epoch + 1, loss=total, losses=step_losses,
+                                            learning_rate=self._lr))
+            if len(self._steps) >= ITERATIONS_PER_REPORT:
+                self._flush_steps()
+
+    def _flush_steps(self) -> None:
+        if self._steps:
+            self.write(IterationsReport(steps=self._steps))
+            self._steps = []
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         # Before ParamSchedulerHook steps it: the rate this iteration trains with.
@@ -115,16 +126,25 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
 
     def after_train_epoch(self, runner: Any) -> None:
         self._epoch = runner.epoch + 1  # runner.epoch is still 0-based here
+        self._flush_steps()  # an epoch's iteration logs go out before its report
+        if not _validates_after(runner, self._epoch):
+            # An epoch without evaluation (evaluation_interval > 1) is still
+            # reported, with its losses and no COCO metrics or matrix.
+            self._reported = self._epoch
+            self.write(self._report(runner, metrics={}, matrix=None))
 
     # validation ---------------------------------------------------------
     def before_val_epoch(self, runner: Any) -> None:
         self._preds = []
+        self._val_loss_sum, self._val_batches = 0.0, 0
         if self._gt is None:
             self._gt = _ground_truth(runner.val_dataloader.dataset)
 
     def after_val_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Sequence[Any] | None = None
     ) -> None:
+        if self.val_loss and data_batch is not None:
+            self._add_val_loss(runner, data_batch)
         for sample in outputs or []:
             pred = sample.pred_instances
             self._preds.append(
@@ -137,6 +157,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             )
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+        # `metrics` (CocoMetric's, rounded to 3 decimals) is only logged: the report's come from coco_eval.
         if self._iters == 0 or self._epoch == self._reported:
             return  # a validation outside training (runner.val()), or one already reported
         classes = list(runner.val_dataloader.dataset.metainfo["classes"])
@@ -152,20 +173,114 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             score_thr=self.score_thr,
             iou_thr=self.iou_thr,
         )
+        reported = self._coco_metrics(runner, classes)
+        if self._val_batches:
+            reported["val_loss"] = self._val_loss_sum / self._val_batches
+        report = self._report(runner, reported, to_event(matrix, classes, self.score_thr, self.iou_thr))
+        if metrics is not None:
+            metrics.update({METRIC_PREFIX + k: v for k, v in reported.items()})
+        self._reported = self._epoch
+        self.write(report)
+
+    def _add_val_loss(self, runner: Any, data_batch: Any) -> None:
+        """The model's training loss on one validation batch (in eval mode, no augmentation).
+
+        The val pipelines load boxes after resizing, in original-image
+        coordinates: they are scaled here to the network input, as the train
+        pipeline's are. Runs inside ValLoop's no_grad."""
+        samples = [sample.clone() for sample in data_batch["data_samples"]]
+        for sample in samples:
+            sx, sy = sample.metainfo.get("scale_factor", (1.0, 1.0))
+            boxes = sample.gt_instances.bboxes
+            if hasattr(boxes, "rescale_"):  # mmdet's box types (HorizontalBoxes)
+                boxes.rescale_((sx, sy))
+            else:
+                sample.gt_instances.bboxes = boxes * boxes.new_tensor([sx, sy, sx, sy])
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        data = model.data_preprocessor({**data_batch, "data_samples": samples}, False)
+        losses = model(**data, mode="loss")
+        total = 0.0
+        for key, value in losses.items():
+            if "loss" in key:
+                values = value if isinstance(value, list | tuple) else [value]
+                total += sum(float(v.sum()) for v in values)
+        self._val_loss_sum += total
+        self._val_batches += 1
+
+    def _coco_metrics(self, runner: Any, classes: list[str]) -> dict[str, float]:
+        """Keep this evaluation's predictions as COCO results JSON and compute the
+        reported metrics from that file with pycocotools (see coco_eval), so they
+        can be recomputed exactly from what is stored."""
+        ann_file = runner.val_dataloader.dataset.ann_file
+        path = predictions_path(runner.work_dir, self._epoch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        results = predictions_to_coco(self._preds, category_ids(ann_file, classes))
+        path.write_text(json.dumps(results))
+        return evaluate(ann_file, str(path), classes)
+
+    def _report(self, runner: Any, metrics: dict[str, float], matrix: ConfusionMatrix | None) -> EpochReport:
         losses = {k: v / self._iters for k, v in self._loss_sums.items()}
         total = losses.pop("loss", None)
-        report = EpochReport(
+        return EpochReport(
             epoch=self._epoch,
             total_epochs=runner.max_epochs,
             losses=losses,
             loss=total if total is not None else sum(losses.values()),
             learning_rate=self._lr,
             epoch_time_s=time.perf_counter() - self._started,
-            metrics=map_metrics(metrics),
-            confusion_matrix=to_event(matrix, classes, self.score_thr, self.iou_thr),
+            metrics=metrics,
+            confusion_matrix=matrix,
         )
-        self._reported = self._epoch
-        self.write(report)
+
+
+@HOOKS.register_module()
+class TrainyardStopHook(Hook):  # type: ignore[misc]
+    """Ends training (successfully) after an evaluation where `limit_metric`
+    reached `limit_value`, or when `patience_metric` has not improved for
+    `patience` evaluations. Runs after CheckpointHook, so that epoch's
+    checkpoints are written first; MMEngine's loop stops at its next check."""
+
+    priority = "LOWEST"
+
+    def __init__(self, limit_metric: str | None = None, limit_value: float | None = None,
+                 patience_metric: str | None = None, patience: int | None = None) -> None:
+        self.limit_metric, self.limit_value = limit_metric, limit_value
+        self.patience_metric, self.patience = patience_metric, patience
+        self._best: float | None = None
+        self._stale = 0
+
+    def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+        metrics = metrics or {}
+        reason = None
+        if self.limit_metric is not None and self.limit_value is not None:
+            value = metrics.get(METRIC_PREFIX + self.limit_metric)
+            if value is not None and _better_or_equal(self.limit_metric, value, self.limit_value):
+                reason = f"{self.limit_metric} = {value:.6g} reached the limit {self.limit_value:g}"
+        if self.patience_metric is not None and self.patience is not None:
+            value = metrics.get(METRIC_PREFIX + self.patience_metric)
+            if value is not None:
+                if self._best is None or (value != self._best
+                                          and _better_or_equal(self.patience_metric, value, self._best)):
+                    self._best, self._stale = value, 0
+                else:
+                    self._stale += 1
+                if self._stale >= self.patience and reason is None:
+                    reason = f"{self.patience_metric} has not improved for {self._stale} evaluations"
+        if reason is not None:
+            print_log(f"trainyard: stopping after epoch {runner.epoch}: {reason}", logger="current")
+            runner.train_loop.stop_training = True
+
+
+def _better_or_equal(metric: str, value: float, than: float) -> bool:
+    return value <= than if metric in LOWER_IS_BETTER else value >= than
+
+
+def _validates_after(runner: Any, epoch: int) -> bool:
+    """Whether MMEngine's EpochBasedTrainLoop validates after this (1-based) epoch."""
+    loop = runner.train_loop
+    if runner.val_loop is None or epoch < getattr(loop, "val_begin", 1):
+        return False
+    return epoch % getattr(loop, "val_interval", 1) == 0 or epoch == runner.max_epochs
 
 
 def _ground_truth(dataset: Any) -> dict[Any, tuple[np.ndarray, np.ndarray]]:

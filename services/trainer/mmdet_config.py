@@ -17,9 +17,11 @@ from typing import Any
 
 from mmengine.config import Config
 
-from services.trainer import hooks as _hooks  # noqa: F401 - registers TrainyardReportHook, used below
+from services.trainer.hooks import METRIC_PREFIX  # importing registers the Trainyard hooks used below
 from services.trainer.reports import TrainingJob
+from services.trainer.transfer import BASE_WEIGHTS_FILE
 from shared.catalogue import ARCHITECTURES
+from shared.specs import LOWER_IS_BETTER
 
 # Keys of data transforms (Resize, RandomResize, RandomCrop, Pad, (Cached)Mosaic,
 # (Cached)MixUp, TestTimeAug...) that hold a (w, h) size in pixels.
@@ -51,7 +53,25 @@ class _Family:
 _FAMILIES: dict[str, _Family] = {
     "rtmdet": _Family(native_size=640, lr_reference_batch=None, unfreeze_backbone=False),
     "retinanet": _Family(native_size=1333, lr_reference_batch=16, unfreeze_backbone=True),
+    "faster_rcnn": _Family(native_size=1333, lr_reference_batch=16, unfreeze_backbone=True),
+    "fcos": _Family(native_size=1333, lr_reference_batch=16, unfreeze_backbone=True),
+    # YOLOX trains at 640 (its test pipeline at 416 scales with it).
+    "yolox": _Family(native_size=640, lr_reference_batch=64, unfreeze_backbone=False),
 }
+
+# Output channels of each ResNet stage, by depth: the FPN's in_channels follow
+# a backbone_depth that replaces the stock one.
+_RESNET_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
+
+
+# An optimizer other than the architecture's stock one: MMDetection's common
+# recipes (SGD as in schedule_1x, AdamW as in RTMDet), each with the batch its
+# learning rate is for (None: AdamW's rate is not scaled with the batch).
+_OTHER_OPTIMIZER: dict[str, dict[str, Any]] = {
+    "sgd": {"type": "SGD", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0001},
+    "adamw": {"type": "AdamW", "lr": 0.004, "weight_decay": 0.05},
+}
+_OTHER_OPTIMIZER_BATCH: dict[str, int | None] = {"sgd": 16, "adamw": None}
 
 
 class DatasetError(ValueError):
@@ -75,12 +95,24 @@ def build_config(job: TrainingJob) -> Config:
     _check_annotations(dataset.val.annotations, classes, "val")
 
     # Model: our classes, no downloads.
-    cfg.model.bbox_head.num_classes = len(classes)
+    # Two-stage detectors classify in the RoI head; single-stage ones in bbox_head.
+    head = cfg.model.roi_head.bbox_head if "roi_head" in cfg.model else cfg.model.bbox_head
+    head.num_classes = len(classes)
     _drop_pretrained(cfg.model)
     cfg.pop("checkpoint", None)  # RTMDet's top-level pretrained URL, unused without init_cfg
+    if arch.backbone_depth is not None:
+        cfg.model.backbone.depth = arch.backbone_depth
+        cfg.model.neck.in_channels = _RESNET_CHANNELS[arch.backbone_depth]
     if family.unfreeze_backbone:
         cfg.model.backbone.frozen_stages = -1
         cfg.model.backbone.norm_eval = False
+        # FCOS's caffe recipe also fixes the BatchNorm affine parameters.
+        cfg.model.backbone.norm_cfg = {**cfg.model.backbone.get("norm_cfg", {"type": "BN"}), "requires_grad": True}
+    if spec.num_frozen_stages > 0:
+        # ResNet, CSPNeXt and CSPDarknet all read frozen_stages=N as "the stem
+        # and the first N stages"; -1 (set above or stock) freezes nothing.
+        cfg.model.backbone.frozen_stages = spec.num_frozen_stages
+    _fit_batch_resize(cfg.model, spec.input_size / family.native_size)
 
     # Data: absolute paths, our classes (CocoDataset maps categories by name),
     # one process (no workers: tiny sets, and the trainer budgets threads).
@@ -88,29 +120,41 @@ def build_config(job: TrainingJob) -> Config:
     for key, split in splits.items():
         loader = cfg[key]
         loader.batch_size = spec.batch_size
-        loader.num_workers = 0
-        loader.persistent_workers = False  # must be False without workers
+        loader.num_workers = spec.workers
+        loader.persistent_workers = spec.workers > 0  # must be False without workers
         loader.pin_memory = job.device == "cuda"
-        loader.dataset.data_root = dataset.root
-        loader.dataset.ann_file = split.annotations
-        loader.dataset.data_prefix = {"img": split.images}
-        loader.dataset.metainfo = {"classes": classes}
+        # YOLOX wraps its train set in a MultiImageMixDataset (for Mosaic).
+        leaf = loader.dataset.dataset if "dataset" in loader.dataset else loader.dataset
+        leaf.data_root = dataset.root
+        leaf.ann_file = split.annotations
+        leaf.data_prefix = {"img": split.images}
+        leaf.metainfo = {"classes": classes}
     cfg.val_evaluator.ann_file = dataset.val.annotations
+    cfg.val_evaluator.classwise = True  # per-class AP in the log (the report computes its own, unrounded)
     cfg.test_dataloader = cfg.val_dataloader
     cfg.test_evaluator = cfg.val_evaluator
     _rescale_pipelines(cfg, spec.input_size / family.native_size)
 
     # Schedule: every epoch validated, stock schedule shape squeezed into the run.
     stock_epochs = cfg.train_cfg.max_epochs
-    cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs, "val_interval": 1}
+    # MMEngine's loop validates every val_interval epochs and always the last one;
+    # TrainyardReportHook reports the epochs in between with their losses only.
+    cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs,
+                     "val_interval": spec.evaluation_interval}
     iters_per_epoch = math.ceil(train_images / spec.batch_size)
     _fit_schedule(cfg, stock_epochs, spec.epochs, spec.epochs * iters_per_epoch)
     _fit_pipeline_switch(cfg, stock_epochs, spec.epochs)
     stock_lr = cfg.optim_wrapper.optimizer.lr  # after _fit_schedule, which reads it too
+    if spec.optimizer is not None and spec.optimizer != arch.optimizer:
+        cfg.optim_wrapper.optimizer = dict(_OTHER_OPTIMIZER[spec.optimizer])  # a copy: the config is edited
+        reference_batch = _OTHER_OPTIMIZER_BATCH[spec.optimizer]
+        stock_lr = cfg.optim_wrapper.optimizer.lr
+    else:
+        reference_batch = family.lr_reference_batch
     if spec.learning_rate is not None:
         cfg.optim_wrapper.optimizer.lr = spec.learning_rate
-    elif family.lr_reference_batch is not None:
-        cfg.optim_wrapper.optimizer.lr = stock_lr * spec.batch_size / family.lr_reference_batch
+    elif reference_batch is not None:
+        cfg.optim_wrapper.optimizer.lr = stock_lr * spec.batch_size / reference_batch
 
     # Runtime: where, what to keep, how to report.
     cfg.work_dir = job.work_dir
@@ -118,19 +162,41 @@ def build_config(job: TrainingJob) -> Config:
     cfg.default_hooks.checkpoint = {
         "type": "CheckpointHook",
         "interval": 1,
-        # Two: a resume may need the epoch before the last (see session.latest_checkpoint).
-        "max_keep_ckpts": 2,
+        # At least two: a resume may need the epoch before the last (see session.latest_checkpoint).
+        "max_keep_ckpts": max(2, spec.checkpoint.keep),
         "save_last": True,
     }
+    watched = spec.watched_metric
+    if spec.checkpoint.strategy != "latest":
+        # TrainyardReportHook puts its metrics into the evaluation's results as
+        # trainyard/<name> before CheckpointHook (lower priority) reads them.
+        cfg.default_hooks.checkpoint.update(
+            save_best=f"{METRIC_PREFIX}{watched}", rule="less" if watched in LOWER_IS_BETTER else "greater"
+        )
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 5}
     cfg.log_processor = {"type": "LogProcessor", "window_size": 5, "by_epoch": True}
     cfg.vis_backends = [{"type": "LocalVisBackend"}]
     cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": cfg.vis_backends, "name": "visualizer"}
-    cfg.custom_hooks = [*cfg.get("custom_hooks", []), {"type": "TrainyardReportHook"}]
+    cfg.custom_hooks = [
+        *cfg.get("custom_hooks", []),
+        {"type": "TrainyardReportHook", "val_loss": spec.needs_val_loss, "log_interval": spec.log_interval},
+    ]
+    if spec.limit is not None or spec.patience is not None:
+        cfg.custom_hooks.append({
+            "type": "TrainyardStopHook",
+            "limit_metric": spec.limit.metric if spec.limit else None,
+            "limit_value": spec.limit.value if spec.limit else None,
+            "patience_metric": watched if spec.patience else None,
+            "patience": spec.patience,
+        })
     # Resuming restores epoch, optimizer, schedule and EMA, so epochs continue
     # where the earlier attempt's last checkpoint left them.
     cfg.load_from = job.resume_from
     cfg.resume = job.resume_from is not None
+    if job.base_model is not None and job.resume_from is None:
+        # Transfer learning: the child writes the base model's fitting weights
+        # here once the model is built (services/trainer/transfer.py), before training.
+        cfg.load_from = str(Path(job.work_dir) / BASE_WEIGHTS_FILE)
     return cfg
 
 
@@ -236,6 +302,16 @@ def _fit_schedule(cfg: Config, stock_epochs: int, epochs: int, total_iters: int)
     cfg.param_scheduler = schedulers
 
 
+def _fit_batch_resize(model: Any, factor: float) -> None:
+    """YOLOX resizes whole batches to a random multiple of 32 in a range around
+    its native input: scale that range with the input (at least one step of 32)."""
+    for augment in model.get("data_preprocessor", {}).get("batch_augments") or []:
+        if augment.get("type") == "BatchSyncRandomResize":
+            divisor = augment.get("size_divisor", 32)
+            low, high = (max(divisor, round(v * factor / divisor) * divisor) for v in augment["random_size_range"])
+            augment["random_size_range"] = (low, max(low, high))
+
+
 def _fit_pipeline_switch(cfg: Config, stock_epochs: int, epochs: int) -> None:
     """RTMDet trains with Mosaic/MixUp, then PipelineSwitchHook turns them off
     for the last 20 of 300 epochs. Long runs keep that, squeezed
@@ -250,3 +326,10 @@ def _fit_pipeline_switch(cfg: Config, stock_epochs: int, epochs: int) -> None:
         else:
             stage2 = max(1, round((stock_epochs - hook["switch_epoch"]) * epochs / stock_epochs))
             hook["switch_epoch"] = epochs - stage2
+    # YOLOX's equivalent (last 15 of 300 epochs without Mosaic, with an L1 loss):
+    # short runs switch from the first epoch, for the same reason.
+    for hook in [h for h in cfg.get("custom_hooks", []) if h.get("type") == "YOLOXModeSwitchHook"]:
+        if epochs < _MOSAIC_MIN_EPOCHS:
+            hook["num_last_epochs"] = epochs
+        else:
+            hook["num_last_epochs"] = max(1, round(hook["num_last_epochs"] * epochs / stock_epochs))

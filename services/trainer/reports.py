@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.events import ConfusionMatrix, FiniteFloat
+from shared.events import BaseModelRef, ConfusionMatrix, FiniteFloat, IterationLog
 from shared.specs import DatasetLayout, RunSpec
 
 
@@ -25,11 +25,17 @@ class TrainingJob(BaseModel):
     # A checkpoint of an earlier attempt of this run: training continues from it
     # (epoch, optimizer, schedule), so epoch numbers go on where they stopped.
     resume_from: str | None = None
+    # Weights to start from (transfer learning); ignored when resuming.
+    base_model: BaseModelRef | None = None
 
 
 class StartedReport(BaseModel):
     kind: Literal["started"] = "started"
     device: str
+    # Transfer learning: the base model loaded, and the keys left at their fresh
+    # initialisation because their shapes differ (the head, when the class count does).
+    base_model_id: str | None = None
+    reinitialised: list[str] = Field(default_factory=list)
 
 
 class EpochReport(BaseModel):
@@ -44,6 +50,11 @@ class EpochReport(BaseModel):
     confusion_matrix: ConfusionMatrix | None = None
 
 
+class IterationsReport(BaseModel):
+    kind: Literal["iterations"] = "iterations"
+    steps: list[IterationLog]
+
+
 class FailedReport(BaseModel):
     kind: Literal["failed"] = "failed"
     message: str
@@ -52,9 +63,11 @@ class FailedReport(BaseModel):
 class FinishedReport(BaseModel):
     kind: Literal["finished"] = "finished"
     checkpoint: str | None = None
+    # The best epoch's checkpoint, when the spec's checkpoint strategy keeps one.
+    best_checkpoint: str | None = None
 
 
 ChildReport = Annotated[
-    StartedReport | EpochReport | FailedReport | FinishedReport, Field(discriminator="kind")
+    StartedReport | EpochReport | IterationsReport | FailedReport | FinishedReport, Field(discriminator="kind")
 ]
 child_report_adapter: TypeAdapter[ChildReport] = TypeAdapter(ChildReport)

@@ -14,11 +14,21 @@ from services.trainer.reports import (
     EpochReport,
     FailedReport,
     FinishedReport,
+    IterationsReport,
     StartedReport,
     TrainingJob,
     child_report_adapter,
 )
-from shared.events import EpochLogged, Event, ModelRegistered, RunAssigned, RunCompleted, RunReleased, RunStarted
+from shared.events import (
+    EpochLogged,
+    Event,
+    IterationsLogged,
+    ModelRegistered,
+    RunAssigned,
+    RunCompleted,
+    RunReleased,
+    RunStarted,
+)
 from shared.status import RunStatus
 from shared.telemetry import child_process_env
 
@@ -156,6 +166,7 @@ class TrainingSession:
             device="cuda" if self.device == "cuda" else "cpu",
             threads=self.threads,
             resume_from=str(checkpoint) if (checkpoint := latest_checkpoint(self.run_dir, self.attempt)) else None,
+            base_model=self.assignment.base_model,
         )
         if self.stop_outcome is not None or self.release_reason is not None:
             return 0, None, False  # stopped before it began
@@ -198,17 +209,24 @@ class TrainingSession:
                     log.warning("run %s: unreadable report from the training child: %s", self.run_id, error)
                     continue
                 if isinstance(report, StartedReport):
+                    if report.base_model_id is not None:
+                        log.info("run %s starts from model %s; re-initialised: %s", self.run_id,
+                                 report.base_model_id, report.reinitialised or "nothing")
                     await self.emit("started", RunStarted(
                         run_id=self.run_id, attempt=self.assignment.attempt,
                         trainer_id=self.assignment.trainer_id, device=report.device,
                     ), self._dedup("started"))
                 elif isinstance(report, EpochReport):
                     await self._report_epoch(report)
+                elif isinstance(report, IterationsReport):
+                    event = IterationsLogged(run_id=self.run_id, attempt=self.attempt, steps=report.steps)
+                    await self.emit("iterations", event, self._dedup(f"iterations:{report.steps[0].step}"))
                 elif isinstance(report, FailedReport):
                     failure = report.message
                 elif isinstance(report, FinishedReport):
                     finished = True
-                    self.final_checkpoint = report.checkpoint
+                    # The registered model is the best epoch's when the strategy keeps one.
+                    self.final_checkpoint = report.best_checkpoint or report.checkpoint
         finally:
             transport.close()
         returncode = await self.process.wait()
@@ -229,6 +247,9 @@ class TrainingSession:
             checkpoint=self.final_checkpoint,
             # The last epoch, counting those of earlier attempts this one resumed from.
             epochs_completed=self.last_epoch,
+            # Lineage: the registered model this run was fine-tuned from, if any.
+            base_model_id=self.assignment.base_model.id if self.assignment.base_model
+            else self.assignment.spec.base_model_id,
         )
         await self.emit("model", model, self._dedup("model"))
 

@@ -58,6 +58,7 @@ class Trainer:
         subject = {
             "started": self.subjects.run_started,
             "epoch": self.subjects.epoch_logged,
+            "iterations": self.subjects.iterations_logged,
             "completed": self.subjects.run_completed,
             "released": self.subjects.run_released,
             "model": self.subjects.model_registered,

@@ -16,7 +16,7 @@ from faststream.nats import NatsBroker
 from pymongo import MongoClient
 
 from shared.bus import publish_event
-from shared.events import EpochLogged
+from shared.events import EpochLogged, IterationLog, IterationsLogged
 from shared.subjects import Subjects
 from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack, StackError, _bin, _port_open, _wait, free_port
@@ -153,11 +153,16 @@ def test_services_run_end_to_end_with_their_own_credentials(
                 epoch = EpochLogged(run_id=run["id"], attempt=1, epoch=1, total_epochs=1, losses={"loss_cls": 1.0},
                                     loss=1.0, learning_rate=0.01, epoch_time_s=1.0)
                 await publish_event(broker, Subjects(), Subjects().epoch_logged, epoch, dedup_key="perm-epoch-1")
+                steps = IterationsLogged(run_id=run["id"], attempt=1, steps=[
+                    IterationLog(step=1, epoch=1, loss=1.0, losses={"loss_cls": 1.0}, learning_rate=0.01)])
+                await publish_event(broker, Subjects(), Subjects().iterations_logged, steps, dedup_key="perm-it-1")
             finally:
                 await broker.stop()
 
         asyncio.run(publish_epoch_as_trainer())
         _until(lambda: db.epochs.find_one({"run_id": run["id"]}) is not None, "metrics never stored the epoch")
+        _until(lambda: db.iterations.find_one({"run_id": run["id"]}) is not None,
+               "metrics never stored the iteration log")
     finally:
         stack.stop()
         mongo.close()

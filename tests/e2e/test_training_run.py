@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pymongo import MongoClient
 
 from tests.conftest import service_log
 from tests.helpers import wait_until
@@ -22,7 +23,7 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
     with TrainyardClient(stack.api_url, stack.admin_key) as client:
         dataset = client.datasets.register("shapes", str(files.root))
         run = client.runs.start({"name": "e2e", "dataset_id": dataset["id"], "architecture": "rtmdet-tiny",
-                                 "epochs": 2, "batch_size": 4, "input_size": 64})
+                                 "epochs": 2, "batch_size": 4, "input_size": 64, "log_interval": 1})
         seen_statuses = [run["status"]]
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and run["status"] not in ("success", "failed", "aborted"):
@@ -43,6 +44,18 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
             for key in ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75"):
                 assert 0.0 <= epoch["metrics"][key] <= 1.0
         assert run["progress"] == {"epoch": 2, "total_epochs": 2, "percent": 100.0}
+
+        # Iteration logs (every step here: 8 images, batch 4, 2 epochs) reach the metrics service.
+        mongo: MongoClient[dict[str, object]] = MongoClient(stack.mongo_url)
+        try:
+            deadline = time.monotonic() + 20
+            while mongo[stack.mongo_db].iterations.count_documents({"run_id": run["id"]}) < 4:
+                assert time.monotonic() < deadline, "iteration logs never stored"
+                time.sleep(0.2)
+            steps = list(mongo[stack.mongo_db].iterations.find({"run_id": run["id"]}).sort("step", 1))
+        finally:
+            mongo.close()
+        assert [(d["step"], d["epoch"]) for d in steps] == [(1, 1), (2, 1), (3, 2), (4, 2)]
 
         matrix = client.runs.confusion_matrix(run["id"])
         assert matrix["epoch"] == 2

@@ -9,7 +9,7 @@ from faststream.nats import NatsBroker
 from pymongo import AsyncMongoClient
 
 from shared.bus import ensure_stream, publish_event
-from shared.events import ConfusionMatrix, DeadLetter, EpochLogged
+from shared.events import ConfusionMatrix, DeadLetter, EpochLogged, IterationLog, IterationsLogged
 from shared.subjects import Subjects
 from trainyard.localstack import LocalStack
 
@@ -125,4 +125,26 @@ async def test_later_attempt_replaces_an_epoch_and_superseded_attempts_are_ignor
     await asyncio.sleep(0.3)
     docs = await db.epochs.find({"run_id": "run-1"}).sort("epoch", 1).to_list()
     assert [(d["epoch"], d["attempt"], d["loss"]) for d in docs] == [(1, 3, 3.5), (2, 3, 3.5)]
+    await client.close()
+
+
+def iterations(*steps: int, attempt: int = 1, loss: float = 1.0) -> IterationsLogged:
+    return IterationsLogged(run_id="run-it", attempt=attempt, steps=[
+        IterationLog(step=s, epoch=1, loss=loss, losses={"loss_cls": loss}, learning_rate=0.01) for s in steps
+    ])
+
+
+async def test_iteration_logs_are_stored_once_per_step(stack: LocalStack, bus: tuple[NatsBroker, Subjects]) -> None:
+    stack.start_service("metrics")
+    broker, subjects = bus
+    await publish_event(broker, subjects, subjects.iterations_logged, iterations(10, 20), dedup_key="d1")
+    assert await wait_for_count(stack, "iterations", {"run_id": "run-it"}, 2) == 2
+    # A redelivery (other values, same attempt) changes nothing; new steps are added.
+    await publish_event(broker, subjects, subjects.iterations_logged, iterations(10, 20, loss=9.0), dedup_key="d2")
+    await publish_event(broker, subjects, subjects.iterations_logged, iterations(20, 30), dedup_key="d3")
+    assert await wait_for_count(stack, "iterations", {"run_id": "run-it"}, 3) == 3
+    await asyncio.sleep(0.5)
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)
+    docs = await client[stack.mongo_db].iterations.find({"run_id": "run-it"}).sort("step", 1).to_list()
+    assert [(d["step"], d["loss"]) for d in docs] == [(10, 1.0), (20, 1.0), (30, 1.0)]
     await client.close()

@@ -24,3 +24,31 @@ def test_out_of_range_fields_are_rejected(field: str, value: object) -> None:
 def test_unknown_fields_are_rejected_not_ignored() -> None:
     with pytest.raises(ValidationError, match="epoch"):
         RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny", "epoch": 3})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("optimizer", "adam"), ("num_frozen_stages", 5), ("evaluation_interval", 0), ("workers", -1)],
+)
+def test_training_parameters_out_of_range_are_rejected(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "retinanet-r18", field: value})
+    assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_training_parameters_have_defaults_that_keep_the_stock_recipe() -> None:
+    spec = RunSpec(name="r", dataset_id=DATASET, architecture="retinanet-r18")
+    assert (spec.optimizer, spec.num_frozen_stages, spec.evaluation_interval, spec.workers) == (None, 0, 1, 0)
+
+
+def test_checkpoint_policy_limits_and_patience() -> None:
+    spec = RunSpec.model_validate({
+        "name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
+        "checkpoint": {"strategy": "lowest_val_loss", "keep": 3}, "limit": {"metric": "bbox_mAP_50", "value": 0.9},
+        "patience": 4,
+    })
+    assert spec.watched_metric == "val_loss" and spec.needs_val_loss
+    assert not RunSpec(name="r", dataset_id=DATASET, architecture="rtmdet-tiny").needs_val_loss
+    with pytest.raises(ValidationError, match="bbox_mAP"):
+        RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
+                                "limit": {"metric": "accuracy", "value": 1}})

@@ -1,0 +1,48 @@
+"""Checkpoint strategies, limits and patience, through the training child."""
+
+from pathlib import Path
+
+import pytest
+
+from services.trainer.reports import EpochReport, FinishedReport
+from tests.integration.test_architectures import tiny_job
+from tests.integration.test_child_training import run_child
+
+pytest.importorskip("mmdet")
+pytestmark = pytest.mark.training
+
+
+def test_a_reached_limit_stops_the_run_early_with_success(tmp_path: Path) -> None:
+    # val_loss is always below a huge limit: the first evaluation stops a 5-epoch run.
+    job = tiny_job(tmp_path, "rtmdet-tiny", epochs=5,
+                   checkpoint={"strategy": "lowest_val_loss", "keep": 2},
+                   limit={"metric": "val_loss", "value": 1e9})
+    rc, reports, log = run_child(job, tmp_path)
+    assert rc == 0, log[-3000:]
+    assert [r.kind for r in reports] == ["started", "epoch", "finished"]
+    epoch, finished = reports[1], reports[2]
+    assert isinstance(epoch, EpochReport) and epoch.epoch == 1 and epoch.total_epochs == 5
+    assert epoch.metrics["val_loss"] > 0
+    assert "reached the limit" in log
+    assert isinstance(finished, FinishedReport) and finished.checkpoint and Path(finished.checkpoint).is_file()
+    # lowest_val_loss keeps that epoch's checkpoint as the best one.
+    assert finished.best_checkpoint and Path(finished.best_checkpoint).name.startswith("best_trainyard_val_loss")
+    assert not list(Path(job.work_dir).glob("epoch_2.pth"))
+
+
+def test_patience_stops_when_the_metric_does_not_improve(tmp_path: Path) -> None:
+    from services.trainer.hooks import METRIC_PREFIX, TrainyardStopHook
+
+    class Loop:
+        stop_training = False
+
+    class Runner:
+        epoch = 1
+        train_loop = Loop()
+
+    hook = TrainyardStopHook(patience_metric="bbox_mAP", patience=2)
+    runner = Runner()
+    for value in (0.1, 0.3, 0.3, 0.2):
+        assert not runner.train_loop.stop_training
+        hook.after_val_epoch(runner, {METRIC_PREFIX + "bbox_mAP": value})
+    assert runner.train_loop.stop_training

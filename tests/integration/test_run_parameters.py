@@ -1,0 +1,74 @@
+"""Run-spec training parameters reach the generated MMEngine config, and the config is kept."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from services.trainer.reports import EpochReport
+from tests.integration.test_architectures import tiny_job
+from tests.integration.test_child_training import run_child
+
+pytest.importorskip("mmdet")
+
+
+def test_parameters_shape_the_config(tmp_path: Path) -> None:
+    from services.trainer.mmdet_config import build_config
+
+    stock = build_config(tiny_job(tmp_path / "a", "retinanet-r18"))
+    assert stock.optim_wrapper.optimizer.type == "SGD"
+    assert stock.model.backbone.frozen_stages == -1 and stock.train_cfg.val_interval == 1
+    assert stock.train_dataloader.num_workers == 0 and not stock.train_dataloader.persistent_workers
+
+    cfg = build_config(tiny_job(tmp_path / "b", "retinanet-r18", optimizer="adamw", num_frozen_stages=2,
+                                evaluation_interval=3, workers=2, learning_rate=0.001))
+    assert cfg.optim_wrapper.optimizer.type == "AdamW" and cfg.optim_wrapper.optimizer.lr == 0.001
+    assert cfg.model.backbone.frozen_stages == 2
+    assert cfg.train_cfg.val_interval == 3
+    assert cfg.train_dataloader.num_workers == 2 and cfg.train_dataloader.persistent_workers
+
+    # RTMDet's stock optimizer is AdamW; asking for it explicitly changes nothing.
+    rtm = build_config(tiny_job(tmp_path / "c", "rtmdet-tiny", optimizer="adamw"))
+    assert rtm.optim_wrapper.optimizer.type == "AdamW" and rtm.optim_wrapper.optimizer.lr == 0.004
+    sgd = build_config(tiny_job(tmp_path / "d", "rtmdet-tiny", optimizer="sgd"))
+    assert sgd.optim_wrapper.optimizer.type == "SGD"
+    assert sgd.optim_wrapper.optimizer.lr == pytest.approx(0.02 * 2 / 16)  # scaled to batch 2
+
+
+@pytest.mark.training
+def test_epochs_between_evaluations_report_losses_only_and_the_config_is_written(tmp_path: Path) -> None:
+    from mmengine.config import Config
+
+    job = tiny_job(tmp_path, "rtmdet-tiny", epochs=3, evaluation_interval=2)
+    rc, reports, log = run_child(job, tmp_path)
+    assert rc == 0, log[-3000:]
+    epochs = [r for r in reports if isinstance(r, EpochReport)]
+    assert [e.epoch for e in epochs] == [1, 2, 3]
+    # Epoch 1 was not evaluated; 2 by the interval, 3 as the last.
+    assert epochs[0].metrics == {} and epochs[0].confusion_matrix is None
+    assert all(math.isfinite(v) for v in [epochs[0].loss, *epochs[0].losses.values()])
+    for evaluated in epochs[1:]:
+        assert "bbox_mAP" in evaluated.metrics and evaluated.confusion_matrix is not None
+
+    config = Path(job.work_dir) / "config.py"
+    reloaded = Config.fromfile(str(config))
+    assert reloaded.train_cfg.max_epochs == 3 and reloaded.train_cfg.val_interval == 2
+    assert reloaded.randomness.seed == job.spec.seed
+    assert reloaded.train_dataloader.dataset.ann_file == job.dataset.train.annotations
+
+
+@pytest.mark.training
+def test_iteration_logs_every_log_interval_steps(tmp_path: Path) -> None:
+    from services.trainer.reports import IterationsReport
+
+    # 4 images, batch 2: 2 iterations per epoch, 4 in all; logged at steps 2 and 4.
+    job = tiny_job(tmp_path, "rtmdet-tiny", epochs=2, log_interval=2)
+    rc, reports, log = run_child(job, tmp_path)
+    assert rc == 0, log[-3000:]
+    kinds = [r.kind for r in reports]
+    assert kinds == ["started", "iterations", "epoch", "iterations", "epoch", "finished"], kinds
+    steps = [s for r in reports if isinstance(r, IterationsReport) for s in r.steps]
+    assert [(s.step, s.epoch) for s in steps] == [(2, 1), (4, 2)]
+    for s in steps:
+        assert {"loss_cls", "loss_bbox"} <= s.losses.keys() and s.learning_rate > 0
+        assert s.loss == pytest.approx(sum(s.losses.values()), rel=1e-5)
