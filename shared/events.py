@@ -90,6 +90,7 @@ class RunStarted(RunEvent):
     attempt: Annotated[int, Field(ge=1)]
     trainer_id: str
     device: str
+    config: str | None = Field(None, description="the generated MMEngine config (Python), to reproduce the run")
 
 
 class ConfusionMatrix(BaseModel):

@@ -355,9 +355,9 @@ def runs_logs(
     if epochs:
         console.print(_logs_table(epochs), highlight=False)
     if iterations:
-        table = Table("epoch", "iteration", "loss", "lr", "logged", title="iterations")
+        table = Table("epoch", "step", "loss", "lr", "logged", title="iterations")
         for it in iterations:
-            table.add_row(str(it["epoch"]), str(it["iteration"]), f"{it.get('loss') or 0:.3f}",
+            table.add_row(str(it["epoch"]), str(it["step"]), f"{it.get('loss') or 0:.3f}",
                           f"{it.get('learning_rate') or 0:.2e}", _when(it["logged_at"]))
         console.print(table, highlight=False)
     if not logs:

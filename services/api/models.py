@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.apikeys import Scope
+from shared.catalogue import TunableParameter
 from shared.specs import RunSpec, Strict
 
 Cursor = Annotated[str | None, Field(description="pass as `cursor` to get the next page; null on the last page")]
@@ -105,13 +106,13 @@ class EpochLog(BaseModel):
 
 
 class IterationLog(BaseModel):
-    """A training iteration's losses, for trainers that report them."""
+    """Losses at one training step, every `log_interval` steps (Datature's `{step, totalLoss}`)."""
 
     model_config = ConfigDict(extra="allow")
 
     kind: Literal["iteration"] = "iteration"
     epoch: int
-    iteration: int
+    step: int = Field(description="iteration over the whole run, from 1")
     attempt: int | None = None
     loss: float | None = None
     losses: dict[str, float] = Field(default_factory=dict)
@@ -180,6 +181,15 @@ class ArchitectureOut(BaseModel):
     backbone: str
     single_stage: bool
     description: str
+    optimizer: str = Field(description="the stock recipe's optimizer, used unless the spec names one")
+    backbone_stages: int = Field(description="stages num_frozen_stages may freeze")
+    parameters: list[TunableParameter] = Field(description="run spec fields to tune, with defaults and ranges")
+
+
+class RunConfigOut(BaseModel):
+    run_id: str
+    attempt: int
+    config: str = Field(description="the generated MMEngine config (Python) the attempt trained with")
 
 
 class ApiKeyRequest(Strict):

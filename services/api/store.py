@@ -174,7 +174,7 @@ class ApiStore:
 
     async def iterations_of(self, run_id: str, limit: int) -> list[Document]:
         return await self.iterations.find({"run_id": run_id}, {"_id": 0}) \
-            .sort([("epoch", ASCENDING), ("iteration", ASCENDING)]).limit(limit).to_list()
+            .sort("step", ASCENDING).limit(limit).to_list()
 
     async def latest_epoch(self, run_id: str) -> Document | None:
         return await self.epochs.find_one({"run_id": run_id}, {"_id": 0}, sort=[("epoch", DESCENDING)])

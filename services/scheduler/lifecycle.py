@@ -63,7 +63,8 @@ class RunLifecycle:
         return await self._move(
             event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id} ({event.device})",
             previous=RunStatus.PENDING, guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
-            fields={"started_at": event.occurred_at, "device": event.device, "pending_reason": None},
+            fields={"started_at": event.occurred_at, "device": event.device, "pending_reason": None,
+                    **({"config": event.config} if event.config is not None else {})},
         )
 
     async def completed(self, event: RunCompleted) -> bool:

@@ -33,6 +33,8 @@ from shared.status import RunStatus
 from shared.telemetry import child_process_env
 
 log = logging.getLogger(__name__)
+# Written by the training child into its work dir (services/trainer/child.py).
+CONFIG_FILE = "config.py"
 
 # (subject kind, event, dedup key): how a session hands events to the bus.
 Emit = Callable[[str, Event, str], Awaitable[None]]
@@ -212,9 +214,13 @@ class TrainingSession:
                     if report.base_model_id is not None:
                         log.info("run %s starts from model %s; re-initialised: %s", self.run_id,
                                  report.base_model_id, report.reinitialised or "nothing")
+                    config_file = self.work_dir / CONFIG_FILE
                     await self.emit("started", RunStarted(
                         run_id=self.run_id, attempt=self.assignment.attempt,
                         trainer_id=self.assignment.trainer_id, device=report.device,
+                        # The generated MMEngine config travels with the event, so the run
+                        # can be reproduced without access to this trainer's disk.
+                        config=config_file.read_text() if config_file.exists() else None,
                     ), self._dedup("started"))
                 elif isinstance(report, EpochReport):
                     await self._report_epoch(report)

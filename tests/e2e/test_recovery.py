@@ -18,7 +18,7 @@ pytestmark = pytest.mark.training
 
 
 def logged_epochs(client: TrainyardClient, run_id: str) -> list[tuple[int, int]]:
-    return [(e["epoch"], e["attempt"]) for e in client.runs.logs(run_id)]
+    return [(e["epoch"], e["attempt"]) for e in client.runs.logs(run_id, "epoch")]
 
 
 def assert_resumed_and_contiguous(client: TrainyardClient, run: dict[str, Any], epochs: int) -> None:
@@ -35,7 +35,7 @@ def test_lost_trainer_run_resumes_on_another_trainer(
 ) -> None:
     first = trainer(stack, "doomed")
     run = start_run(client, dataset_id, epochs=5)
-    wait_until(lambda: len(client.runs.logs(run["id"])) >= 2, 120, "two epochs on the first trainer")
+    wait_until(lambda: len(client.runs.logs(run["id"], "epoch")) >= 2, 120, "two epochs on the first trainer")
     assert client.runs.get(run["id"])["trainer_id"] == "doomed"
     trainer(stack, "rescuer")
     # The machine dies: the trainer and its training child, no goodbye.
@@ -53,7 +53,7 @@ def test_returning_stale_trainer_is_ignored_and_stopped(
 ) -> None:
     stale = trainer(stack, "stale")
     run = start_run(client, dataset_id, epochs=4)
-    wait_until(lambda: len(client.runs.logs(run["id"])) >= 1, 120, "an epoch on the first trainer")
+    wait_until(lambda: len(client.runs.logs(run["id"], "epoch")) >= 1, 120, "an epoch on the first trainer")
     trainer(stack, "fresh")
     # A network partition, in effect: the trainer and its child freeze, then come back.
     os.killpg(stale.pid, signal.SIGSTOP)
@@ -72,7 +72,7 @@ def test_returning_stale_trainer_is_ignored_and_stopped(
 def test_draining_trainer_hands_its_run_back(stack: LocalStack, client: TrainyardClient, dataset_id: str) -> None:
     leaving = trainer(stack, "leaving")
     run = start_run(client, dataset_id, epochs=4)
-    wait_until(lambda: len(client.runs.logs(run["id"])) >= 1, 120, "an epoch before the drain")
+    wait_until(lambda: len(client.runs.logs(run["id"], "epoch")) >= 1, 120, "an epoch before the drain")
     trainer(stack, "staying")
     leaving.send_signal(signal.SIGTERM)
     assert leaving.wait(timeout=60) == 0

@@ -8,8 +8,9 @@ import pytest
 from pymongo import MongoClient
 
 from tests.conftest import service_log
-from tests.helpers import wait_until
-from trainyard.client import TrainyardClient
+from tests.helpers import wait_status, wait_until
+from tests.integration.test_transfer import drop_class
+from trainyard.client import InvalidRequest, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
 
@@ -36,7 +37,7 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
         assert run["trainer_id"] == "cpu-trainer-1" and run["attempt"] == 1 and run["device"] == "cpu"
         assert [h["status"] for h in run["history"]] == ["created", "pending", "in_progress", "success"]
 
-        logs = client.runs.logs(run["id"])
+        logs = client.runs.logs(run["id"], "epoch")
         assert [e["epoch"] for e in logs] == [1, 2]
         for epoch in logs:
             assert {"loss_cls", "loss_bbox"} <= epoch["losses"].keys()
@@ -80,3 +81,29 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
         assert client.models.unpublish(model["id"])["published"] is False
         lineage = client.request("GET", f"/v1/models/{model['id']}/lineage")
         assert [m["id"] for m in lineage["items"]] == [model["id"]]
+
+        # Reproducible: the generated config is served; the catalogue says what can be tuned.
+        config = client.request("GET", f"/v1/runs/{run['id']}/config")
+        assert config["attempt"] == 1 and "num_classes=3" in config["config"].replace(" ", "")
+        architectures = {a["id"]: a for a in client.request("GET", "/v1/architectures")}
+        assert {"rtmdet-tiny", "retinanet-r18", "faster-rcnn-r18", "fcos-r18", "yolox-tiny"} <= set(architectures)
+        assert "learning_rate" in {p["name"] for p in architectures["rtmdet-tiny"]["parameters"]}
+
+        # Transfer learning through the whole stack: fine-tune the model onto two classes.
+        two = drop_class(files.layout(), "triangle")
+        two_classes = client.datasets.register("two-shapes", str(files.root),
+                                               train_annotations=two.train.annotations,
+                                               val_annotations=two.val.annotations)
+        wrong = {"name": "x", "dataset_id": two_classes["id"], "architecture": "yolox-tiny",
+                 "base_model_id": model["id"]}
+        with pytest.raises(InvalidRequest, match="is a rtmdet-tiny, the run a yolox-tiny"):
+            client.runs.start(wrong)
+        tuned = client.runs.start({"name": "tuned", "dataset_id": two_classes["id"], "architecture": "rtmdet-tiny",
+                                   "epochs": 1, "batch_size": 4, "input_size": 64, "base_model_id": model["id"]})
+        tuned_done = wait_status(client, tuned["id"], {"success", "failed", "aborted"}, 240)
+        assert tuned_done["status"] == "success", (tuned_done, service_log(stack, "trainer")[-3000:])
+        tuned_model = wait_until(lambda: [m for m in client.models.list()["items"] if m["run"]["id"] == tuned["id"]],
+                                 30, "the fine-tuned model")[0]
+        assert tuned_model["classes"] == ["circle", "square"] and tuned_model["base_model_id"] == model["id"]
+        lineage = client.request("GET", f"/v1/models/{tuned_model['id']}/lineage")
+        assert [m["id"] for m in lineage["items"]] == [tuned_model["id"], model["id"]]

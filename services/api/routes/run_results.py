@@ -15,6 +15,7 @@ from services.api.models import (
     IterationLog,
     LogEntry,
     MetricSeries,
+    RunConfigOut,
     RunLogs,
 )
 from services.api.routes.runs import RunId, existing_run
@@ -86,3 +87,12 @@ async def get_confusion_matrix(
     if doc is None:
         raise NotFound("confusion matrix for run", run_id if epoch is None else f"{run_id} epoch {epoch}")
     return datature_confusion_matrix(doc) if layout == "datature" else confusion_matrix_out(doc)
+
+
+@router.get("/{run_id}/config")
+async def get_run_config(run_id: RunId, caller: RunsReader, store: Store) -> RunConfigOut:
+    """The MMEngine config the run's latest attempt trained with, to reproduce it."""
+    run = await existing_run(store, caller.project, run_id)
+    if not run.get("config"):
+        raise NotFound("generated config (the run has not started) for run", run_id)
+    return RunConfigOut(run_id=run_id, attempt=int(run.get("attempt", 0)), config=run["config"])

@@ -47,10 +47,23 @@ async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, s
         first = problems[0]
         raise Unprocessable(f"dataset {spec.dataset_id} changed since it was registered and is no longer valid: "
                             f"{first.file}: {first.message}", [p.as_dict() for p in problems])
+    base_model = None
+    if spec.base_model_id is not None:
+        model = await store.model(caller.project, spec.base_model_id)
+        if model is None:
+            raise Unprocessable(f"base_model_id: no model with id {spec.base_model_id!r}",
+                                [{"field": "base_model_id", "message": "no such model", "value": spec.base_model_id}])
+        if model["architecture"] != spec.architecture:
+            raise Unprocessable(
+                f"base_model_id: model {spec.base_model_id} is a {model['architecture']}, the run a "
+                f"{spec.architecture}", [{"field": "base_model_id", "message": "architecture differs",
+                                          "value": spec.base_model_id}])
+        base_model = {"id": model["_id"], "checkpoint": model["checkpoint"], "classes": model["classes"]}
     now = utcnow()
     doc: dict[str, Any] = {
         "_id": new_id(), "project": caller.project, "name": spec.name, "spec": spec.model_dump(mode="json"),
-        "dataset": dataset["layout"], "status": str(RunStatus.CREATED), "attempt": 0, "trainer_id": None,
+        "dataset": dataset["layout"], "base_model": base_model, "status": str(RunStatus.CREATED), "attempt": 0,
+        "trainer_id": None,
         "pending_reason": None, "message": None, "created_at": now, "updated_at": now,
         "created_by": caller.key_id,
         "history": [{"status": str(RunStatus.CREATED), "at": now, "message": None, "attempt": None}],
