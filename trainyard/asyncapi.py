@@ -53,6 +53,8 @@ def channels() -> list[Channel]:
                 "when it was evaluated."),
         Channel("runCompleted", s.run_completed, events.RunCompleted, ("trainer",), ("scheduler",),
                 "The one terminal event of an attempt; it carries the final status."),
+        Channel("iterationLogged", s.iterations_logged, events.IterationsLogged, ("trainer",), ("metrics",),
+                "Training losses every log_interval steps, in batches: `{step, loss, losses, learning_rate}`."),
         Channel("modelRegistered", s.model_registered, events.ModelRegistered, ("trainer",), ("metrics",),
                 "A successful run produced a trained model: its weights, classes and lineage."),
         Channel("runStatusChanged", s.run_status_changed, events.RunStatusChanged, ("scheduler",), (),
