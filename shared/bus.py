@@ -1,15 +1,20 @@
 """NATS helpers every service uses: the broker, the stream, durable consumers,
 publishing with de-duplication, and decoding with dead-lettering."""
 
+import contextlib
 import logging
-from typing import TypeVar
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.exceptions import NackMessage
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import BaseModel, ValidationError
+from pymongo.errors import PyMongoError
 
 from shared.events import DeadLetter, Event
 from shared.settings import CommonSettings
@@ -25,6 +30,7 @@ MAX_DELIVER = 20
 ACK_WAIT_S = 60.0
 # Publishers set Nats-Msg-Id; the stream drops a repeat inside this window.
 DUPLICATE_WINDOW_S = 600.0
+STORAGE_RETRY_DELAY_S = 2.0
 
 DEAD_LETTERED = Counter(
     "trainyard_dead_lettered_events_total",
@@ -66,6 +72,29 @@ def durable(name: str) -> ConsumerConfig:
 
 def pull() -> PullSub:
     return PullSub(batch_size=16, timeout=2.0)
+
+
+def durable_subscriber(router: NatsRouter | NatsBroker, subjects: Subjects, subject: str, consumer: str) -> Any:
+    """The one subscription policy for events that must not be lost: a durable pull consumer on the
+    event stream, acked after the handler, nacked (redelivered) when it raises."""
+    return router.subscriber(
+        subject,
+        stream=event_stream(subjects),
+        durable=consumer,
+        config=durable(consumer),
+        pull_sub=pull(),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+
+
+@contextlib.contextmanager
+def redelivered_on_storage_error(what: str) -> Iterator[None]:
+    """Storage down or failing: nack with a pause, so the message comes back instead of being lost."""
+    try:
+        yield
+    except PyMongoError as error:
+        log.warning("%s failed, the message will be redelivered: %s", what, error)
+        raise NackMessage(delay=STORAGE_RETRY_DELAY_S) from error
 
 
 async def publish_event(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from faststream.nats import NatsBroker, NatsMessage
 
-from shared.bus import decode_event, durable, ensure_stream, event_stream, publish_event, pull
+from shared.bus import decode_event, durable_subscriber, ensure_stream, publish_event
 from shared.events import (
     Accelerator,
     RunAccepted,
@@ -62,11 +62,9 @@ class LoadGenerator:
             self._subscribe(trainer)
 
     def _subscribe(self, trainer: FakeTrainer) -> None:
-        stream = event_stream(self.subjects)
         consumer = f"trainer-{trainer.trainer_id}-assignments"
 
-        @self.broker.subscriber(self.subjects.run_assigned(trainer.trainer_id), stream=stream, durable=consumer,
-                                config=durable(consumer), pull_sub=pull())
+        @durable_subscriber(self.broker, self.subjects, self.subjects.run_assigned(trainer.trainer_id), consumer)
         async def on_assigned(message: NatsMessage) -> None:
             event = await decode_event(message, RunAssigned, broker=self.broker, subjects=self.subjects,
                                        consumer=consumer)
@@ -80,8 +78,7 @@ class LoadGenerator:
 
         stops = f"trainer-{trainer.trainer_id}-stops"
 
-        @self.broker.subscriber(self.subjects.run_stop_requested(trainer.trainer_id), stream=stream, durable=stops,
-                                config=durable(stops), pull_sub=pull())
+        @durable_subscriber(self.broker, self.subjects, self.subjects.run_stop_requested(trainer.trainer_id), stops)
         async def on_stop(message: NatsMessage) -> None:
             event = await decode_event(message, RunStopRequested, broker=self.broker, subjects=self.subjects,
                                        consumer=stops)

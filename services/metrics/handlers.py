@@ -3,13 +3,11 @@
 import logging
 
 from faststream.exceptions import NackMessage
-from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage, NatsRouter
 from prometheus_client import Counter
-from pymongo.errors import PyMongoError
 
 from services.metrics.store import MetricsStore
-from shared.bus import decode_event, durable, event_stream, pull
+from shared.bus import decode_event, durable_subscriber, redelivered_on_storage_error
 from shared.events import EpochLogged, IterationsLogged, ModelRegistered
 from shared.subjects import Subjects
 
@@ -26,75 +24,45 @@ ITERATIONS_INGESTED = Counter("trainyard_iterations_ingested_total", "Iteration 
 def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) -> NatsRouter:
     router = NatsRouter()
 
-    @router.subscriber(
-        subjects.epoch_logged,
-        stream=event_stream(subjects),
-        durable=CONSUMER,
-        config=durable(CONSUMER),
-        pull_sub=pull(),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @durable_subscriber(router, subjects, subjects.epoch_logged, CONSUMER)
     async def on_epoch_logged(message: NatsMessage) -> None:
         event = await decode_event(message, EpochLogged, broker=broker, subjects=subjects, consumer=CONSUMER)
         if event is None:
             return
-        try:
+        with redelivered_on_storage_error(f"storing epoch {event.epoch} of run {event.run_id}"):
             if await store.is_superseded(event.run_id, event.attempt):
                 EPOCHS_INGESTED.labels(outcome="superseded").inc()
                 log.info("ignoring epoch %d of superseded attempt %d of run %s", event.epoch, event.attempt,
                          event.run_id)
                 return
             stored = await store.record_epoch(event)
-        except PyMongoError as error:
-            log.warning("storing epoch %s of run %s failed, retrying: %s", event.epoch, event.run_id, error)
-            raise NackMessage(delay=2.0) from error
         EPOCHS_INGESTED.labels(outcome="stored" if stored else "duplicate").inc()
 
-    @router.subscriber(
-        subjects.model_registered,
-        stream=event_stream(subjects),
-        durable=MODELS_CONSUMER,
-        config=durable(MODELS_CONSUMER),
-        pull_sub=pull(),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @durable_subscriber(router, subjects, subjects.model_registered, MODELS_CONSUMER)
     async def on_model_registered(message: NatsMessage) -> None:
         event = await decode_event(message, ModelRegistered, broker=broker, subjects=subjects,
                                    consumer=MODELS_CONSUMER)
         if event is None:
             return
-        try:
+        with redelivered_on_storage_error(f"registering the model of run {event.run_id}"):
             if await store.epochs_stored(event.run_id) < event.epochs_completed:
                 # Its last epochs are still on their way (another consumer): the
                 # best epoch must be chosen from all of them.
                 raise NackMessage(delay=1.0)
             if await store.register_model(event):
                 MODELS_REGISTERED.inc()
-        except PyMongoError as error:
-            log.warning("registering model of run %s failed, retrying: %s", event.run_id, error)
-            raise NackMessage(delay=2.0) from error
 
-    @router.subscriber(
-        subjects.iterations_logged,
-        stream=event_stream(subjects),
-        durable=ITERATIONS_CONSUMER,
-        config=durable(ITERATIONS_CONSUMER),
-        pull_sub=pull(),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @durable_subscriber(router, subjects, subjects.iterations_logged, ITERATIONS_CONSUMER)
     async def on_iterations_logged(message: NatsMessage) -> None:
         event = await decode_event(message, IterationsLogged, broker=broker, subjects=subjects,
                                    consumer=ITERATIONS_CONSUMER)
         if event is None:
             return
-        try:
+        with redelivered_on_storage_error(f"storing iterations of run {event.run_id}"):
             if await store.is_superseded(event.run_id, event.attempt):
                 ITERATIONS_INGESTED.labels(outcome="superseded").inc(len(event.steps))
                 return
             stored = await store.record_iterations(event)
-        except PyMongoError as error:
-            log.warning("storing iterations of run %s failed, retrying: %s", event.run_id, error)
-            raise NackMessage(delay=2.0) from error
         ITERATIONS_INGESTED.labels(outcome="stored").inc(stored)
         ITERATIONS_INGESTED.labels(outcome="duplicate").inc(len(event.steps) - stored)
 

@@ -2,16 +2,14 @@
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from faststream.exceptions import NackMessage
-from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage, NatsRouter
 from pydantic import BaseModel
-from pymongo.errors import PyMongoError
 
 from services.scheduler.scheduling import Scheduler
-from shared.bus import decode_event, durable, event_stream, pull
+from shared.bus import decode_event, redelivered_on_storage_error
+from shared.bus import durable_subscriber as shared_durable_subscriber
 from shared.events import (
     RunAccepted,
     RunCompleted,
@@ -31,7 +29,6 @@ EventT = TypeVar("EventT", bound=BaseModel)
 
 def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -> NatsRouter:
     router = NatsRouter()
-    stream = event_stream(subjects)
     store, lifecycle = scheduler.store, scheduler.lifecycle
 
     async def handle(message: NatsMessage, model: type[EventT], consumer: str,
@@ -39,17 +36,11 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -
         event = await decode_event(message, model, broker=broker, subjects=subjects, consumer=consumer)
         if event is None:
             return
-        try:
+        with redelivered_on_storage_error(f"{consumer} handling run {getattr(event, 'run_id', '-')}"):
             await action(event)
-        except PyMongoError as error:
-            log.warning("%s: storage failed, message will be redelivered: %s", consumer, error)
-            raise NackMessage(delay=2.0) from error
 
-    def durable_subscriber(subject: str, consumer: str):  # type: ignore[no-untyped-def]
-        return router.subscriber(
-            subject, stream=stream, durable=consumer, config=durable(consumer), pull_sub=pull(),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-        )
+    def durable_subscriber(subject: str, consumer: str) -> Any:
+        return shared_durable_subscriber(router, subjects, subject, consumer)
 
     async def queue(event: RunCreated) -> None:
         await lifecycle.queue(event.run_id)

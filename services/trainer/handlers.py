@@ -1,11 +1,10 @@
 """Bus handlers of the trainer: take assignments and stop requests, hand them to the worker."""
 
 from faststream.exceptions import NackMessage
-from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage, NatsRouter
 
 from services.trainer.worker import Trainer
-from shared.bus import decode_event, durable, event_stream, pull
+from shared.bus import decode_event, durable_subscriber
 from shared.events import RunAssigned, RunStopRequested
 from shared.subjects import Subjects
 
@@ -16,14 +15,10 @@ BUSY_RETRY_S = 5.0
 
 def build_router(broker: NatsBroker, trainer: Trainer, subjects: Subjects) -> NatsRouter:
     router = NatsRouter()
-    stream = event_stream(subjects)
     assignments = f"trainer-{trainer.trainer_id}-assignments"
     stops = f"trainer-{trainer.trainer_id}-stops"
 
-    @router.subscriber(
-        subjects.run_assigned(trainer.trainer_id), stream=stream, durable=assignments,
-        config=durable(assignments), pull_sub=pull(), ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @durable_subscriber(router, subjects, subjects.run_assigned(trainer.trainer_id), assignments)
     async def on_run_assigned(message: NatsMessage) -> None:
         assignment = await decode_event(message, RunAssigned, broker=broker, subjects=subjects,
                                         consumer=assignments)
@@ -32,10 +27,7 @@ def build_router(broker: NatsBroker, trainer: Trainer, subjects: Subjects) -> Na
         if await trainer.accept(assignment) == "busy":
             raise NackMessage(delay=BUSY_RETRY_S)
 
-    @router.subscriber(
-        subjects.run_stop_requested(trainer.trainer_id), stream=stream, durable=stops,
-        config=durable(stops), pull_sub=pull(), ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @durable_subscriber(router, subjects, subjects.run_stop_requested(trainer.trainer_id), stops)
     async def on_run_stop_requested(message: NatsMessage) -> None:
         request = await decode_event(message, RunStopRequested, broker=broker, subjects=subjects, consumer=stops)
         if request is not None:

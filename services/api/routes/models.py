@@ -49,22 +49,23 @@ async def get_model(model_id: ModelId, caller: ModelsReader, store: Store) -> Mo
     return await _model_out(store, caller.project, await _existing_model(store, caller.project, model_id))
 
 
+async def _set_published(store: Store, project: str, model_id: str, published: bool) -> ModelOut:
+    doc = await store.set_published(project, model_id, published)
+    if doc is None:
+        raise NotFound("model", model_id)
+    return await _model_out(store, project, doc)
+
+
 @router.post("/{model_id}/publish")
 async def publish_model(model_id: ModelId, caller: ModelsPublisher, store: Store) -> ModelOut:
     """Mark a model published (visible as a deliverable of the project)."""
-    doc = await store.set_published(caller.project, model_id, True)
-    if doc is None:
-        raise NotFound("model", model_id)
-    return await _model_out(store, caller.project, doc)
+    return await _set_published(store, caller.project, model_id, True)
 
 
 @router.post("/{model_id}/unpublish")
 async def unpublish_model(model_id: ModelId, caller: ModelsPublisher, store: Store) -> ModelOut:
     """Withdraw a model's publication."""
-    doc = await store.set_published(caller.project, model_id, False)
-    if doc is None:
-        raise NotFound("model", model_id)
-    return await _model_out(store, caller.project, doc)
+    return await _set_published(store, caller.project, model_id, False)
 
 
 @router.get("/{model_id}/best-epoch")
