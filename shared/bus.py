@@ -11,6 +11,7 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import BaseModel, ValidationError
@@ -110,6 +111,16 @@ async def publish_event(
     )
 
 
+def _dead_letter_key(message: NatsMessage, consumer: str, letter: DeadLetter) -> str:
+    """Keyed by a stream message's place in the stream, so a redelivery of the same bad
+    message (its ack lost, say) is not set aside twice; core NATS messages have no place."""
+    try:
+        metadata = message.raw_message.metadata
+    except NatsError:
+        return letter.event_id
+    return f"dead:{consumer}:{metadata.stream}:{metadata.sequence.stream}"
+
+
 async def decode_event(
     message: NatsMessage,
     model: type[EventT],
@@ -136,7 +147,8 @@ async def decode_event(
             error=str(error)[:4000],
             payload=raw[:65536].decode("utf-8", errors="replace"),
         )
-        await publish_event(broker, subjects, subjects.dead_letter(subject), letter)
+        await publish_event(broker, subjects, subjects.dead_letter(subject), letter,
+                            dedup_key=_dead_letter_key(message, consumer, letter))
         return None
 
 

@@ -138,10 +138,11 @@ def test_services_run_end_to_end_with_their_own_credentials(
         files = write_synthetic_coco(tmp_path / "shapes", train_images=2, val_images=2, size=64)
         with TrainyardClient(stack.api_url, stack.admin_key) as client:
             dataset = client.datasets.register("shapes", str(files.root))
-            # Gone before the trainer reads it: the attempt fails fast, and its run.completed still flows.
-            shutil.rmtree(files.root)
             run = client.runs.start({"name": "perm", "dataset_id": dataset["id"], "architecture": "rtmdet-tiny",
                                      "epochs": 1, "input_size": 64})
+            # Gone before the training child reads it (seconds later, after its imports): the
+            # attempt fails fast, and its run.completed still flows.
+            shutil.rmtree(files.root)
             _until(lambda: client.runs.get(run["id"])["status"] == "failed", "the run never came back failed",
                    timeout=90)
             assert client.runs.get(run["id"])["trainer_id"] == TRAINER_ID
