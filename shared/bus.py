@@ -2,6 +2,7 @@
 publishing with de-duplication, and decoding with dead-lettering."""
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ ACK_WAIT_S = 60.0
 # Publishers set Nats-Msg-Id; the stream drops a repeat inside this window.
 DUPLICATE_WINDOW_S = 600.0
 STORAGE_RETRY_DELAY_S = 2.0
+PUBLISH_ATTEMPTS = 3
 
 DEAD_LETTERED = Counter(
     "trainyard_dead_lettered_events_total",
@@ -102,13 +104,20 @@ async def publish_event(
     broker: NatsBroker, subjects: Subjects, subject: str, event: Event, *, dedup_key: str | None = None
 ) -> None:
     """Publish to JetStream and wait for its ack; a repeat of dedup_key is dropped by the stream."""
-    await broker.publish(
-        event.model_dump_json(),
-        subject,
-        headers={"Nats-Msg-Id": dedup_key or event.event_id, "content-type": "application/json"},
-        stream=subjects.stream,
-        timeout=10.0,
-    )
+    headers = {"Nats-Msg-Id": dedup_key or event.event_id, "content-type": "application/json"}
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            await broker.publish(event.model_dump_json(), subject, headers=headers, stream=subjects.stream,
+                                 timeout=10.0)
+            return
+        except json.JSONDecodeError:
+            # The publish is a request: a plain (core) subscriber on the subject that
+            # answers it can beat the stream's ack with an empty reply. The stream has
+            # the message or will have it on retry; the Msg-Id makes a retry harmless.
+            if attempt == PUBLISH_ATTEMPTS:
+                raise
+            log.warning("a non-JetStream reply answered the publish on %s (a core subscriber replying?); "
+                        "publishing again", subject)
 
 
 def _dead_letter_key(message: NatsMessage, consumer: str, letter: DeadLetter) -> str:

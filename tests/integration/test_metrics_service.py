@@ -80,7 +80,8 @@ async def test_malformed_event_is_dead_lettered_and_consumer_goes_on(
     dead: list[DeadLetter] = []
     two_dead = asyncio.Event()
 
-    @broker.subscriber(subjects.dead_letter(subjects.epoch_logged))
+    # no_reply: a plain subscriber must not answer the publisher's request in place of the stream.
+    @broker.subscriber(subjects.dead_letter(subjects.epoch_logged), no_reply=True)
     async def collect(letter: DeadLetter) -> None:
         dead.append(letter)
         if len(dead) == 2:
