@@ -29,7 +29,8 @@ EventT = TypeVar("EventT", bound=BaseModel)
 # Redelivery is what makes delivery at-least-once; the cap keeps a message
 # that can never succeed from looping for ever (it is dead-lettered below).
 MAX_DELIVER = 20
-ACK_WAIT_S = 60.0
+# Messages a consumer fetched but never acked (it crashed) come back after this.
+ACK_WAIT_S = 30.0
 # Publishers set Nats-Msg-Id; the stream drops a repeat inside this window.
 DUPLICATE_WINDOW_S = 600.0
 STORAGE_RETRY_DELAY_S = 2.0

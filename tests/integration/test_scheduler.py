@@ -121,8 +121,10 @@ def test_scheduler_restart_mid_queue_loses_and_repeats_nothing(
     os.kill(scheduler.pid, signal.SIGKILL)
     scheduler.wait()
     stack.start_service("scheduler", name="scheduler-again", TRAINYARD_ASSIGNMENT_ACK_TIMEOUT_S="3")
+    # Events the killed scheduler had fetched but not acked come back after the
+    # consumers' ack wait (30 s), so a run or two finish only then.
     for run in runs:
-        done = wait_status(client, run["id"], TERMINAL, timeout=60)
+        done = wait_status(client, run["id"], TERMINAL, timeout=120)
         assert done["status"] == "success", done
         statuses = [h["status"] for h in done["history"]]
         assert statuses.count("success") == 1 and statuses.count("in_progress") == 1
