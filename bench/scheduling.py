@@ -73,7 +73,8 @@ async def measure(stack: LocalStack, runs: int, dataset_id: str) -> tuple[list[f
     await connection.subscribe(f"{prefix}.run.completed", cb=on_completed)
     await connection.flush()
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
+    auth = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=auth) as http:
         semaphore = asyncio.Semaphore(16)
 
         async def create(i: int) -> None:
@@ -103,7 +104,8 @@ def main() -> None:
         stack.start_load_generator("bench", "--trainers", str(args.trainers), "--run-seconds",
                                    str(args.run_seconds), "--heartbeat-seconds", "2")
         files = write_synthetic_coco(data_dir / "shapes", train_images=2, val_images=1, size=64)
-        dataset = httpx.post(f"{stack.api_url}/v1/datasets", json={"name": "b", "path": str(files.root)}).json()
+        dataset = httpx.post(f"{stack.api_url}/v1/datasets", json={"name": "b", "path": str(files.root)},
+                             headers={"Authorization": f"Bearer {stack.admin_key}"}).json()
         time.sleep(3)  # every simulated trainer has sent a heartbeat
         assert stack.nats_url
         rtt = asyncio.run(nats_round_trips(stack.nats_url, 1000))
