@@ -1,11 +1,14 @@
 """Real servers for the whole session; each test gets its own database and subjects."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from faststream.nats import NatsBroker
 
+from shared.bus import ensure_stream
+from shared.subjects import Subjects
 from trainyard.localstack import LocalStack
 
 
@@ -36,3 +39,16 @@ def stack(servers: LocalStack, tmp_path: Path) -> Iterator[LocalStack]:
 def service_log(stack: LocalStack, name: str) -> str:
     path = stack.log_dir / f"{name}.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.fixture
+async def bus(stack: LocalStack) -> AsyncIterator[tuple[NatsBroker, Subjects]]:
+    """A broker on the test's namespace, for tests that publish or watch events themselves."""
+    stack.start_servers()
+    assert stack.nats_url
+    broker = NatsBroker(stack.nats_url)
+    await broker.connect()
+    subjects = Subjects(stack.subject_prefix)
+    await ensure_stream(broker, subjects)
+    yield broker, subjects
+    await broker.stop()

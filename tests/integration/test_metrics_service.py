@@ -2,27 +2,14 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from faststream.nats import NatsBroker
 from pymongo import AsyncMongoClient
 
-from shared.bus import ensure_stream, publish_event
+from shared.bus import publish_event
 from shared.events import ConfusionMatrix, DeadLetter, EpochLogged, IterationLog, IterationsLogged
 from shared.subjects import Subjects
 from trainyard.localstack import LocalStack
-
-
-@pytest.fixture
-async def bus(stack: LocalStack) -> AsyncIterator[tuple[NatsBroker, Subjects]]:
-    assert stack.nats_url
-    broker = NatsBroker(stack.nats_url)
-    await broker.connect()
-    subjects = Subjects(stack.subject_prefix)
-    await ensure_stream(broker, subjects)
-    yield broker, subjects
-    await broker.stop()
 
 
 def epoch(n: int, loss: float = 1.0) -> EpochLogged:

@@ -11,24 +11,12 @@ import httpx
 import pytest
 from faststream.nats import NatsBroker
 
-from shared.bus import ensure_stream, publish_event
+from shared.bus import publish_event
 from shared.events import ConfusionMatrix, EpochLogged
 from shared.subjects import Subjects
 from trainyard.client import AsyncTrainyardClient, RunEvent
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
-
-
-@pytest.fixture
-async def bus(stack: LocalStack) -> AsyncIterator[tuple[NatsBroker, Subjects]]:
-    stack.start_servers()
-    assert stack.nats_url
-    broker = NatsBroker(stack.nats_url)
-    await broker.connect()
-    subjects = Subjects(stack.subject_prefix)
-    await ensure_stream(broker, subjects)
-    yield broker, subjects
-    await broker.stop()
 
 
 def epoch_event(run_id: str, attempt: int, n: int) -> EpochLogged:
