@@ -182,6 +182,18 @@ class RunRerunRequested(RunEvent):
     requested_by: str | None = None
 
 
+class RunRemoved(RunEvent):
+    """A user removed a finished run: the api deletes its document, and each service what it keeps of it
+    (the metrics service: epoch and iteration logs, confusion matrices, stored artifacts). A registered
+    model of the run stays in the registry."""
+
+    project: str
+    status: Literal[RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED] = Field(
+        description="how the run had ended"
+    )
+    requested_by: str | None = None
+
+
 class Accelerator(BaseModel):
     model_config = ConfigDict(frozen=True)
 

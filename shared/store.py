@@ -10,7 +10,7 @@ from shared.settings import CommonSettings
 Document = dict[str, Any]
 
 # Each collection has one writer; the API gateway reads the others.
-RUNS = "runs"  # written by the api (creation) and the scheduler (state machine)
+RUNS = "runs"  # the api inserts a run and removes it once finished; the scheduler owns every status change between
 DATASETS = "datasets"  # api
 TRAINERS = "trainers"  # scheduler
 EPOCHS = "epochs"  # metrics
@@ -18,7 +18,7 @@ CONFUSION_MATRICES = "confusion_matrices"  # metrics
 ITERATIONS = "iterations"  # metrics: one document per logged (run, step)
 MODELS = "models"  # metrics registers them; the api toggles `published`
 API_KEYS = "api_keys"  # api (/v1/keys) and the operator's `trainyard keys bootstrap`
-ITERATIONS = "iterations"  # metrics, once trainers report iteration losses
+REMOVED_RUNS = "removed_runs"  # metrics: a tombstone per removed run, so its late events are dropped
 PROJECTS = "projects"  # api (per-project facts its listings use, e.g. the first run's time)
 
 

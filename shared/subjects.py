@@ -55,6 +55,10 @@ class Subjects:
         return self._s("run.rerun_requested")
 
     @property
+    def run_removed(self) -> str:
+        return self._s("run.removed")
+
+    @property
     def model_registered(self) -> str:
         return self._s("model.registered")
 

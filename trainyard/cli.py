@@ -27,7 +27,7 @@ from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded
 
 app = typer.Typer(help="trainyard: managed MMDetection training runs", no_args_is_help=True)
 dataset_app = typer.Typer(help="Datasets: generate, register, inspect", no_args_is_help=True)
-runs_app = typer.Typer(help="Training runs: start, watch, read results, stop", no_args_is_help=True)
+runs_app = typer.Typer(help="Training runs: start, watch, read results, stop, remove", no_args_is_help=True)
 models_app = typer.Typer(help="Trained models: list, inspect, publish", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of your project (admin scope), and the first one of a project",
                        no_args_is_help=True)
@@ -324,6 +324,23 @@ def runs_rerun(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_j
     with _api_errors(), _client(api_url, api_key) as client:
         run = client.runs.rerun(run_id)
     _print_run_change(run, as_json)
+
+
+@runs_app.command("remove")
+def runs_remove(
+    run_id: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    api_url: ApiUrl = None, api_key: ApiKey = None,
+) -> None:
+    """Delete a finished run with its logs, metrics, confusion matrices, previews and checkpoints.
+
+    A run still active must be killed first. A model the run produced stays in the registry.
+    """
+    if not yes:
+        typer.confirm(f"Remove run {run_id} and everything stored for it?", abort=True)
+    with _api_errors(), _client(api_url, api_key) as client:
+        client.runs.remove(run_id)
+    console.print(f"removed run {run_id}", highlight=False)
 
 
 def _logs_table(epochs: list[dict[str, Any]]) -> Table:

@@ -1,6 +1,6 @@
 """Typed Python clients of the trainyard HTTP API: `TrainyardClient` (sync) and `AsyncTrainyardClient`.
 
-Both mirror the API resource by resource (`client.runs.start/list/get/kill/rerun/logs/...`,
+Both mirror the API resource by resource (`client.runs.start/list/get/kill/rerun/remove/logs/...`,
 `client.datasets`, `client.models`, `client.keys`) and raise a `TrainyardError`
 subclass carrying the API's problem details when a call fails.
 
@@ -302,6 +302,10 @@ class _Calls:
         return Call("POST", f"/v1/runs/{run_id}/rerun")
 
     @staticmethod
+    def remove_run(run_id: str) -> Call:
+        return Call("DELETE", f"/v1/runs/{run_id}")
+
+    @staticmethod
     def run_logs(run_id: str, kind: str) -> Call:
         return Call("GET", f"/v1/runs/{run_id}/logs", _params(kind=kind))
 
@@ -406,6 +410,11 @@ class _EventParser:
         return None
 
 
+def _body(response: httpx.Response) -> Any:
+    """The JSON of an answer; None for one without a body (204)."""
+    return response.json() if response.content else None
+
+
 def _event_headers(last_event_id: str | None) -> dict[str, str]:
     return {"Accept": "text/event-stream", **({"Last-Event-ID": last_event_id} if last_event_id else {})}
 
@@ -424,7 +433,7 @@ class _SyncTransport:
             raise ApiUnreachable(0, f"no answer from {self.http.base_url}: {error}") from error
         if response.is_error:
             raise error_from_response(response)
-        return response.json()
+        return _body(response)
 
     def events(self, call: Call, last_event_id: str | None) -> Generator[RunEvent]:
         """The stream's events, reconnecting after a dropped connection from the last event seen."""
@@ -497,6 +506,11 @@ class Runs(_SyncResource):
 
     def rerun(self, run_id: str) -> Run:
         return cast(Run, self._send(calls.rerun(run_id)))
+
+    def remove(self, run_id: str) -> None:
+        """Delete a finished run and everything stored for it (a run still active is a ConflictError:
+        kill it first); a model it produced stays in the registry."""
+        self._send(calls.remove_run(run_id))
 
     def logs(self, run_id: str, kind: Literal["all", "epoch", "iteration"] = "all") -> builtins.list[dict[str, Any]]:
         """Epoch (and iteration) logs in time order; each has `kind` and `logged_at`."""
@@ -614,7 +628,7 @@ class _AsyncTransport:
             raise ApiUnreachable(0, f"no answer from {self.http.base_url}: {error}") from error
         if response.is_error:
             raise error_from_response(response)
-        return response.json()
+        return _body(response)
 
     async def events(self, call: Call, last_event_id: str | None) -> AsyncGenerator[RunEvent]:
         parser = _EventParser()
@@ -684,6 +698,9 @@ class AsyncRuns(_AsyncResource):
 
     async def rerun(self, run_id: str) -> Run:
         return cast(Run, await self._send(calls.rerun(run_id)))
+
+    async def remove(self, run_id: str) -> None:
+        await self._send(calls.remove_run(run_id))
 
     async def logs(self, run_id: str,
                    kind: Literal["all", "epoch", "iteration"] = "all") -> builtins.list[dict[str, Any]]:

@@ -59,8 +59,8 @@ class Unprocessable(ApiError):
 
 
 class Conflict(ApiError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(409, detail)
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(409, detail, headers=headers)
 
 
 class Unauthorized(ApiError):

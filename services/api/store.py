@@ -1,4 +1,5 @@
-"""The gateway's collections: it writes datasets, new runs and API keys, and reads the rest.
+"""The gateway's collections: it writes datasets, new runs (and removes finished ones) and API keys,
+and reads the rest.
 
 Every read of a project's things filters by project, so another project's id
 is indistinguishable from an id that does not exist.
@@ -15,6 +16,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.api.pagination import ORIGIN, After, Direction, Fetch, scan_by_created
+from shared.status import TERMINAL_STATUSES
 from shared.store import (
     API_KEYS,
     CONFUSION_MATRICES,
@@ -121,6 +123,17 @@ class ApiStore:
     async def run(self, project: str, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id, "project": project})
 
+    async def remove_finished_run(self, project: str, run_id: str) -> bool:
+        """Delete a run that has ended; False if it is not (or no longer) a finished run of the project.
+
+        Guarded by the terminal statuses in the same atomic operation, so a rerun the
+        scheduler moves at the same moment either goes first (nothing is deleted) or
+        finds no run to move.
+        """
+        result = await self.runs.delete_one({"_id": run_id, "project": project,
+                                             "status": {"$in": sorted(str(s) for s in TERMINAL_STATUSES)}})
+        return result.deleted_count == 1
+
     async def page_of_runs(
         self, project: str, *, status: str | None, search: str | None, direction: Direction,
         after: After | None, limit: int, window: timedelta, now: datetime,
@@ -207,6 +220,9 @@ class ApiStore:
         if published is not None:
             query["published"] = published
         return await self.models.find(query).sort("created_at", DESCENDING).limit(limit).to_list()
+
+    async def model_of_run(self, run_id: str) -> Document | None:
+        return await self.models.find_one({"run_id": run_id}, {"_id": 1})
 
     async def model(self, project: str, model_id: str) -> Document | None:
         return await self.models.find_one({"_id": model_id, "project": project})

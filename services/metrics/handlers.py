@@ -8,7 +8,7 @@ from prometheus_client import Counter
 
 from services.metrics.store import MetricsStore
 from shared.bus import decode_event, durable_subscriber, redelivered_on_storage_error
-from shared.events import EpochLogged, IterationsLogged, ModelRegistered
+from shared.events import EpochLogged, IterationsLogged, ModelRegistered, RunRemoved
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,11 @@ MODELS_CONSUMER = "metrics-models"
 MODELS_REGISTERED = Counter("trainyard_models_registered_total", "Trained models recorded")
 ITERATIONS_CONSUMER = "metrics-iterations"
 ITERATIONS_INGESTED = Counter("trainyard_iterations_ingested_total", "Iteration logs stored (steps)", ["outcome"])
+REMOVALS_CONSUMER = "metrics-run-removed"
+RUNS_REMOVED = Counter("trainyard_run_removals_total", "run.removed events handled", ["outcome"])
+# The api publishes run.removed just before it deletes the run: a removal seen before that
+# delete lands is looked at again after this long.
+REMOVAL_RECHECK_S = 1.0
 
 
 def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) -> NatsRouter:
@@ -65,5 +70,23 @@ def build_router(broker: NatsBroker, store: MetricsStore, subjects: Subjects) ->
             stored = await store.record_iterations(event)
         ITERATIONS_INGESTED.labels(outcome="stored").inc(stored)
         ITERATIONS_INGESTED.labels(outcome="duplicate").inc(len(event.steps) - stored)
+
+    @durable_subscriber(router, subjects, subjects.run_removed, REMOVALS_CONSUMER)
+    async def on_run_removed(message: NatsMessage) -> None:
+        event = await decode_event(message, RunRemoved, broker=broker, subjects=subjects,
+                                   consumer=REMOVALS_CONSUMER)
+        if event is None:
+            return
+        with redelivered_on_storage_error(f"removing the data of run {event.run_id}"):
+            state = await store.removal_state(event.run_id)
+            if state == "not_yet":
+                raise NackMessage(delay=REMOVAL_RECHECK_S)
+            if state == "refused":
+                RUNS_REMOVED.labels(outcome="refused").inc()
+                log.info("run %s was not removed (it became active again): its data stays", event.run_id)
+                return
+            deleted = await store.remove_run_data(event)
+        RUNS_REMOVED.labels(outcome="removed").inc()
+        log.info("removed the data of run %s: %s", event.run_id, deleted)
 
     return router

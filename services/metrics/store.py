@@ -1,14 +1,20 @@
 """The metrics service's collections: epoch logs and confusion matrices, one per (run, epoch)."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.metrics.telemetry import traced_ingest
-from shared.events import EpochLogged, IterationsLogged, ModelRegistered, utcnow
-from shared.store import CONFUSION_MATRICES, EPOCHS, ITERATIONS, MODELS, RUNS, Document
+from shared.events import EpochLogged, IterationsLogged, ModelRegistered, RunRemoved, utcnow
+from shared.status import TERMINAL_STATUSES
+from shared.store import CONFUSION_MATRICES, EPOCHS, ITERATIONS, MODELS, REMOVED_RUNS, RUNS, Document
+
+# What a run.removed finds: the run's document is gone (remove its data now), still there as
+# a finished run (the api has not deleted it yet: wait), or active again (the removal lost a
+# race with a rerun and was refused: keep everything).
+RemovalState = Literal["removed", "not_yet", "refused"]
 
 
 class MetricsStore:
@@ -18,12 +24,42 @@ class MetricsStore:
         self.runs = db[RUNS]
         self.models = db[MODELS]
         self.iterations = db[ITERATIONS]
+        self.removed_runs = db[REMOVED_RUNS]
 
     async def is_superseded(self, run_id: str, attempt: int) -> bool:
-        """True when the run has moved on to a newer attempt: the attempt number is a fencing
-        token, and a trainer presumed lost that comes back must not overwrite its successor."""
+        """True when the run has moved on to a newer attempt, or was removed.
+
+        The attempt number is a fencing token: a trainer presumed lost that comes back
+        must not overwrite its successor. A removed run's trainer may still report an
+        epoch while it stops; the run's tombstone keeps that from being stored again.
+        """
         run = await self.runs.find_one({"_id": run_id}, {"attempt": 1})
-        return run is not None and int(run.get("attempt", 0)) > attempt
+        if run is None:
+            return await self.removed_runs.find_one({"_id": run_id}, {"_id": 1}) is not None
+        return int(run.get("attempt", 0)) > attempt
+
+    async def removal_state(self, run_id: str) -> RemovalState:
+        run = await self.runs.find_one({"_id": run_id}, {"status": 1})
+        if run is None:
+            return "removed"
+        return "not_yet" if run.get("status") in TERMINAL_STATUSES else "refused"
+
+    async def remove_run_data(self, event: RunRemoved) -> dict[str, int]:
+        """Delete a removed run's epochs, iterations and confusion matrices (idempotent); how many of each.
+
+        The tombstone goes first, so an epoch arriving while this runs is dropped rather than kept.
+        """
+        await self.removed_runs.update_one(
+            {"_id": event.run_id},
+            {"$setOnInsert": {"project": event.project, "removed_at": event.occurred_at,
+                              "requested_by": event.requested_by}},
+            upsert=True,
+        )
+        deleted = {}
+        for name, collection in (("epochs", self.epochs), ("iterations", self.iterations),
+                                 ("confusion_matrices", self.confusion_matrices)):
+            deleted[name] = (await collection.delete_many({"run_id": event.run_id})).deleted_count
+        return deleted
 
     async def ensure_indexes(self) -> None:
         key = [("run_id", ASCENDING), ("epoch", ASCENDING)]

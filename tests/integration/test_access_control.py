@@ -94,10 +94,12 @@ def test_other_projects_runs_are_404_like_unknown_ones(world: World) -> None:
     assert world.beta.admin.get(f"/v1/runs/{beta.run_id}").status_code == 200
 
 
-def test_other_projects_run_cannot_be_killed_or_rerun(world: World) -> None:
+def test_other_projects_run_cannot_be_killed_rerun_or_removed(world: World) -> None:
     for action in ("kill", "rerun"):
         body = problem_of(world.alpha.admin.post(f"/v1/runs/{world.beta.run_id}/{action}"), 404)
         assert body["detail"] == f"no run with id {world.beta.run_id!r}"
+    body = problem_of(world.alpha.admin.delete(f"/v1/runs/{world.beta.run_id}"), 404)
+    assert body["detail"] == f"no run with id {world.beta.run_id!r}"
     assert world.beta.admin.get(f"/v1/runs/{world.beta.run_id}").json()["status"] == "created"
 
 

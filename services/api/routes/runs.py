@@ -1,7 +1,8 @@
 import asyncio
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi import Path as PathParam
 
 from services.api.auth import RunsReader, RunsWriter
@@ -13,15 +14,20 @@ from services.api.models import RunList, RunOut
 from services.api.pagination import InvalidCursor
 from services.api.views import run_out
 from shared.bus import publish_event
-from shared.events import RunCreated, RunKillRequested, RunRerunRequested, new_id, utcnow
+from shared.events import RunCreated, RunKillRequested, RunRemoved, RunRerunRequested, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
-from shared.status import RunStatus
+from shared.status import TERMINAL_STATUSES, RunStatus
 from shared.telemetry import run_trace_context
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403))
 RunId = Annotated[ObjectId, PathParam(description="the run's id")]
 SearchText = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$",
                                   description="part of the run's name (any case), or the start of its id")]
+# A successful run's model is registered by the metrics service from an event of its own,
+# which may still be on its way when the run shows `success`: removing the run first would
+# leave the registration without the run's project. A run without a model after this long
+# never gets one (its attempt kept no checkpoint).
+MODEL_REGISTRATION_GRACE = timedelta(seconds=60)
 CursorParam = Annotated[str, Query(min_length=1, max_length=1000, description="`next_cursor` of the previous page")]
 
 
@@ -132,3 +138,29 @@ async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, s
                         RunRerunRequested(run_id=run_id, requested_by=caller.key_id),
                         dedup_key=f"{run_id}:rerun:{doc.get('attempt', 0)}")
     return run_out(doc, await store.latest_epoch(run_id), utcnow())
+
+
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               responses=problem_responses(404, 409))
+async def remove_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> Response:
+    """Remove a finished run and everything stored for it; a model it produced stays in the registry."""
+    doc = await existing_run(store, caller.project, run_id)
+    if doc["status"] not in TERMINAL_STATUSES:
+        raise Conflict(f"run {run_id} is {doc['status']}: only a finished run can be removed; kill it first "
+                       f"(POST /v1/runs/{run_id}/kill) and remove it once it has ended")
+    completed = doc.get("completed_at")
+    if (doc["status"] == RunStatus.SUCCESS and await store.model_of_run(run_id) is None
+            and completed is not None and utcnow() - completed < MODEL_REGISTRATION_GRACE):
+        raise Conflict(f"run {run_id} just succeeded and its trained model is still being registered; "
+                       "try again in a few seconds", headers={"Retry-After": "5"})
+    # The event goes first: if it cannot be published nothing is removed and the caller may retry.
+    # The metrics service acts on it only once the run's document is gone (deleted just below).
+    await publish_event(bus, subjects, subjects.run_removed,
+                        RunRemoved(run_id=run_id, project=caller.project, status=doc["status"],
+                                   requested_by=caller.key_id))
+    if not await store.remove_finished_run(caller.project, run_id):
+        now = await store.run(caller.project, run_id)
+        if now is None:
+            raise NotFound("run", run_id)  # a concurrent DELETE removed it
+        raise Conflict(f"run {run_id} became {now['status']} while it was being removed; it was not removed")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
