@@ -104,6 +104,16 @@ class ConfusionMatrix(BaseModel):
     iou_threshold: float
 
 
+class PreviewImage(BaseModel):
+    """One evaluation preview: a validation image with its ground-truth and predicted boxes, as PNG."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_id: int = Field(description="the image's id in the validation annotations")
+    file_name: str = Field(description="the validation image's file name")
+    object_name: str = Field(description="the PNG's name in the artifact store")
+
+
 class EpochLogged(RunEvent):
     attempt: Annotated[int, Field(ge=1)]
     epoch: Annotated[int, Field(ge=1)]
@@ -116,6 +126,12 @@ class EpochLogged(RunEvent):
         default_factory=dict, description="COCO bbox metrics: bbox_mAP, bbox_mAP_50, bbox_mAP_75, ..."
     )
     confusion_matrix: ConfusionMatrix | None = None
+    previews: list[PreviewImage] = Field(
+        default_factory=list, description="the evaluation's previews (spec.preview), stored before the event"
+    )
+    preview_score_threshold: FiniteFloat | None = Field(
+        None, description="predictions at or above this score are drawn on the previews"
+    )
 
 
 class IterationLog(BaseModel):

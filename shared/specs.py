@@ -89,6 +89,14 @@ class RunSpec(Strict):
     base_model_id: ObjectId | None = Field(
         None, description="a trained model of the registry to start from (transfer learning); None: random init"
     )
+    matrix: bool = Field(
+        True, description="compute and store a confusion matrix at each evaluation (Datature's `matrix`)"
+    )
+    preview: bool = Field(
+        False, description="render evaluation previews: at each evaluation the same validation images with their "
+                           "ground-truth and predicted boxes, as PNG (GET /v1/runs/{id}/previews)"
+    )
+    preview_images: Annotated[int, Field(ge=1, le=16, description="validation images rendered when `preview`")] = 4
 
     @field_validator("architecture")
     @classmethod

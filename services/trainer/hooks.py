@@ -21,7 +21,8 @@ from mmengine.registry import HOOKS
 
 from services.trainer.coco_eval import category_ids, evaluate, predictions_to_coco
 from services.trainer.confusion import confusion_matrix, to_event
-from services.trainer.reports import EpochReport, IterationsReport
+from services.trainer.previews import PREVIEW_SCORE_THRESHOLD, choose_images, preview_path, render_preview
+from services.trainer.reports import EpochReport, IterationsReport, PreviewFile
 from shared.events import ConfusionMatrix, IterationLog
 from shared.specs import LOWER_IS_BETTER
 
@@ -53,7 +54,10 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
     learning_rate: of the first parameter group, in the epoch's last iteration.
     epoch_time_s: wall time from the start of the training epoch to the end
     of its validation. The confusion matrix compares the predictions with
-    the validation dataset's annotations, as MMDetection's tool does.
+    the validation dataset's annotations, as MMDetection's tool does (unless
+    `matrix` is off). With `preview_images` > 0, each evaluation also renders
+    that many validation images (always the same ones) with their ground-truth
+    and predicted boxes, as PNGs under the work dir.
     """
 
     priority = "LOW"
@@ -65,8 +69,13 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         write: Callable[[Any], None] | None = None,
         val_loss: bool = False,
         log_interval: int = 10,
+        matrix: bool = True,
+        preview_images: int = 0,
     ) -> None:
         self.score_thr = score_thr
+        self.matrix = matrix
+        self.preview_images = preview_images
+        self._preview_choice: list[tuple[int, str]] | None = None
         self.iou_thr = iou_thr
         # Validation loss costs a second forward pass per batch: only when a
         # checkpoint strategy or limit uses it.
@@ -162,6 +171,21 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             return  # a validation outside training (runner.val()), or one already reported
         classes = list(runner.val_dataloader.dataset.metainfo["classes"])
         assert self._gt is not None
+        matrix = self._confusion_matrix(classes) if self.matrix else None
+        reported = self._coco_metrics(runner, classes)
+        if self._val_batches:
+            reported["val_loss"] = self._val_loss_sum / self._val_batches
+        report = self._report(runner, reported, matrix)
+        if self.preview_images > 0:
+            report = report.model_copy(update={"previews": self._render_previews(runner, classes),
+                                               "preview_score_threshold": PREVIEW_SCORE_THRESHOLD})
+        if metrics is not None:
+            metrics.update({METRIC_PREFIX + k: v for k, v in reported.items()})
+        self._reported = self._epoch
+        self.write(report)
+
+    def _confusion_matrix(self, classes: list[str]) -> ConfusionMatrix:
+        assert self._gt is not None
         gts = [self._gt[img_id] for img_id, *_ in self._preds]
         matrix = confusion_matrix(
             [boxes for boxes, _ in gts],
@@ -173,14 +197,29 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             score_thr=self.score_thr,
             iou_thr=self.iou_thr,
         )
-        reported = self._coco_metrics(runner, classes)
-        if self._val_batches:
-            reported["val_loss"] = self._val_loss_sum / self._val_batches
-        report = self._report(runner, reported, to_event(matrix, classes, self.score_thr, self.iou_thr))
-        if metrics is not None:
-            metrics.update({METRIC_PREFIX + k: v for k, v in reported.items()})
-        self._reported = self._epoch
-        self.write(report)
+        return to_event(matrix, classes, self.score_thr, self.iou_thr)
+
+    def _render_previews(self, runner: Any, classes: list[str]) -> list[PreviewFile]:
+        """This evaluation's previews, written under the work dir: always the same validation images."""
+        assert self._gt is not None
+        if self._preview_choice is None:
+            dataset = runner.val_dataloader.dataset
+            infos = (dataset.get_data_info(index) for index in range(len(dataset)))
+            self._preview_choice = choose_images([(info["img_id"], info["img_path"]) for info in infos],
+                                                 self.preview_images)
+        predictions = {img_id: (boxes, scores, labels) for img_id, boxes, scores, labels in self._preds}
+        no_boxes, no_labels = np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        files = []
+        for img_id, img_path in self._preview_choice:
+            gt_boxes, gt_labels = self._gt.get(img_id, (no_boxes, no_labels))
+            boxes, scores, labels = predictions.get(img_id, (no_boxes, np.zeros(0, dtype=np.float32), no_labels))
+            png = render_preview(img_path, classes, gt_boxes, gt_labels, boxes, scores, labels, epoch=self._epoch,
+                                 score_thr=PREVIEW_SCORE_THRESHOLD)
+            path = preview_path(runner.work_dir, self._epoch, int(img_id))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png)
+            files.append(PreviewFile(image_id=int(img_id), file_name=Path(img_path).name, path=str(path)))
+        return files
 
     def _add_val_loss(self, runner: Any, data_batch: Any) -> None:
         """The model's training loss on one validation batch (in eval mode, no augmentation).

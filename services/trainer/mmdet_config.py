@@ -179,7 +179,8 @@ def build_config(job: TrainingJob) -> Config:
     cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": cfg.vis_backends, "name": "visualizer"}
     cfg.custom_hooks = [
         *cfg.get("custom_hooks", []),
-        {"type": "TrainyardReportHook", "val_loss": spec.needs_val_loss, "log_interval": spec.log_interval},
+        {"type": "TrainyardReportHook", "val_loss": spec.needs_val_loss, "log_interval": spec.log_interval,
+         "matrix": spec.matrix, "preview_images": spec.preview_images if spec.preview else 0},
     ]
     if spec.limit is not None or spec.patience is not None:
         cfg.custom_hooks.append({

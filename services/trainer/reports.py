@@ -38,6 +38,14 @@ class StartedReport(BaseModel):
     reinitialised: list[str] = Field(default_factory=list)
 
 
+class PreviewFile(BaseModel):
+    """One evaluation preview the child wrote (a PNG under the work dir)."""
+
+    image_id: int
+    file_name: str = Field(description="the validation image's file name")
+    path: str
+
+
 class EpochReport(BaseModel):
     kind: Literal["epoch"] = "epoch"
     epoch: int
@@ -48,6 +56,9 @@ class EpochReport(BaseModel):
     epoch_time_s: FiniteFloat
     metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
     confusion_matrix: ConfusionMatrix | None = None
+    # spec.preview: the evaluation's preview PNGs, and the score from which predictions are drawn.
+    previews: list[PreviewFile] = Field(default_factory=list)
+    preview_score_threshold: float | None = None
 
 
 class IterationsReport(BaseModel):

@@ -263,7 +263,7 @@ class TrainingSession:
         event = EpochLogged(
             run_id=self.run_id,
             attempt=self.assignment.attempt,
-            **report.model_dump(exclude={"kind"}),
+            **report.model_dump(exclude={"kind", "previews"}),
         )
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1

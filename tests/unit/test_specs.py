@@ -52,3 +52,16 @@ def test_checkpoint_policy_limits_and_patience() -> None:
     with pytest.raises(ValidationError, match="bbox_mAP"):
         RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
                                 "limit": {"metric": "accuracy", "value": 1}})
+
+
+def test_matrix_is_on_and_previews_off_unless_asked_for() -> None:
+    spec = RunSpec(name="r", dataset_id=DATASET, architecture="rtmdet-tiny")
+    assert (spec.matrix, spec.preview, spec.preview_images) == (True, False, 4)
+    asked = RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
+                                    "matrix": False, "preview": True, "preview_images": 16})
+    assert (asked.matrix, asked.preview, asked.preview_images) == (False, True, 16)
+    for count in (0, 17):
+        with pytest.raises(ValidationError) as info:
+            RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
+                                    "preview": True, "preview_images": count})
+        assert info.value.errors()[0]["loc"] == ("preview_images",)

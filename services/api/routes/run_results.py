@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from services.api.auth import RunsReader
 from services.api.deps import Store
-from services.api.errors import NotFound, problem_responses
+from services.api.errors import ApiError, NotFound, problem_responses
 from services.api.models import (
     BestEpoch,
     ConfusionMatrixOut,
@@ -82,7 +82,10 @@ async def get_confusion_matrix(
         alias="format", description="rows and columns, or Datature's per-column JSON")] = "matrix",
 ) -> ConfusionMatrixOut | DatatureConfusionMatrixOut:
     """The confusion matrix of one evaluation (the latest unless `epoch` is given)."""
-    await existing_run(store, caller.project, run_id)
+    run = await existing_run(store, caller.project, run_id)
+    if not run["spec"].get("matrix", True):
+        raise ApiError(404, f"run {run_id} was started with matrix=false: its evaluations compute no confusion "
+                            "matrix")
     doc = await store.confusion_matrix(run_id, epoch)
     if doc is None:
         raise NotFound("confusion matrix for run", run_id if epoch is None else f"{run_id} epoch {epoch}")
