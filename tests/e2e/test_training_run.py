@@ -96,7 +96,8 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
         config = client.request("GET", f"/v1/runs/{run['id']}/config")
         assert config["attempt"] == 1 and "num_classes=3" in config["config"].replace(" ", "")
         architectures = {a["id"]: a for a in client.request("GET", "/v1/architectures")}
-        assert {"rtmdet-tiny", "retinanet-r18", "faster-rcnn-r18", "fcos-r18", "yolox-tiny"} <= set(architectures)
+        assert {"rtmdet-tiny", "yolox-tiny", "retinanet-r18", "retinanet-r50", "faster-rcnn-r18", "faster-rcnn-r50",
+                "fcos-r18", "fcos-r50"} <= set(architectures)
         assert "learning_rate" in {p["name"] for p in architectures["rtmdet-tiny"]["parameters"]}
 
         # Transfer learning through the whole stack: fine-tune the model onto two classes.
