@@ -47,7 +47,7 @@ class BaseModelRef(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
-    checkpoint: str = Field(description="path of its weights, readable by every trainer")
+    checkpoint: str = Field(description="its weights: an object name in the artifact store (models/<id>.pth)")
     classes: list[str]
 
 
@@ -187,7 +187,7 @@ class ModelRegistered(RunEvent):
     trainer_id: str
     architecture: str
     classes: list[str]
-    checkpoint: str = Field(description="where every trainer can read the weights")
+    checkpoint: str = Field(description="the weights: an object name in the artifact store (models/<id>.pth)")
     epochs_completed: int
     base_model_id: str | None = None
 

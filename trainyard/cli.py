@@ -458,6 +458,21 @@ def runs_matrix(
         console.print(matrix_table(cm), highlight=False)
 
 
+@runs_app.command("checkpoints")
+def runs_checkpoints(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """The run's stored checkpoints: the newest few and the best; a rerun resumes from the newest."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        stored = client.runs.checkpoints(run_id)
+    if as_json:
+        _print_json(stored)
+        return
+    table = Table("epoch", "size", "best", "stored", "name")
+    for item in stored["items"]:
+        table.add_row(str(item["epoch"]), f"{item['size_bytes'] / 1e6:.1f} MB", "yes" if item["best"] else "",
+                      item["stored_at"], item["name"])
+    console.print(table, highlight=False)
+
+
 @runs_app.command("metrics")
 def runs_metrics(
     run_id: str,
@@ -540,6 +555,19 @@ def models_unpublish(model_id: str, api_url: ApiUrl = None, api_key: ApiKey = No
     """Withdraw a published model (needs models:publish)."""
     with _api_errors(), _client(api_url, api_key) as client:
         _print_json(client.models.unpublish(model_id))
+
+
+@models_app.command("download")
+def models_download(
+    model_id: str,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (default: ./<model id>.pth)")] = None,
+    api_url: ApiUrl = None, api_key: ApiKey = None,
+) -> None:
+    """Download a model's trained weights (a PyTorch state_dict file)."""
+    dest = out or Path(f"{model_id}.pth")
+    with _api_errors(), _client(api_url, api_key) as client:
+        path = client.models.download_weights(model_id, dest)
+    console.print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
 # -- API keys -----------------------------------------------------------------------------

@@ -322,6 +322,14 @@ class _Calls:
         return Call("GET", f"/v1/runs/{run_id}/confusion-matrix", _params(epoch=epoch, format=layout))
 
     @staticmethod
+    def run_checkpoints(run_id: str) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/checkpoints")
+
+    @staticmethod
+    def model_weights(model_id: str) -> Call:
+        return Call("GET", f"/v1/models/{model_id}/weights")
+
+    @staticmethod
     def run_events(run_id: str) -> Call:
         return Call("GET", f"/v1/runs/{run_id}/events")
 
@@ -435,6 +443,24 @@ class _SyncTransport:
             raise error_from_response(response)
         return _body(response)
 
+    def download(self, call: Call, dest: Path) -> Path:
+        """Stream a binary answer into `dest`, whole or not at all."""
+        partial = dest.with_name(f".{dest.name}.partial")
+        try:
+            with self.http.stream(call.method, call.path, params=call.params) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_from_response(response)
+                with partial.open("wb") as out:
+                    for block in response.iter_bytes():
+                        out.write(block)
+            partial.replace(dest)
+        except httpx.TransportError as error:
+            raise ApiUnreachable(0, f"download from {self.http.base_url} broke: {error}") from error
+        finally:
+            partial.unlink(missing_ok=True)
+        return dest
+
     def events(self, call: Call, last_event_id: str | None) -> Generator[RunEvent]:
         """The stream's events, reconnecting after a dropped connection from the last event seen."""
         parser = _EventParser()
@@ -527,6 +553,10 @@ class Runs(_SyncResource):
         """Rows and columns (`format="matrix"`, a ConfusionMatrix) or Datature's per-column JSON."""
         return cast(dict[str, Any], self._send(calls.confusion_matrix(run_id, epoch, format)))
 
+    def checkpoints(self, run_id: str) -> dict[str, Any]:
+        """The checkpoints stored for the run (the newest few and the best) and the epoch a rerun resumes after."""
+        return cast(dict[str, Any], self._send(calls.run_checkpoints(run_id)))
+
     def follow(self, run_id: str, last_event_id: str | None = None) -> Generator[RunEvent]:
         """Live status changes and epochs until the run ends; resumes itself after a dropped connection."""
         return self._transport.events(calls.run_events(run_id), last_event_id)
@@ -557,6 +587,10 @@ class Models(_SyncResource):
 
     def unpublish(self, model_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self._send(calls.publish_model(model_id, False)))
+
+    def download_weights(self, model_id: str, dest: str | Path) -> Path:
+        """Save the model's trained weights (a PyTorch state_dict file) to `dest`."""
+        return self._transport.download(calls.model_weights(model_id), Path(dest))
 
 
 class Trainers(_SyncResource):
@@ -629,6 +663,24 @@ class _AsyncTransport:
         if response.is_error:
             raise error_from_response(response)
         return _body(response)
+
+    async def download(self, call: Call, dest: Path) -> Path:
+        """Stream a binary answer into `dest`, whole or not at all."""
+        partial = dest.with_name(f".{dest.name}.partial")
+        try:
+            async with self.http.stream(call.method, call.path, params=call.params) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise error_from_response(response)
+                with partial.open("wb") as out:
+                    async for block in response.aiter_bytes():
+                        out.write(block)
+            partial.replace(dest)
+        except httpx.TransportError as error:
+            raise ApiUnreachable(0, f"download from {self.http.base_url} broke: {error}") from error
+        finally:
+            partial.unlink(missing_ok=True)
+        return dest
 
     async def events(self, call: Call, last_event_id: str | None) -> AsyncGenerator[RunEvent]:
         parser = _EventParser()
@@ -717,6 +769,9 @@ class AsyncRuns(_AsyncResource):
                                format: Literal["matrix", "datature"] = "matrix") -> dict[str, Any]:
         return cast(dict[str, Any], await self._send(calls.confusion_matrix(run_id, epoch, format)))
 
+    async def checkpoints(self, run_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._send(calls.run_checkpoints(run_id)))
+
     def follow(self, run_id: str, last_event_id: str | None = None) -> AsyncGenerator[RunEvent]:
         return self._transport.events(calls.run_events(run_id), last_event_id)
 
@@ -746,6 +801,9 @@ class AsyncModels(_AsyncResource):
 
     async def unpublish(self, model_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], await self._send(calls.publish_model(model_id, False)))
+
+    async def download_weights(self, model_id: str, dest: str | Path) -> Path:
+        return await self._transport.download(calls.model_weights(model_id), Path(dest))
 
 
 class AsyncTrainers(_AsyncResource):

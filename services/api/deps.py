@@ -6,6 +6,7 @@ from fastapi import Depends, Request
 from faststream.nats import NatsBroker
 
 from services.api.store import ApiStore
+from shared.artifacts import Artifacts
 from shared.settings import ApiSettings
 from shared.subjects import Subjects
 
@@ -25,7 +26,13 @@ def _subjects(request: Request) -> Subjects:
     return subjects
 
 
+def _artifacts(request: Request) -> Artifacts:
+    artifacts: Artifacts = request.app.state.artifacts
+    return artifacts
+
+
 Store = Annotated[ApiStore, Depends(_store)]
+ArtifactStore = Annotated[Artifacts, Depends(_artifacts)]
 Bus = Annotated[NatsBroker, Depends(_broker)]
 SubjectNames = Annotated[Subjects, Depends(_subjects)]
 

@@ -53,6 +53,11 @@ class NotFound(ApiError):
         super().__init__(404, f"no {what} with id {ident!r}")
 
 
+class Gone(ApiError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(410, detail)
+
+
 class Unprocessable(ApiError):
     def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(422, detail, errors)
@@ -133,6 +138,7 @@ _DESCRIPTIONS = {
     403: "The API key lacks the scope this operation needs",
     404: "No such resource in the key's project",
     409: "Conflict with the resource's current state",
+    410: "The resource's stored data is gone",
     413: "Request body larger than the limit",
     422: "Invalid input; `errors` names each bad field",
 }

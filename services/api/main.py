@@ -14,9 +14,20 @@ from starlette.responses import JSONResponse
 from services.api.auth import authenticate
 from services.api.errors import FieldProblem, Problem, install_error_handlers, problem_responses
 from services.api.limits import BodySizeLimit
-from services.api.routes import architectures, datasets, keys, models, run_events, run_results, runs, trainers
+from services.api.routes import (
+    architectures,
+    checkpoints,
+    datasets,
+    keys,
+    models,
+    run_events,
+    run_results,
+    runs,
+    trainers,
+)
 from services.api.store import ApiStore
 from services.api.telemetry import install_http_telemetry
+from shared.artifacts import Artifacts
 from shared.bus import ensure_stream, make_broker
 from shared.settings import ApiSettings
 from shared.store import database, mongo_client
@@ -54,6 +65,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         await broker.connect()
         await ensure_stream(broker, subjects)
         app.state.store, app.state.broker, app.state.subjects = store, broker, subjects
+        app.state.artifacts = await Artifacts.open(broker, subjects)
         try:
             yield
         finally:
@@ -75,7 +87,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     # Added after the body limit, so its metrics also count the requests the limit refuses.
     install_http_telemetry(app)
-    for module in (datasets, runs, run_results, run_events, architectures, trainers, keys, models):
+    for module in (datasets, runs, run_results, run_events, checkpoints, architectures, trainers, keys, models):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
     _install_openapi(app)

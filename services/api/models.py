@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.apikeys import Scope
+from shared.artifacts import BestCheckpoint
 from shared.catalogue import TunableParameter
 from shared.specs import RunSpec, Strict
 
@@ -243,6 +244,22 @@ class TrainerOut(BaseModel):
     runs: list[TrainerRun]
 
 
+class CheckpointOut(BaseModel):
+    epoch: int
+    name: str = Field(description="object name in the artifact store")
+    size_bytes: int
+    digest: str = Field(description="SHA-256 of the bytes, as the store records it")
+    stored_at: str
+    best: bool = Field(description="the best epoch by the run's checkpoint metric")
+
+
+class RunCheckpoints(BaseModel):
+    run_id: str
+    items: list[CheckpointOut]
+    best: BestCheckpoint | None = Field(description="null unless the strategy keeps a best checkpoint")
+    resume_epoch: int | None = Field(description="the epoch a rerun continues after")
+
+
 class ModelRunOut(BaseModel):
     id: str
     name: str | None
@@ -255,7 +272,7 @@ class ModelOut(BaseModel):
     architecture: str
     classes: list[str]
     run: ModelRunOut
-    checkpoint: str = Field(description="where every trainer reads the weights")
+    checkpoint: str = Field(description="the weights in the artifact store; download: GET /v1/models/{id}/weights")
     epochs: int
     best_epoch: int | None = Field(description="the epoch with the highest bbox_mAP")
     best_metrics: dict[str, float]

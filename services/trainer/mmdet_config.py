@@ -106,7 +106,11 @@ def build_config(job: TrainingJob) -> Config:
     if family.unfreeze_backbone:
         cfg.model.backbone.frozen_stages = -1
         cfg.model.backbone.norm_eval = False
-        # FCOS's caffe recipe also fixes the BatchNorm affine parameters.
+        # FCOS's caffe recipe also fixes the BatchNorm affine parameters. Its
+        # style='caffe' (ResNet-50's bottlenecks stride in the 1x1 conv; BGR,
+        # unscaled input) stays: only the caffe weights need it, but it is the
+        # recipe and runs without them (finite losses from random init; not
+        # compared with 'pytorch' style). ResNet-18's basic blocks ignore style.
         cfg.model.backbone.norm_cfg = {**cfg.model.backbone.get("norm_cfg", {"type": "BN"}), "requires_grad": True}
     if spec.num_frozen_stages > 0:
         # ResNet, CSPNeXt and CSPDarknet all read frozen_stages=N as "the stem

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from services.trainer.checkpoints import CheckpointStoreError, RunCheckpoints
 from services.trainer.reports import (
     EpochReport,
     FailedReport,
@@ -19,7 +20,9 @@ from services.trainer.reports import (
     TrainingJob,
     child_report_adapter,
 )
+from shared.artifacts import ArtifactCache, ArtifactNotFound
 from shared.events import (
+    BaseModelRef,
     EpochLogged,
     Event,
     IterationsLogged,
@@ -43,29 +46,6 @@ LOG_TAIL_LINES = 8
 STOP_GRACE_S = 5.0
 
 
-REPORTED_EPOCH_FILE = "reported_epoch"
-
-
-def latest_checkpoint(run_dir: Path, before_attempt: int) -> Path | None:
-    """The newest checkpoint of an earlier attempt whose epoch was also reported.
-
-    MMEngine saves epoch N's checkpoint before validating it, so an attempt can
-    die holding epoch N's weights with epoch N never reported; resuming from
-    there would leave a hole in the run's epochs. Resuming from the newest
-    reported epoch re-trains at most that one epoch instead.
-    """
-    candidates: list[tuple[int, int, Path]] = []
-    for attempt in range(1, before_attempt):
-        attempt_dir = run_dir / f"attempt-{attempt}"
-        marker = attempt_dir / REPORTED_EPOCH_FILE
-        reported = int(marker.read_text()) if marker.exists() else 0
-        for path in attempt_dir.glob("epoch_*.pth"):
-            epoch = path.stem.removeprefix("epoch_")
-            if epoch.isdigit() and int(epoch) <= reported:
-                candidates.append((int(epoch), attempt, path))
-    return max(candidates)[2] if candidates else None
-
-
 def _log_tail(path: Path) -> str:
     if not path.exists():
         return ""
@@ -75,7 +55,7 @@ def _log_tail(path: Path) -> str:
 
 class TrainingSession:
     def __init__(self, assignment: RunAssigned, work_root: Path, device: str, threads: int, emit: Emit,
-                 gpu_ids: list[int] | None = None) -> None:
+                 cache: ArtifactCache, gpu_ids: list[int] | None = None) -> None:
         self.assignment = assignment
         self.device = device
         self.threads = threads
@@ -88,7 +68,8 @@ class TrainingSession:
         # Set when the scheduler or the trainer itself ends the attempt early.
         self.stop_outcome: tuple[RunStatus, str] | None = None
         self.release_reason: str | None = None
-        self.final_checkpoint: str | None = None
+        self.checkpoints = RunCheckpoints(assignment.run_id, assignment.spec, cache)
+        self.cache = cache
         self.last_epoch = 0
 
     @property
@@ -136,17 +117,23 @@ class TrainingSession:
         if self.release_reason is not None:
             released = RunReleased(run_id=self.run_id, attempt=self.attempt, trainer_id=self.assignment.trainer_id,
                                    reason=self.release_reason)
+            self._drop_local_checkpoints()
             await self.emit("released", released, self._dedup("released"))
             return released
         if self.stop_outcome is not None:
             status, message = self.stop_outcome
         elif finished and returncode == 0:
             status, message = RunStatus.SUCCESS, None
-            await self._register_model()
+            try:
+                await self._register_model()
+            except Exception as error:
+                log.exception("run %s: storing the trained model failed", self.run_id)
+                status, message = RunStatus.FAILED, f"trained, but its weights could not be stored: {error}"
         else:
             status = RunStatus.FAILED
             how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
             message = failure or f"training process {how}; last lines of {log_path}:\n{_log_tail(log_path)}"
+        self._drop_local_checkpoints()
         completed = RunCompleted(
             run_id=self.run_id,
             attempt=self.assignment.attempt,
@@ -158,7 +145,35 @@ class TrainingSession:
         await self.emit("completed", completed, self._dedup("completed"))
         return completed
 
+    async def _inputs(self) -> tuple[Path | None, BaseModelRef | None]:
+        """Local copies of what the attempt starts from: the run's newest stored checkpoint
+        (a resume, on whichever trainer stored it) and the base model's weights."""
+        resume_from = await self.checkpoints.resume_point()
+        base = self.assignment.base_model
+        if base is None or resume_from is not None:
+            return resume_from, None
+        try:
+            local = await self.cache.fetch(base.checkpoint)
+        except ArtifactNotFound:
+            raise CheckpointStoreError(
+                f"base model {base.id}: its weights {base.checkpoint} are not in the artifact store"
+            ) from None
+        return None, base.model_copy(update={"checkpoint": str(local)})
+
+    def _drop_local_checkpoints(self) -> None:
+        """The store holds what is kept; this machine's copies were only a cache."""
+        for path in self.work_dir.glob("*.pth"):
+            path.unlink(missing_ok=True)
+        for path in self.cache.path(f"runs/{self.run_id}").rglob("*.pth"):
+            path.unlink(missing_ok=True)
+
     async def _train(self, log_path: Path) -> tuple[int, str | None, bool]:
+        try:
+            resume_from, base_model = await self._inputs()
+        except CheckpointStoreError as error:
+            return -1, str(error), False
+        if resume_from is not None:
+            log.info("run %s attempt %d resumes from %s", self.run_id, self.attempt, resume_from)
         job = TrainingJob(
             run_id=self.run_id,
             attempt=self.assignment.attempt,
@@ -167,8 +182,8 @@ class TrainingSession:
             work_dir=str(self.work_dir),
             device="cuda" if self.device == "cuda" else "cpu",
             threads=self.threads,
-            resume_from=str(checkpoint) if (checkpoint := latest_checkpoint(self.run_dir, self.attempt)) else None,
-            base_model=self.assignment.base_model,
+            resume_from=str(resume_from) if resume_from else None,
+            base_model=base_model,
         )
         if self.stop_outcome is not None or self.release_reason is not None:
             return 0, None, False  # stopped before it began
@@ -231,26 +246,31 @@ class TrainingSession:
                     failure = report.message
                 elif isinstance(report, FinishedReport):
                     finished = True
-                    # The registered model is the best epoch's when the strategy keeps one.
-                    self.final_checkpoint = report.best_checkpoint or report.checkpoint
         finally:
             transport.close()
         returncode = await self.process.wait()
         return returncode, failure, finished
 
+    def _model_id(self) -> str:
+        # Derived from the attempt: a re-published event names the same model.
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"trainyard:{self.run_id}:{self.attempt}").hex
+
     async def _register_model(self) -> None:
-        """Announce the trained model before the run's success, so a successful run always has one."""
-        if self.final_checkpoint is None:
-            return
+        """Store the trained weights and announce the model before the run's success,
+        so a successful run always has one."""
+        stored = await self.checkpoints.store_model_weights(self._model_id(), self.work_dir)
+        if stored is not None:
+            await self._announce_model(weights=stored[0])
+
+    async def _announce_model(self, weights: str) -> None:
         model = ModelRegistered(
             run_id=self.run_id,
-            # Derived from the attempt: a re-published event names the same model.
-            model_id=uuid.uuid5(uuid.NAMESPACE_URL, f"trainyard:{self.run_id}:{self.attempt}").hex,
+            model_id=self._model_id(),
             attempt=self.attempt,
             trainer_id=self.assignment.trainer_id,
             architecture=self.assignment.spec.architecture,
             classes=self.assignment.dataset.classes,
-            checkpoint=self.final_checkpoint,
+            checkpoint=weights,
             # The last epoch, counting those of earlier attempts this one resumed from.
             epochs_completed=self.last_epoch,
             # Lineage: the registered model this run was fine-tuned from, if any.
@@ -268,5 +288,9 @@ class TrainingSession:
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1
         self.last_epoch = report.epoch
-        # On shared storage beside the checkpoints: a later attempt resumes from here.
-        (self.work_dir / REPORTED_EPOCH_FILE).write_text(str(report.epoch))
+        # Stored only once reported: a later attempt, on any trainer, resumes from here.
+        try:
+            await self.checkpoints.store_epoch(report.epoch, report.metrics, self.work_dir)
+        except Exception:
+            # Training goes on; a resume would start from the previous stored epoch.
+            log.exception("run %s: storing the checkpoint of epoch %d failed", self.run_id, report.epoch)

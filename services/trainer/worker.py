@@ -14,6 +14,7 @@ from faststream.nats import NatsBroker
 from services.trainer.accelerators import detect_accelerators, training_device
 from services.trainer.session import TrainingSession
 from services.trainer.telemetry import counted_assignments, traced_events, traced_training
+from shared.artifacts import ArtifactCache, Artifacts
 from shared.bus import publish_event
 from shared.events import Event, RunAccepted, RunAssigned, RunningAttempt, RunStopRequested, TrainerHeartbeat
 from shared.settings import TrainerSettings
@@ -47,6 +48,14 @@ class Trainer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._free_gpus = list(range(self.capacity)) if self.device == "cuda" else []
         self.draining = False
+        self._cache: ArtifactCache | None = None
+
+    async def cache(self) -> ArtifactCache:
+        """This machine's copies of stored checkpoints and models (opened once the broker is connected)."""
+        if self._cache is None:
+            artifacts = await Artifacts.open(self.broker, self.subjects)
+            self._cache = ArtifactCache(self.work_root / "cache", artifacts)
+        return self._cache
 
     @property
     def free(self) -> int:
@@ -67,6 +76,7 @@ class Trainer:
 
     @counted_assignments
     async def accept(self, assignment: RunAssigned) -> Acceptance:
+        cache = await self.cache()  # before the checks: nothing may interleave between them and the booking
         current = self.sessions.get(assignment.run_id)
         if current is not None and current.attempt == assignment.attempt:
             return "duplicate"
@@ -77,7 +87,7 @@ class Trainer:
             return "busy"
         gpu_ids = [self._free_gpus.pop(0) for _ in range(count)] if self._free_gpus else []
         session = TrainingSession(assignment, self.work_root, self.device, self._threads_per_run(count),
-                                  self.emit, gpu_ids)
+                                  self.emit, cache, gpu_ids)
         self.sessions[assignment.run_id] = session
         await publish_event(
             self.broker, self.subjects, self.subjects.run_accepted,

@@ -15,6 +15,7 @@ import pytest
 from faststream.nats import NatsBroker
 from pymongo import MongoClient
 
+from shared.artifacts import CHUNK_BYTES, ArtifactCache, Artifacts, CheckpointManifest, checkpoint_name
 from shared.bus import publish_event
 from shared.events import EpochLogged, IterationLog, IterationsLogged
 from shared.subjects import Subjects
@@ -109,6 +110,46 @@ def test_a_service_cannot_publish_what_another_owns(secured_nats: SecuredNats, u
 def test_a_trainer_cannot_pull_from_another_services_consumer(secured_nats: SecuredNats) -> None:
     errors = _permission_errors(secured_nats.url("trainer"),
                                 request="$JS.API.CONSUMER.MSG.NEXT.TRAINYARD.scheduler-run-created")
+    assert any("permissions violation" in e.lower() for e in errors), errors
+
+
+def test_trainer_and_api_use_the_artifact_store_with_their_own_credentials(
+    secured_nats: SecuredNats, tmp_path: Path
+) -> None:
+    """The trainer stores, fetches and drops checkpoints; the api reads and deletes; metrics may not touch it."""
+
+    async def exercise() -> list[str]:
+        errors: list[str] = []
+
+        async def on_error(error: Exception) -> None:
+            errors.append(str(error))
+
+        checkpoint = tmp_path / "epoch_1.pth"
+        checkpoint.write_bytes(os.urandom(CHUNK_BYTES + 1000))
+        trainer = NatsBroker(secured_nats.url("trainer"), error_cb=on_error)
+        api = NatsBroker(secured_nats.url("api"), error_cb=on_error)
+        await trainer.connect()
+        await api.connect()
+        try:
+            stored = await Artifacts.open(trainer, Subjects())
+            await stored.upload_file(checkpoint_name("r1", 1), checkpoint)
+            await stored.upload_file(checkpoint_name("r1", 1), checkpoint)  # replacing purges the old chunks
+            await stored.write_manifest("r1", CheckpointManifest(epochs=[1]))
+            await ArtifactCache(tmp_path / "cache", stored).fetch(checkpoint_name("r1", 1))
+            served = await Artifacts.open(api, Subjects())
+            assert (await served.manifest("r1")).epochs == [1]
+            assert await served.read(checkpoint_name("r1", 1)) == checkpoint.read_bytes()
+            assert await served.delete_prefix("runs/r1/") == 2
+            assert await stored.names("runs/") == []
+        finally:
+            await trainer.stop()
+            await api.stop()
+        return errors
+
+    assert asyncio.run(exercise()) == []
+    errors = _permission_errors(secured_nats.url("metrics"), request="$JS.API.STREAM.INFO.OBJ_TRAINYARD_ARTIFACTS")
+    assert any("permissions violation" in e.lower() for e in errors), errors
+    errors = _permission_errors(secured_nats.url("scheduler"), publish="$O.TRAINYARD_ARTIFACTS.C.x")
     assert any("permissions violation" in e.lower() for e in errors), errors
 
 

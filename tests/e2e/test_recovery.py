@@ -1,6 +1,7 @@
 """Recovery with real trainers training real models: lost, stale, draining, killed."""
 
 import os
+import shutil
 import signal
 import time
 from typing import Any
@@ -33,19 +34,24 @@ def assert_resumed_and_contiguous(client: TrainyardClient, run: dict[str, Any], 
 def test_lost_trainer_run_resumes_on_another_trainer(
     stack: LocalStack, client: TrainyardClient, dataset_id: str
 ) -> None:
-    first = trainer(stack, "doomed")
+    # Two machines that share nothing but NATS and MongoDB: each trainer has its own disk.
+    doomed_disk, rescuer_disk = stack.data_dir / "doomed-disk", stack.data_dir / "rescuer-disk"
+    first = trainer(stack, "doomed", TRAINYARD_WORK_ROOT=str(doomed_disk))
     run = start_run(client, dataset_id, epochs=5)
-    wait_until(lambda: len(client.runs.logs(run["id"], "epoch")) >= 2, 120, "two epochs on the first trainer")
+    wait_until(lambda: (client.runs.checkpoints(run["id"])["resume_epoch"] or 0) >= 2, 120,
+               "two epochs checkpointed on the first trainer")
     assert client.runs.get(run["id"])["trainer_id"] == "doomed"
-    trainer(stack, "rescuer")
-    # The machine dies: the trainer and its training child, no goodbye.
+    trainer(stack, "rescuer", TRAINYARD_WORK_ROOT=str(rescuer_disk))
+    # The machine dies: the trainer and its training child, no goodbye, and its disk with it.
     os.killpg(first.pid, signal.SIGKILL)
+    shutil.rmtree(doomed_disk)
     done = wait_status(client, run["id"], TERMINAL, timeout=180)
     assert done["status"] == "success", (done, service_log(stack, "rescuer")[-2000:])
     assert done["trainer_id"] == "rescuer" and done["attempt"] == 2
     assert [h["status"] for h in done["history"]][-4:] == ["rerun", "pending", "in_progress", "success"]
     assert "trainer doomed was lost" in next(h["message"] for h in done["history"] if h["status"] == "rerun")
     assert_resumed_and_contiguous(client, done, epochs=5)
+    assert "resumes from" in service_log(stack, "rescuer")
 
 
 def test_returning_stale_trainer_is_ignored_and_stopped(

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from pymongo import MongoClient
 
 from tests.conftest import service_log
@@ -71,7 +72,16 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
         [model] = models
         assert model["run"] == {"id": run["id"], "name": "e2e", "status": "success"}
         assert model["architecture"] == "rtmdet-tiny" and model["classes"] == list(files.classes)
-        assert Path(model["checkpoint"]).is_file() and model["epochs"] == 2
+        assert model["checkpoint"] == f"models/{model['id']}.pth" and model["epochs"] == 2
+        # The weights come from the artifact store, not from any trainer's disk.
+        weights = client.models.download_weights(model["id"], tmp_path / "model.pth")
+        saved = torch.load(weights, map_location="cpu", weights_only=False)
+        assert saved["meta"]["run_id"] == run["id"] and saved["meta"]["epoch"] == 2
+        assert "optimizer" not in saved and any(k.startswith("bbox_head.") for k in saved["state_dict"])
+        stored = client.runs.checkpoints(run["id"])
+        assert [c["epoch"] for c in stored["items"]] == [1, 2] and stored["resume_epoch"] == 2
+        assert all(c["size_bytes"] > 0 and c["digest"].startswith("SHA-256=") for c in stored["items"])
+        assert not list((stack.data_dir / "work").rglob("*.pth")), "the trainer keeps no checkpoint once stored"
         by_map = max(logs, key=lambda e: (e["metrics"]["bbox_mAP"], -e["epoch"]))
         assert model["best_epoch"] == by_map["epoch"] and model["base_model_id"] is None
         best = client.request("GET", f"/v1/models/{model['id']}/best-epoch")
@@ -86,7 +96,8 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
         config = client.request("GET", f"/v1/runs/{run['id']}/config")
         assert config["attempt"] == 1 and "num_classes=3" in config["config"].replace(" ", "")
         architectures = {a["id"]: a for a in client.request("GET", "/v1/architectures")}
-        assert {"rtmdet-tiny", "retinanet-r18", "faster-rcnn-r18", "fcos-r18", "yolox-tiny"} <= set(architectures)
+        assert {"rtmdet-tiny", "yolox-tiny", "retinanet-r18", "retinanet-r50", "faster-rcnn-r18", "faster-rcnn-r50",
+                "fcos-r18", "fcos-r50"} <= set(architectures)
         assert "learning_rate" in {p["name"] for p in architectures["rtmdet-tiny"]["parameters"]}
 
         # Transfer learning through the whole stack: fine-tune the model onto two classes.

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.catalogue import ARCHITECTURES
 from trainyard.localstack import LocalStack
 from trainyard.synth import DatasetFiles, write_synthetic_coco
 
@@ -129,3 +130,15 @@ def test_created_run_is_queued_with_the_reason_it_waits(api: httpx.Client, files
     assert run["status"] == "pending"
     assert run["pending_reason"] == "no trainer online with GPU_H100 x2"
     assert [item["id"] for item in api.get("/v1/runs", params={"status": "pending"}).json()["items"]] == [run["id"]]
+
+
+def test_architectures_list_the_whole_catalogue_with_tunable_parameters(api: httpx.Client) -> None:
+    listed = api.get("/v1/architectures")
+    assert listed.status_code == 200, listed.text
+    architectures = {a["id"]: a for a in listed.json()}
+    assert list(architectures) == list(ARCHITECTURES)
+    r50 = architectures["faster-rcnn-r50"]
+    assert (r50["backbone"], r50["single_stage"], r50["optimizer"], r50["backbone_stages"]) == (
+        "ResNet-50", False, "sgd", 4)
+    frozen = next(p for p in r50["parameters"] if p["name"] == "num_frozen_stages")
+    assert (frozen["default"], frozen["minimum"], frozen["maximum"]) == (0, 0, 4)

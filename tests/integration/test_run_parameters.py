@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from services.trainer.reports import EpochReport
+from shared.catalogue import ARCHITECTURES
 from tests.integration.test_architectures import tiny_job
 from tests.integration.test_child_training import run_child
 
@@ -33,6 +34,26 @@ def test_parameters_shape_the_config(tmp_path: Path) -> None:
     sgd = build_config(tiny_job(tmp_path / "d", "rtmdet-tiny", optimizer="sgd"))
     assert sgd.optim_wrapper.optimizer.type == "SGD"
     assert sgd.optim_wrapper.optimizer.lr == pytest.approx(0.02 * 2 / 16)  # scaled to batch 2
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_every_architecture_starts_from_random_init_with_its_whole_backbone_trainable(
+    tmp_path: Path, architecture: str
+) -> None:
+    from services.trainer.mmdet_config import build_config
+
+    cfg = build_config(tiny_job(tmp_path / "a", architecture))
+    assert "Pretrained" not in cfg.pretty_text  # it would download
+    backbone = cfg.model.backbone
+    assert backbone.get("frozen_stages", -1) == -1
+    if backbone.type == "ResNet":  # the stock recipes freeze stem and BatchNorm for ImageNet weights
+        assert backbone.norm_eval is False and backbone.norm_cfg.requires_grad is True
+        assert ARCHITECTURES[architecture].backbone.startswith(f"ResNet-{backbone.depth}")  # what the API shows
+        # The FPN takes the backbone's stage outputs: 4x wider from ResNet-50's bottlenecks than from ResNet-18.
+        assert cfg.model.neck.in_channels[-1] == (2048 if backbone.depth == 50 else 512)
+    stages = ARCHITECTURES[architecture].backbone_stages
+    frozen = build_config(tiny_job(tmp_path / "b", architecture, num_frozen_stages=stages))
+    assert frozen.model.backbone.frozen_stages == stages
 
 
 @pytest.mark.training

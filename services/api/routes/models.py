@@ -1,15 +1,22 @@
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+import fastapi
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from services.api.auth import ModelsPublisher, ModelsReader
-from services.api.deps import Store
-from services.api.errors import NotFound, problem_responses
+from services.api.deps import ArtifactStore, Store
+from services.api.errors import Gone, NotFound, problem_responses
 from services.api.models import BestEpochOut, ModelList, ModelOut, ModelRunOut
+from shared.artifacts import ArtifactNotFound
 from shared.specs import ObjectId
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=problem_responses(403, 404))
-ModelId = Annotated[ObjectId, Path(description="the model's id")]
+ModelId = Annotated[ObjectId, fastapi.Path(description="the model's id")]
 # A lineage longer than this is cut: a chain of fine-tunes is not a loop, but is bounded anyway.
 MAX_LINEAGE = 50
 
@@ -92,3 +99,24 @@ async def get_lineage(model_id: ModelId, caller: ModelsReader, store: Store) -> 
             break
         chain.append(doc)
     return ModelList(items=[await _model_out(store, caller.project, doc) for doc in chain])
+
+
+@router.get(
+    "/{model_id}/weights",
+    response_class=FileResponse,
+    responses={**problem_responses(410), 200: {"content": {"application/octet-stream": {}},
+                     "description": "a PyTorch file: {'state_dict': ..., 'meta': {...}}"}},
+)
+async def download_weights(model_id: ModelId, caller: ModelsReader, store: Store,
+                           artifacts: ArtifactStore) -> FileResponse:
+    """The model's trained weights (a PyTorch state_dict, no optimizer state), for use outside trainyard."""
+    doc = await _existing_model(store, caller.project, model_id)
+    spool = Path(tempfile.mkdtemp(prefix="trainyard-weights-"))
+    local = spool / f"{model_id}.pth"
+    try:
+        await artifacts.download(doc["checkpoint"], local)
+    except ArtifactNotFound:
+        shutil.rmtree(spool, ignore_errors=True)
+        raise Gone(f"model {model_id}: its weights {doc['checkpoint']} are no longer in the artifact store") from None
+    return FileResponse(local, media_type="application/octet-stream", filename=f"{model_id}.pth",
+                        background=BackgroundTask(shutil.rmtree, spool, ignore_errors=True))

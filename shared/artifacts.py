@@ -1,0 +1,247 @@
+"""Checkpoints, trained weights and preview images in a NATS JetStream object store.
+
+Every trainer already reaches NATS, so an object stored here is readable by any
+trainer on any machine: a run interrupted on one machine resumes on another,
+and a model trained anywhere can start a fine-tune anywhere. A trainer's local
+disk is only a cache of it (`ArtifactCache`). The bucket is replicated like the
+event stream in a NATS cluster; nothing here needs MongoDB.
+
+Names are paths, one place spells them:
+    runs/<run>/checkpoints/epoch_<n>.pth     MMEngine checkpoints (resume)
+    runs/<run>/checkpoints/manifest.json     which epochs are stored, the best one
+    runs/<run>/previews/epoch_<n>/<image>.png
+    models/<model>.pth                       a registered model's weights
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nats.js.api import ObjectMeta, ObjectMetaOptions, StorageType
+from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundError
+from pydantic import BaseModel, Field
+
+from shared.subjects import Subjects
+
+if TYPE_CHECKING:
+    from faststream.nats import NatsBroker
+    from nats.js.object_store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+# Under NATS's default 1 MiB max_payload with room for headers: a 100 MB
+# checkpoint is 200 publishes rather than the default chunk size's 800.
+CHUNK_BYTES = 512 * 1024
+MANIFEST = "manifest.json"
+
+
+class ArtifactNotFound(LookupError):
+    """No object of that name in the store."""
+
+
+def checkpoint_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/checkpoints/"
+
+
+def checkpoint_name(run_id: str, epoch: int) -> str:
+    return f"{checkpoint_prefix(run_id)}epoch_{epoch}.pth"
+
+
+def manifest_name(run_id: str) -> str:
+    return f"{checkpoint_prefix(run_id)}{MANIFEST}"
+
+
+def preview_name(run_id: str, epoch: int, image_id: int) -> str:
+    return f"runs/{run_id}/previews/epoch_{epoch}/{image_id}.png"
+
+
+def model_weights_name(model_id: str) -> str:
+    return f"models/{model_id}.pth"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    name: str
+    size: int
+    digest: str  # "SHA-256=<base64url>", as NATS records it
+    modified: str
+
+
+class BestCheckpoint(BaseModel):
+    epoch: int
+    metric: str
+    value: float
+
+
+class CheckpointManifest(BaseModel):
+    """What of a run's checkpoints is in the store. Written after the objects it
+    names are stored and before any it drops are deleted, so it never names a
+    missing object (a crash in between leaves an orphan, never a hole)."""
+
+    epochs: list[int] = Field(default_factory=list, description="stored epoch checkpoints, ascending")
+    best: BestCheckpoint | None = None
+
+    @property
+    def latest(self) -> int | None:
+        return self.epochs[-1] if self.epochs else None
+
+    def keeping(self, epoch: int, keep: int) -> tuple[CheckpointManifest, list[int]]:
+        """The manifest with `epoch` stored, the newest `keep` and the best kept; and the epochs dropped."""
+        epochs = sorted({*self.epochs, epoch})
+        kept = set(epochs[-keep:])
+        if self.best is not None:
+            kept.add(self.best.epoch)
+        dropped = [e for e in epochs if e not in kept]
+        return CheckpointManifest(epochs=sorted(kept), best=self.best), dropped
+
+
+def file_digest(path: Path) -> str:
+    """The digest NATS records for an object with these bytes."""
+    sha = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            sha.update(block)
+    return "SHA-256=" + base64.urlsafe_b64encode(sha.digest()).decode()
+
+
+def bucket_name(subjects: Subjects) -> str:
+    return f"{subjects.stream}_ARTIFACTS"
+
+
+class Artifacts:
+    """The object store, in the terms the services use."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    @classmethod
+    async def open(cls, broker: NatsBroker, subjects: Subjects) -> Artifacts:
+        # Declared by whoever comes first; the same config again is a no-op.
+        store = await broker.object_storage(bucket_name(subjects), storage=StorageType.FILE)
+        return cls(store)
+
+    async def upload_file(self, name: str, path: Path, description: str | None = None) -> StoredObject:
+        with path.open("rb") as stream:
+            info = await self.store.put(name, stream, meta=self._meta(name, description))
+        return _stored(info)
+
+    async def upload_bytes(self, name: str, data: bytes, description: str | None = None) -> StoredObject:
+        return _stored(await self.store.put(name, data, meta=self._meta(name, description)))
+
+    async def info(self, name: str) -> StoredObject:
+        try:
+            return _stored(await self.store.get_info(name))
+        except (ObjectNotFoundError, ObjectDeletedError, NotFoundError):
+            raise ArtifactNotFound(name) from None
+
+    async def read(self, name: str) -> bytes:
+        try:
+            result = await self.store.get(name)
+        except (ObjectNotFoundError, ObjectDeletedError, NotFoundError):
+            raise ArtifactNotFound(name) from None
+        return bytes(result.data or b"")
+
+    async def download(self, name: str, dest: Path) -> StoredObject:
+        """Write the object to `dest` whole or not at all (a partial file never has its name)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+        try:
+            with partial.open("wb") as stream:
+                result = await self.store.get(name, writeinto=stream)  # checks the digest at the end
+            partial.replace(dest)
+        except (ObjectNotFoundError, ObjectDeletedError, NotFoundError):
+            raise ArtifactNotFound(name) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return _stored(result.info)
+
+    async def delete(self, name: str) -> bool:
+        try:
+            await self.store.delete(name)
+        except (ObjectNotFoundError, ObjectDeletedError, NotFoundError):
+            return False
+        return True
+
+    async def names(self, prefix: str) -> list[str]:
+        """Every stored object under `prefix`. Scans the bucket's metadata: for
+        listings a user asks for and clean-ups, not for hot paths (those read a manifest)."""
+        try:
+            infos = await self.store.list(ignore_deletes=True)
+        except NotFoundError:
+            return []
+        return sorted(info.name for info in infos if info.name.startswith(prefix) and not info.deleted)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        for name in await self.names(prefix):
+            deleted += await self.delete(name)
+        return deleted
+
+    async def manifest(self, run_id: str) -> CheckpointManifest:
+        try:
+            return CheckpointManifest.model_validate_json(await self.read(manifest_name(run_id)))
+        except ArtifactNotFound:
+            return CheckpointManifest()
+
+    async def write_manifest(self, run_id: str, manifest: CheckpointManifest) -> None:
+        await self.upload_bytes(manifest_name(run_id), manifest.model_dump_json().encode())
+
+    @staticmethod
+    def _meta(name: str, description: str | None) -> ObjectMeta:
+        return ObjectMeta(name=name, description=description, options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
+
+
+def _stored(info: object) -> StoredObject:
+    return StoredObject(
+        name=getattr(info, "name", ""),
+        size=getattr(info, "size", None) or 0,
+        digest=getattr(info, "digest", None) or "",
+        modified=getattr(info, "mtime", None) or "",
+    )
+
+
+class ArtifactCache:
+    """A trainer's local copies of stored objects, under `root/<name>`.
+
+    A copy is used again while the object's digest is unchanged (recorded beside
+    it): a model fine-tuned from many times is downloaded once per machine.
+    """
+
+    def __init__(self, root: Path, artifacts: Artifacts) -> None:
+        self.root = root
+        self.artifacts = artifacts
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    async def fetch(self, name: str) -> Path:
+        """A local path holding the object's current bytes; downloads when needed."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            info = await self.artifacts.info(name)
+            target = self.path(name)
+            marker = _digest_file(target)
+            if target.is_file() and marker.is_file() and marker.read_text() == info.digest:
+                return target
+            stored = await self.artifacts.download(name, target)
+            marker.write_text(stored.digest or info.digest)
+            log.info("fetched %s (%.1f MB) into the local cache", name, stored.size / 1e6)
+            return target
+
+
+def _digest_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.digest")
+
+
+def describe_checkpoint(epoch: int, metrics: dict[str, float]) -> str:
+    """An object's description: the epoch and what it scored, readable in `nats object ls`."""
+    return json.dumps({"epoch": epoch, "metrics": metrics}, sort_keys=True)
