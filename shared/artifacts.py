@@ -47,8 +47,13 @@ class ArtifactNotFound(LookupError):
     """No object of that name in the store."""
 
 
+def run_prefix(run_id: str) -> str:
+    """Everything stored for one run (checkpoints, previews): removing the run deletes it all."""
+    return f"runs/{run_id}/"
+
+
 def checkpoint_prefix(run_id: str) -> str:
-    return f"runs/{run_id}/checkpoints/"
+    return f"{run_prefix(run_id)}checkpoints/"
 
 
 def checkpoint_name(run_id: str, epoch: int) -> str:
@@ -60,7 +65,7 @@ def manifest_name(run_id: str) -> str:
 
 
 def preview_name(run_id: str, epoch: int, image_id: int) -> str:
-    return f"runs/{run_id}/previews/epoch_{epoch}/{image_id}.png"
+    return f"{run_prefix(run_id)}previews/epoch_{epoch}/{image_id}.png"
 
 
 def model_weights_name(model_id: str) -> str:

@@ -199,8 +199,8 @@ class RunRerunRequested(RunEvent):
 
 
 class RunRemoved(RunEvent):
-    """A user removed a finished run: the api deletes its document, and each service what it keeps of it
-    (the metrics service: epoch and iteration logs, confusion matrices, stored artifacts). A registered
+    """A user removed a finished run: the api deletes its document and its stored artifacts (checkpoints,
+    previews), the metrics service its epoch and iteration logs and confusion matrices. A registered
     model of the run stays in the registry."""
 
     project: str

@@ -64,8 +64,8 @@ def channels() -> list[Channel]:
         Channel("runRerunRequested", s.run_rerun_requested, events.RunRerunRequested, ("api",), ("scheduler",),
                 "A user asked to run again a run that did not succeed."),
         Channel("runRemoved", s.run_removed, events.RunRemoved, ("api",), ("metrics",),
-                "A user removed a finished run; the api deleted its document, the metrics service deletes its "
-                "logs, confusion matrices and stored artifacts. A registered model of the run stays."),
+                "A user removed a finished run; the api deleted its document and stored artifacts, the metrics "
+                "service deletes its logs and confusion matrices. A registered model of the run stays."),
         Channel("runStopRequested", s.run_stop_requested("{trainer_id}"), events.RunStopRequested, ("scheduler",),
                 ("trainer",), "The scheduler asks a trainer to stop an attempt, and says how it ends.",
                 parameters=trainer),

@@ -161,7 +161,8 @@ def test_wrong_password_is_refused(secured_nats: SecuredNats) -> None:
 def test_services_run_end_to_end_with_their_own_credentials(
     secured_nats: SecuredNats, servers: LocalStack, tmp_path: Path
 ) -> None:
-    """run.created -> run.assigned -> run.started/run.completed, heartbeats, epoch.logged: each hop allowed."""
+    """run.created -> run.assigned -> run.started/run.completed, heartbeats, epoch.logged, run.removed:
+    each hop allowed."""
     namespace = "perm" + str(int(time.time() * 1000))[-8:]
     stack = LocalStack(tmp_path / "stack", nats_url=secured_nats.url("operator"), mongo_url=servers.mongo_url,
                        mongo_db=namespace)
@@ -205,6 +206,12 @@ def test_services_run_end_to_end_with_their_own_credentials(
         _until(lambda: db.epochs.find_one({"run_id": run["id"]}) is not None, "metrics never stored the epoch")
         _until(lambda: db.iterations.find_one({"run_id": run["id"]}) is not None,
                "metrics never stored the iteration log")
+        # Removal: the api publishes run.removed and deletes the run's objects, the metrics
+        # service's own consumer deletes its logs.
+        with TrainyardClient(stack.api_url, stack.admin_key) as client:
+            client.runs.remove(run["id"])
+        _until(lambda: db.epochs.find_one({"run_id": run["id"]}) is None
+               and db.iterations.find_one({"run_id": run["id"]}) is None, "metrics never removed the run's logs")
     finally:
         stack.stop()
         mongo.close()

@@ -1,5 +1,6 @@
 """Removing a run (DELETE /v1/runs/{id}) against the real services: the api refuses active runs and
-deletes finished ones, the metrics service deletes what it stored for them; the model stays."""
+deletes finished ones with their stored artifacts, the metrics service deletes what it stored for
+them; the registered model stays."""
 
 import asyncio
 from pathlib import Path
@@ -11,6 +12,14 @@ from pymongo import AsyncMongoClient
 from typer.testing import CliRunner
 
 from shared.apikeys import Scope
+from shared.artifacts import (
+    Artifacts,
+    checkpoint_name,
+    manifest_name,
+    model_weights_name,
+    preview_name,
+    run_prefix,
+)
 from shared.bus import publish_event
 from shared.events import ConfusionMatrix, EpochLogged, IterationLog, IterationsLogged, ModelRegistered, utcnow
 from shared.subjects import Subjects
@@ -83,6 +92,13 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
         await publish_event(broker, subjects, subjects.model_registered, ModelRegistered(
             run_id=run_id, model_id=MODEL_ID, attempt=1, trainer_id="t1", architecture="rtmdet-tiny",
             classes=["a"], checkpoint="/nowhere/epoch_2.pth", epochs_completed=2))
+        # And what its trainer stored: checkpoints, previews; the model's weights live apart.
+        artifacts = await Artifacts.open(broker, subjects)
+        for rid in (run_id, kept_id):
+            await artifacts.upload_bytes(checkpoint_name(rid, 2), b"weights and optimizer")
+            await artifacts.upload_bytes(manifest_name(rid), b"{}")
+            await artifacts.upload_bytes(preview_name(rid, 2, 1), b"\x89PNG...")
+        await artifacts.upload_bytes(model_weights_name(MODEL_ID), b"weights")
         full = {"epochs": 2, "iterations": 2, "confusion_matrices": 2}
         for rid in (run_id, kept_id):
             await until(lambda rid=rid: _counts_are(db, rid, full), f"the data of run {rid} to be stored")
@@ -94,6 +110,9 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
         with pytest.raises(NotFoundError) as again:
             await client.runs.remove(run_id)
         assert again.value.detail == f"no run with id {run_id!r}"
+        assert await artifacts.names(run_prefix(run_id)) == []
+        assert len(await artifacts.names(run_prefix(kept_id))) == 3
+        assert await artifacts.read(model_weights_name(MODEL_ID)) == b"weights"
         none = dict.fromkeys(PER_RUN, 0)
         await until(lambda: _counts_are(db, run_id, none), "the metrics service to delete the run's data")
         assert await stored_counts(db, kept_id) == full, "another run's data was touched"

@@ -7,12 +7,13 @@ from fastapi import Path as PathParam
 
 from services.api.auth import RunsReader, RunsWriter
 from services.api.dataset_validation import recheck
-from services.api.deps import Bus, Store, SubjectNames
+from services.api.deps import ArtifactStore, Bus, Store, SubjectNames
 from services.api.errors import Conflict, NotFound, Unprocessable, problem_responses
 from services.api.listing import RunSort, page_of_runs
 from services.api.models import RunList, RunOut
 from services.api.pagination import InvalidCursor
 from services.api.views import run_out
+from shared.artifacts import run_prefix
 from shared.bus import publish_event
 from shared.events import RunCreated, RunKillRequested, RunRemoved, RunRerunRequested, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
@@ -142,7 +143,8 @@ async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, s
 
 @router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                responses=problem_responses(404, 409))
-async def remove_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> Response:
+async def remove_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames,
+                     artifacts: ArtifactStore) -> Response:
     """Remove a finished run and everything stored for it; a model it produced stays in the registry."""
     doc = await existing_run(store, caller.project, run_id)
     if doc["status"] not in TERMINAL_STATUSES:
@@ -153,11 +155,13 @@ async def remove_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, 
             and completed is not None and utcnow() - completed < MODEL_REGISTRATION_GRACE):
         raise Conflict(f"run {run_id} just succeeded and its trained model is still being registered; "
                        "try again in a few seconds", headers={"Retry-After": "5"})
-    # The event goes first: if it cannot be published nothing is removed and the caller may retry.
-    # The metrics service acts on it only once the run's document is gone (deleted just below).
+    # The document goes last: until then a failure (NATS or the artifact store unreachable)
+    # leaves the run in place, and the caller may simply try again. The metrics service
+    # acts on the event only once the document is gone.
     await publish_event(bus, subjects, subjects.run_removed,
                         RunRemoved(run_id=run_id, project=caller.project, status=doc["status"],
                                    requested_by=caller.key_id))
+    await artifacts.delete_prefix(run_prefix(run_id))  # checkpoints and previews; models/<id> stays
     if not await store.remove_finished_run(caller.project, run_id):
         now = await store.run(caller.project, run_id)
         if now is None:
