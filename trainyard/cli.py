@@ -240,6 +240,10 @@ def runs_start(
     seed: int = 0,
     accelerator: str = "CPU",
     accelerator_count: int = 1,
+    matrix: Annotated[bool, typer.Option(help="compute a confusion matrix at each evaluation")] = True,
+    preview: Annotated[bool, typer.Option("--preview", help="render evaluation previews (see `runs previews`)")]
+    = False,
+    preview_images: Annotated[int, typer.Option(help="validation images a preview shows (1-16)")] = 4,
     follow: Annotated[bool, typer.Option("--follow", help="then follow it live until it ends")] = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -249,7 +253,8 @@ def runs_start(
     spec: dict[str, Any] = {
         "name": name, "dataset_id": dataset_id, "architecture": architecture, "epochs": epochs,
         "batch_size": batch_size, "input_size": input_size, "seed": seed,
-        "accelerator": {"name": accelerator, "count": accelerator_count},
+        "accelerator": {"name": accelerator, "count": accelerator_count}, "matrix": matrix, "preview": preview,
+        "preview_images": preview_images,
     }
     if learning_rate is not None:
         spec["learning_rate"] = learning_rate
@@ -456,6 +461,32 @@ def runs_matrix(
         _print_json(cm)
     else:
         console.print(matrix_table(cm), highlight=False)
+
+
+@runs_app.command("previews")
+def runs_previews(
+    run_id: str,
+    epoch: Annotated[int | None, typer.Option(help="only this epoch")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="download the PNGs into this directory, as "
+                                                                 "<dir>/epoch_<n>/<image id>.png")] = None,
+    api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False,
+) -> None:
+    """The run's evaluation previews (started with preview on): list them, or download them with --out."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        previews = client.runs.previews(run_id, epoch)
+        written = client.runs.download_previews(run_id, out, epoch) if out is not None else []
+    if as_json:
+        _print_json({**previews, "files": [str(path) for path in written]} if out is not None else previews)
+        return
+    threshold = previews["score_threshold"]
+    table = Table("epoch", "image id", "file name", "url",
+                  title=f"previews (predictions with score >= {threshold})" if threshold is not None else "previews")
+    for item in previews["items"]:
+        for image in item["images"]:
+            table.add_row(str(item["epoch"]), str(image["image_id"]), image["file_name"], image["url"])
+    console.print(table, highlight=False)
+    if out is not None:
+        console.print(f"{len(written)} PNG files under {out}", highlight=False)
 
 
 @runs_app.command("checkpoints")

@@ -199,6 +199,29 @@ class ConfusionMatrix(TypedDict):
     iou_threshold: float
 
 
+class PreviewImage(TypedDict):
+    image_id: int
+    file_name: str
+    url: str
+
+
+class EpochPreviews(TypedDict):
+    epoch: int
+    attempt: int
+    images: list[PreviewImage]
+
+
+class RunPreviews(TypedDict):
+    run_id: str
+    score_threshold: float | None
+    items: list[EpochPreviews]
+
+
+def preview_file(out_dir: Path, epoch: int, image_id: int) -> Path:
+    """Where `download_previews` puts one preview: <out_dir>/epoch_<n>/<image id>.png."""
+    return out_dir / f"epoch_{epoch}" / f"{image_id}.png"
+
+
 class ApiKey(TypedDict):
     id: str
     name: str
@@ -322,6 +345,14 @@ class _Calls:
         return Call("GET", f"/v1/runs/{run_id}/confusion-matrix", _params(epoch=epoch, format=layout))
 
     @staticmethod
+    def run_previews(run_id: str, epoch: int | None) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/previews", _params(epoch=epoch))
+
+    @staticmethod
+    def preview_image(run_id: str, epoch: int, image_id: int) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/previews/{epoch}/{image_id}")
+
+    @staticmethod
     def run_checkpoints(run_id: str) -> Call:
         return Call("GET", f"/v1/runs/{run_id}/checkpoints")
 
@@ -434,14 +465,15 @@ class _SyncTransport:
     def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key))
 
-    def send(self, call: Call) -> Any:
+    def send(self, call: Call, *, raw: bool = False) -> Any:
+        """The answer's JSON, or with `raw` its bytes (an image, say)."""
         try:
             response = self.http.request(call.method, call.path, params=call.params, json=call.body)
         except httpx.TransportError as error:
             raise ApiUnreachable(0, f"no answer from {self.http.base_url}: {error}") from error
         if response.is_error:
             raise error_from_response(response)
-        return _body(response)
+        return response.content if raw else _body(response)
 
     def download(self, call: Call, dest: Path) -> Path:
         """Stream a binary answer into `dest`, whole or not at all."""
@@ -553,6 +585,25 @@ class Runs(_SyncResource):
         """Rows and columns (`format="matrix"`, a ConfusionMatrix) or Datature's per-column JSON."""
         return cast(dict[str, Any], self._send(calls.confusion_matrix(run_id, epoch, format)))
 
+    def previews(self, run_id: str, epoch: int | None = None) -> RunPreviews:
+        """The run's evaluation previews (a run started with `preview=True`): per epoch, its images."""
+        return cast(RunPreviews, self._send(calls.run_previews(run_id, epoch)))
+
+    def preview_image(self, run_id: str, epoch: int, image_id: int) -> bytes:
+        """One preview, the PNG's bytes."""
+        return cast(bytes, self._transport.send(calls.preview_image(run_id, epoch, image_id), raw=True))
+
+    def download_previews(self, run_id: str, out_dir: str | Path, epoch: int | None = None) -> builtins.list[Path]:
+        """Save the run's previews (or one epoch's) as <out_dir>/epoch_<n>/<image id>.png; the files written."""
+        written = []
+        for item in self.previews(run_id, epoch)["items"]:
+            for image in item["images"]:
+                dest = preview_file(Path(out_dir), item["epoch"], image["image_id"])
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                written.append(self._transport.download(calls.preview_image(run_id, item["epoch"],
+                                                                            image["image_id"]), dest))
+        return written
+
     def checkpoints(self, run_id: str) -> dict[str, Any]:
         """The checkpoints stored for the run (the newest few and the best) and the epoch a rerun resumes after."""
         return cast(dict[str, Any], self._send(calls.run_checkpoints(run_id)))
@@ -655,14 +706,14 @@ class _AsyncTransport:
     def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key))
 
-    async def send(self, call: Call) -> Any:
+    async def send(self, call: Call, *, raw: bool = False) -> Any:
         try:
             response = await self.http.request(call.method, call.path, params=call.params, json=call.body)
         except httpx.TransportError as error:
             raise ApiUnreachable(0, f"no answer from {self.http.base_url}: {error}") from error
         if response.is_error:
             raise error_from_response(response)
-        return _body(response)
+        return response.content if raw else _body(response)
 
     async def download(self, call: Call, dest: Path) -> Path:
         """Stream a binary answer into `dest`, whole or not at all."""
@@ -768,6 +819,23 @@ class AsyncRuns(_AsyncResource):
     async def confusion_matrix(self, run_id: str, epoch: int | None = None,
                                format: Literal["matrix", "datature"] = "matrix") -> dict[str, Any]:
         return cast(dict[str, Any], await self._send(calls.confusion_matrix(run_id, epoch, format)))
+
+    async def previews(self, run_id: str, epoch: int | None = None) -> RunPreviews:
+        return cast(RunPreviews, await self._send(calls.run_previews(run_id, epoch)))
+
+    async def preview_image(self, run_id: str, epoch: int, image_id: int) -> bytes:
+        return cast(bytes, await self._transport.send(calls.preview_image(run_id, epoch, image_id), raw=True))
+
+    async def download_previews(self, run_id: str, out_dir: str | Path,
+                                epoch: int | None = None) -> builtins.list[Path]:
+        written = []
+        for item in (await self.previews(run_id, epoch))["items"]:
+            for image in item["images"]:
+                dest = preview_file(Path(out_dir), item["epoch"], image["image_id"])
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                written.append(await self._transport.download(calls.preview_image(run_id, item["epoch"],
+                                                                                  image["image_id"]), dest))
+        return written
 
     async def checkpoints(self, run_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], await self._send(calls.run_checkpoints(run_id)))

@@ -176,6 +176,27 @@ class DatatureConfusionMatrixOut(BaseModel):
     data: list[ConfusionColumn]
 
 
+class PreviewImageOut(BaseModel):
+    image_id: int = Field(description="the image's id in the validation annotations")
+    file_name: str = Field(description="the validation image's file name")
+    url: str = Field(description="path of the PNG under the API (GET it with the same key)")
+
+
+class EpochPreviews(BaseModel):
+    epoch: int
+    attempt: int
+    images: list[PreviewImageOut]
+
+
+class RunPreviews(BaseModel):
+    """A run's evaluation previews (spec.preview): per evaluated epoch, the same validation images
+    drawn with their ground-truth boxes and the predicted boxes scoring at least `score_threshold`."""
+
+    run_id: str
+    score_threshold: float | None = Field(description="predictions at or above this score are drawn")
+    items: list[EpochPreviews] = Field(description="evaluated epochs, oldest first")
+
+
 class ArchitectureOut(BaseModel):
     id: str
     family: str

@@ -185,6 +185,15 @@ class ApiStore:
         query = {"run_id": run_id, "$or": [{"epoch": {"$gt": epoch}}, {"attempt": {"$gt": attempt}}]}
         return await self.epochs.find(query, {"_id": 0}).sort("epoch", ASCENDING).to_list()
 
+    async def previews_of(self, run_id: str, epoch: int | None) -> list[Document]:
+        """The epochs (one, or all) that have previews: epoch, attempt, previews, their score threshold."""
+        query: dict[str, Any] = {"run_id": run_id}
+        if epoch is not None:
+            query["epoch"] = epoch
+        fields = {"_id": 0, "epoch": 1, "attempt": 1, "previews": 1, "preview_score_threshold": 1}
+        docs = await self.epochs.find(query, fields).sort("epoch", ASCENDING).to_list()
+        return [doc for doc in docs if doc.get("previews")]
+
     async def iterations_of(self, run_id: str, limit: int) -> list[Document]:
         return await self.iterations.find({"run_id": run_id}, {"_id": 0}) \
             .sort("step", ASCENDING).limit(limit).to_list()

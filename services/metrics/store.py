@@ -87,6 +87,9 @@ class MetricsStore:
             "learning_rate": event.learning_rate,
             "epoch_time_s": event.epoch_time_s,
             "metrics": event.metrics,
+            # Names in the artifact store; the api serves the PNGs from there.
+            "previews": [preview.model_dump() for preview in event.previews],
+            "preview_score_threshold": event.preview_score_threshold,
             "logged_at": event.occurred_at,
             "event_id": event.event_id,
         }

@@ -20,13 +20,14 @@ from services.trainer.reports import (
     TrainingJob,
     child_report_adapter,
 )
-from shared.artifacts import ArtifactCache, ArtifactNotFound
+from shared.artifacts import ArtifactCache, ArtifactNotFound, preview_name
 from shared.events import (
     BaseModelRef,
     EpochLogged,
     Event,
     IterationsLogged,
     ModelRegistered,
+    PreviewImage,
     RunAssigned,
     RunCompleted,
     RunReleased,
@@ -284,6 +285,7 @@ class TrainingSession:
             run_id=self.run_id,
             attempt=self.assignment.attempt,
             **report.model_dump(exclude={"kind", "previews"}),
+            previews=await self._store_previews(report),
         )
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1
@@ -294,3 +296,17 @@ class TrainingSession:
         except Exception:
             # Training goes on; a resume would start from the previous stored epoch.
             log.exception("run %s: storing the checkpoint of epoch %d failed", self.run_id, report.epoch)
+
+    async def _store_previews(self, report: EpochReport) -> list[PreviewImage]:
+        """The epoch's preview PNGs, stored before the event names them; none if storing fails
+        (a preview is not worth losing the epoch's report for)."""
+        stored = []
+        try:
+            for preview in report.previews:
+                name = preview_name(self.run_id, report.epoch, preview.image_id)
+                await self.cache.artifacts.upload_file(name, Path(preview.path))
+                stored.append(PreviewImage(image_id=preview.image_id, file_name=preview.file_name, object_name=name))
+        except Exception:
+            log.exception("run %s: storing the previews of epoch %d failed", self.run_id, report.epoch)
+            return []
+        return stored

@@ -63,7 +63,8 @@ def _key_with(world: World, *scopes: Scope) -> str:
 
 def run_routes(run_id: str) -> list[str]:
     return [f"/v1/runs/{run_id}", f"/v1/runs/{run_id}/logs", f"/v1/runs/{run_id}/metrics",
-            f"/v1/runs/{run_id}/best-epoch", f"/v1/runs/{run_id}/confusion-matrix", f"/v1/runs/{run_id}/events"]
+            f"/v1/runs/{run_id}/best-epoch", f"/v1/runs/{run_id}/confusion-matrix", f"/v1/runs/{run_id}/events",
+            f"/v1/runs/{run_id}/previews", f"/v1/runs/{run_id}/previews/1/1"]
 
 
 def test_every_route_answers_401_without_a_valid_key(world: World) -> None:
@@ -72,7 +73,7 @@ def test_every_route_answers_401_without_a_valid_key(world: World) -> None:
     assert world.alpha.admin.delete(f"/v1/keys/{revoked.split('_')[1]}").status_code == 200
     bad_keys: list[str | None] = [None, "not-a-key", "ty_0123456789abcdef_" + "A" * 43, revoked]
     operations = [(method, path.replace("{run_id}", UNKNOWN_ID).replace("{dataset_id}", UNKNOWN_ID)
-                   .replace("{key_id}", "0" * 16))
+                   .replace("{key_id}", "0" * 16).replace("{epoch}", "1").replace("{image_id}", "1"))
                   for path, item in schema["paths"].items() for method in item]
     assert len(operations) >= 12
     for key in bad_keys:

@@ -1,29 +1,36 @@
 """What a run produced: logs, metric series, confusion matrices, its best epoch."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from fastapi import Path as PathParam
 
 from services.api.auth import RunsReader
-from services.api.deps import Store
-from services.api.errors import ApiError, NotFound, problem_responses
+from services.api.deps import ArtifactStore, Store
+from services.api.errors import ApiError, Gone, NotFound, problem_responses
 from services.api.models import (
     BestEpoch,
     ConfusionMatrixOut,
     DatatureConfusionMatrixOut,
     EpochLog,
+    EpochPreviews,
     IterationLog,
     LogEntry,
     MetricSeries,
+    PreviewImageOut,
     RunConfigOut,
     RunLogs,
+    RunPreviews,
 )
 from services.api.routes.runs import RunId, existing_run
 from services.api.views import best_epoch, confusion_matrix_out, datature_confusion_matrix, default_mode, metric_series
+from shared.artifacts import ArtifactNotFound
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403, 404))
 MetricName = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
 MAX_ITERATION_LOGS = 10_000
+EpochNumber = Annotated[int, PathParam(ge=1, le=100_000, description="an evaluated epoch")]
+ImageId = Annotated[int, PathParam(ge=0, le=2**62, description="the image's id in the validation annotations")]
 
 
 @router.get("/{run_id}/logs")
@@ -99,3 +106,58 @@ async def get_run_config(run_id: RunId, caller: RunsReader, store: Store) -> Run
     if not run.get("config"):
         raise NotFound("generated config (the run has not started) for run", run_id)
     return RunConfigOut(run_id=run_id, attempt=int(run.get("attempt", 0)), config=run["config"])
+
+
+def _with_previews(run: dict[str, Any]) -> None:
+    if not run["spec"].get("preview", False):
+        raise ApiError(404, f"run {run['_id']} was started with preview=false: its evaluations render no previews")
+
+
+def preview_url(run_id: str, epoch: int, image_id: int) -> str:
+    return f"/v1/runs/{run_id}/previews/{epoch}/{image_id}"
+
+
+@router.get("/{run_id}/previews")
+async def list_previews(
+    run_id: RunId,
+    caller: RunsReader,
+    store: Store,
+    epoch: Annotated[int | None, Query(ge=1, le=100_000, description="only this epoch")] = None,
+) -> RunPreviews:
+    """The run's evaluation previews: per evaluated epoch, the images and where to get each PNG."""
+    run = await existing_run(store, caller.project, run_id)
+    _with_previews(run)
+    docs = await store.previews_of(run_id, epoch)
+    items = [
+        EpochPreviews(epoch=doc["epoch"], attempt=int(doc.get("attempt", 0)), images=[
+            PreviewImageOut(image_id=image["image_id"], file_name=image["file_name"],
+                            url=preview_url(run_id, doc["epoch"], image["image_id"]))
+            for image in doc["previews"]
+        ])
+        for doc in docs
+    ]
+    threshold = next((doc.get("preview_score_threshold") for doc in reversed(docs)), None)
+    return RunPreviews(run_id=run_id, score_threshold=threshold, items=items)
+
+
+@router.get(
+    "/{run_id}/previews/{epoch}/{image_id}",
+    response_class=Response,
+    responses={**problem_responses(410), 200: {"content": {"image/png": {"schema": {"type": "string",
+                                                                                   "format": "binary"}}},
+                                               "description": "the preview, a PNG"}},
+)
+async def get_preview_image(run_id: RunId, epoch: EpochNumber, image_id: ImageId, caller: RunsReader, store: Store,
+                            artifacts: ArtifactStore) -> Response:
+    """One evaluation preview as PNG: the validation image with its ground truth and predicted boxes."""
+    run = await existing_run(store, caller.project, run_id)
+    _with_previews(run)
+    docs = await store.previews_of(run_id, epoch)
+    image = next((image for doc in docs for image in doc["previews"] if image["image_id"] == image_id), None)
+    if image is None:
+        raise NotFound("preview in run", f"{run_id} epoch {epoch} image {image_id}")
+    try:
+        png = await artifacts.read(image["object_name"])
+    except ArtifactNotFound:
+        raise Gone(f"run {run_id}: preview {image['object_name']} is no longer in the artifact store") from None
+    return Response(content=png, media_type="image/png")
