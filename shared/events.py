@@ -67,6 +67,7 @@ class RunAccepted(RunEvent):
 
     attempt: Annotated[int, Field(ge=1)]
     trainer_id: str
+    instance: str = Field("", description="the accepting trainer process (TrainerHeartbeat.instance)")
 
 
 class RunStopRequested(RunEvent):
@@ -227,6 +228,8 @@ class RunningAttempt(BaseModel):
 
 class TrainerHeartbeat(Event):
     trainer_id: str
+    instance: str = Field("", description="this trainer process; a restarted trainer has a new one, "
+                                          "and the attempts its previous process accepted are gone")
     host: str
     accelerators: list[Accelerator]
     running: list[RunningAttempt] = Field(default_factory=list)

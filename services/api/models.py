@@ -78,7 +78,9 @@ class RunOut(BaseModel):
     attempt: int = Field(description="attempts started so far (1 after the first assignment)")
     device: str | None = None
     progress: Progress
-    queue_position: int | None = Field(None, description="place among runs waiting for the same accelerators")
+    queue_position: int | None = Field(
+        None, description="place among runs waiting for the same accelerators, in the order the scheduler "
+                          "takes them (priority, with waiting time counted as priority: aging)")
     latest_metrics: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime

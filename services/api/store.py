@@ -212,15 +212,18 @@ class ApiStore:
             query["epoch"] = epoch
         return await self.confusion_matrices.find_one(query, {"_id": 0}, sort=[("epoch", DESCENDING)])
 
-    async def queue_position(self, run: Document) -> int:
-        """1 + the queued runs asking for the same accelerators that go before this one (aging aside)."""
-        priority = int(run["spec"].get("priority", 0))
+    async def queue_position(self, run: Document) -> int | None:
+        """1 + the queued runs asking for the same accelerators that the scheduler takes first:
+        by `queue_key`, which the scheduler stores when it queues a run (priority with aging
+        as one instant; services/scheduler/placement.py). None until it has."""
+        key = run.get("queue_key")
+        if key is None:
+            return None
         ahead = await self.runs.count_documents({
             "status": "pending", "trainer_id": None, "_id": {"$ne": run["_id"]},
             "spec.accelerator.name": run["spec"]["accelerator"]["name"],
             "spec.accelerator.count": run["spec"]["accelerator"]["count"],
-            "$or": [{"spec.priority": {"$gt": priority}},
-                    {"spec.priority": priority, "created_at": {"$lt": run["created_at"]}}],
+            "$or": [{"queue_key": {"$lt": key}}, {"queue_key": key, "created_at": {"$lt": run["created_at"]}}],
         })
         return ahead + 1
 

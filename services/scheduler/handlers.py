@@ -47,7 +47,7 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -
         scheduler.request_placement()
 
     async def accept(event: RunAccepted) -> None:
-        if not await store.mark_accepted(event.run_id, event.attempt, event.trainer_id):
+        if not await store.mark_accepted(event.run_id, event.attempt, event.trainer_id, event.instance):
             log.info("ignoring run.accepted of run %s attempt %d: not its current attempt",
                      event.run_id, event.attempt)
 
@@ -75,12 +75,14 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -
             scheduler.request_placement()
 
     async def heartbeat(beat: TrainerHeartbeat) -> None:
-        joined = await store.record_heartbeat(beat, utcnow())
+        news = await store.record_heartbeat(beat, utcnow())
+        if news == "restarted":
+            await scheduler.reset_attempts_of_previous_process(beat)
         if beat.running:
             await scheduler.reconcile_heartbeat(beat)
-        # Capacity only appears with a new or returning trainer; freed capacity
+        # Capacity only appears with a new, returning or restarted trainer; freed capacity
         # arrives with run.completed or a reset, which ask for placement themselves.
-        if joined and not beat.draining:
+        if news != "known" and not beat.draining:
             scheduler.request_placement()
 
     @durable_subscriber(subjects.run_created, "scheduler-run-created")

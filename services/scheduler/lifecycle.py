@@ -9,6 +9,7 @@ import logging
 from faststream.nats import NatsBroker
 from prometheus_client import Counter
 
+from services.scheduler.placement import queue_key
 from services.scheduler.store import SchedulerStore
 from shared.bus import publish_event
 from shared.events import (
@@ -29,10 +30,11 @@ RESETS = Counter("trainyard_run_resets_total", "Attempts that ended without an o
 
 
 class RunLifecycle:
-    def __init__(self, store: SchedulerStore, broker: NatsBroker, subjects: Subjects) -> None:
+    def __init__(self, store: SchedulerStore, broker: NatsBroker, subjects: Subjects, aging_s: float) -> None:
         self.store = store
         self.broker = broker
         self.subjects = subjects
+        self.aging_s = aging_s
 
     async def _move(self, run_id: str, target: RunStatus, message: str | None, *, previous: str | None,
                     guard: Document | None = None, fields: Document | None = None,
@@ -54,10 +56,15 @@ class RunLifecycle:
 
     async def queue(self, run_id: str) -> None:
         """created -> pending: the scheduler has the run and looks for a trainer."""
+        run = await self.store.run(run_id)
+        if run is None or run.get("status") != str(RunStatus.CREATED):
+            return
         await self._move(run_id, RunStatus.PENDING, "waiting for placement", previous=RunStatus.CREATED,
                          guard={"status": str(RunStatus.CREATED)},
                          fields={"pending_reason": "waiting for placement", "trainer_id": None,
-                                 "attempt_limit": None, "queued_at": utcnow()})
+                                 "attempt_limit": None, "queued_at": utcnow(),
+                                 "queue_key": queue_key(run["created_at"], int(run["spec"].get("priority", 0)),
+                                                        self.aging_s)})
 
     async def started(self, event: RunStarted) -> bool:
         return await self._move(

@@ -22,7 +22,7 @@ def build_app(settings: SchedulerSettings) -> FastStream:
     client = mongo_client(settings)
     store = SchedulerStore(database(client, settings))
     broker = make_broker(settings, "scheduler")
-    scheduler = Scheduler(store, RunLifecycle(store, broker, subjects), broker, subjects, settings)
+    scheduler = Scheduler(store, RunLifecycle(store, broker, subjects, settings.aging_s), broker, subjects, settings)
     broker.include_router(build_router(broker, scheduler, subjects))
     app = FastStream(broker)
     tasks: set[asyncio.Task[None]] = set()

@@ -151,6 +151,21 @@ class Scheduler:
                 await self.lifecycle.stop_attempt(run, RunStatus.ABORTED,
                                                   f"exceeded its execution timeout of {limit_s} s")
 
+    async def reset_attempts_of_previous_process(self, beat: TrainerHeartbeat) -> None:
+        """A trainer came back as a new process before it was missed: the attempts its
+        previous process accepted died with it, so they resume elsewhere (or here) now
+        rather than after the heartbeat timeout. Attempts not yet accepted are left to the
+        acceptance timeout: the new process may be the one accepting them."""
+        held = {r.run_id for r in beat.running}
+        for run in await self.store.runs_on_trainer(beat.trainer_id):
+            previous = run.get("trainer_instance")
+            if previous and previous != beat.instance and run["_id"] not in held:
+                log.warning("trainer %s restarted: attempt %d of run %s ended with its previous process",
+                            beat.trainer_id, run["attempt"], run["_id"])
+                await self.lifecycle.reset_attempt(
+                    run, "trainer_restarted",
+                    f"trainer {beat.trainer_id} restarted; attempt {run['attempt']} ended with its previous process")
+
     async def reconcile_heartbeat(self, beat: TrainerHeartbeat) -> None:
         """Stop attempts a trainer runs that are no longer its to run (it was presumed lost)."""
         runs = await self.store.runs_by_id([r.run_id for r in beat.running]) if beat.running else {}

@@ -8,6 +8,7 @@ and two scheduler replicas cannot both assign one run or one accelerator.
 
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Literal
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -19,6 +20,9 @@ from shared.specs import AcceleratorRequest
 from shared.status import RunStatus
 from shared.store import RUNS, TRAINERS, Document
 
+# What a heartbeat tells: the same trainer process as before, a new or returning
+# trainer, or a trainer that restarted (a new process under the same id).
+HeartbeatNews = Literal["known", "joined", "restarted"]
 UNASSIGNED_PENDING = {"status": str(RunStatus.PENDING), "trainer_id": None}
 
 
@@ -110,7 +114,7 @@ class SchedulerStore:
         result = await self.runs.update_one(
             {**UNASSIGNED_PENDING, "_id": run_id, "attempt": attempt - 1},
             {"$set": {"trainer_id": trainer_id, "attempt": attempt, "assigned_at": now, "accepted_at": None,
-                      "updated_at": now,
+                      "trainer_instance": None, "updated_at": now,
                       "pending_reason": f"assigned to trainer {trainer_id}; waiting for it to accept"}},
         )
         return result.modified_count == 1
@@ -126,10 +130,12 @@ class SchedulerStore:
             {"$set": {"trainer_id": None, "pending_reason": reason, "updated_at": utcnow()}},
         )
 
-    async def mark_accepted(self, run_id: str, attempt: int, trainer_id: str) -> bool:
+    async def mark_accepted(self, run_id: str, attempt: int, trainer_id: str, instance: str) -> bool:
         result = await self.runs.update_one(
             {"_id": run_id, "attempt": attempt, "trainer_id": trainer_id, "accepted_at": None},
-            {"$set": {"accepted_at": utcnow(), "pending_reason": f"accepted by trainer {trainer_id}; starting"}},
+            # The accepting process: if the trainer comes back as another, this attempt is gone.
+            {"$set": {"accepted_at": utcnow(), "trainer_instance": instance or None,
+                      "pending_reason": f"accepted by trainer {trainer_id}; starting"}},
         )
         return result.modified_count == 1
 
@@ -149,8 +155,9 @@ class SchedulerStore:
 
     # -- trainers ----------------------------------------------------------
 
-    async def record_heartbeat(self, beat: TrainerHeartbeat, now: datetime) -> bool:
-        """Record a heartbeat; True when the trainer is new or back from being presumed lost."""
+    async def record_heartbeat(self, beat: TrainerHeartbeat, now: datetime) -> HeartbeatNews:
+        """Record a heartbeat; say whether the trainer is new or back from being presumed lost
+        ("joined"), is the same process as before ("known"), or restarted as a new process."""
         capacity = beat.accelerators[0].count if beat.accelerators else 0
         fields = {
             "host": beat.host,
@@ -160,12 +167,17 @@ class SchedulerStore:
             "reported_running": [r.model_dump() for r in beat.running],
             "version": beat.version,
             "draining": beat.draining,
+            "instance": beat.instance,
             "last_seen": now,
         }
-        # The common case, one cheap write: a known trainer that was not lost.
-        known = await self.trainers.update_one({"_id": beat.trainer_id, "lost": False}, {"$set": fields})
+        # The common case, one cheap write: a known trainer process that was not lost.
+        known = await self.trainers.update_one({"_id": beat.trainer_id, "lost": False, "instance": beat.instance},
+                                               {"$set": fields})
         if known.matched_count:
-            return False
+            return "known"
+        restarted = await self.trainers.update_one({"_id": beat.trainer_id, "lost": False}, {"$set": fields})
+        if restarted.matched_count:
+            return "restarted"
         # New, or back from being presumed lost: a clean slate. Its old runs moved
         # on (and it is told to stop them when it reports them).
         await self.trainers.update_one(
@@ -174,7 +186,7 @@ class SchedulerStore:
              "$setOnInsert": {"first_seen": now}},
             upsert=True,
         )
-        return True
+        return "joined"
 
     async def online_trainers(self, seen_since: datetime) -> list[TrainerView]:
         query = {"last_seen": {"$gte": seen_since}, "lost": {"$ne": True}}

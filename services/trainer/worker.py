@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import socket
+import uuid
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,8 @@ class Trainer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._free_gpus = list(range(self.capacity)) if self.device == "cuda" else []
         self.draining = False
+        # A new one per process: how the scheduler tells a restart from a trainer that carries on.
+        self.instance = uuid.uuid4().hex
         self._cache: ArtifactCache | None = None
 
     async def cache(self) -> ArtifactCache:
@@ -91,7 +94,8 @@ class Trainer:
         self.sessions[assignment.run_id] = session
         await publish_event(
             self.broker, self.subjects, self.subjects.run_accepted,
-            RunAccepted(run_id=assignment.run_id, attempt=assignment.attempt, trainer_id=self.trainer_id),
+            RunAccepted(run_id=assignment.run_id, attempt=assignment.attempt, trainer_id=self.trainer_id,
+                        instance=self.instance),
             dedup_key=f"{assignment.run_id}:{assignment.attempt}:accepted",
         )
         task = asyncio.create_task(self._train(session))
@@ -127,6 +131,7 @@ class Trainer:
     async def send_heartbeat(self) -> None:
         beat = TrainerHeartbeat(
             trainer_id=self.trainer_id,
+            instance=self.instance,
             host=socket.gethostname(),
             accelerators=self.accelerators,
             running=[RunningAttempt(run_id=s.run_id, attempt=s.attempt) for s in self.sessions.values()],

@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.e2e.conftest import start_trainer as trainer
 from tests.helpers import TERMINAL, wait_status, wait_until
 from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
+from trainyard.synth import write_synthetic_coco
 
 pytestmark = pytest.mark.training
 
@@ -103,3 +105,28 @@ def test_killed_run_ends_terminated_within_seconds_and_frees_its_trainer(
                        15, "the trainer to be free")
     assert freed[0]["id"] == "busy"
     assert "training process" not in (done["message"] or "")
+
+
+def test_a_trainer_restarted_under_its_id_hands_its_run_on_at_once(stack: LocalStack, tmp_path: Path) -> None:
+    """A supervisor restarts a crashed trainer well inside the heartbeat timeout: the
+    attempt its previous process held is resumed at once, not after the timeout."""
+    stack.start(("metrics", "api"))
+    stack.start_service("scheduler", TRAINYARD_TRAINER_TIMEOUT_S="120")
+    files = write_synthetic_coco(tmp_path / "shapes", train_images=8, val_images=2, size=64)
+    with TrainyardClient(stack.api_url, stack.admin_key) as client:
+        dataset_id = client.datasets.register("shapes", str(files.root))["id"]
+        first = trainer(stack, "phoenix")
+        run = start_run(client, dataset_id, epochs=4)
+        wait_until(lambda: (client.runs.checkpoints(run["id"])["resume_epoch"] or 0) >= 1, 120,
+                   "an epoch checkpointed")
+        os.killpg(first.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        trainer(stack, "phoenix")
+        rerun = wait_until(lambda: client.runs.get(run["id"])["attempt"] == 2, 60, "a second attempt")
+        assert time.monotonic() - killed < 60, "reset by the restart, long before the 120 s heartbeat timeout"
+        done = wait_status(client, run["id"], TERMINAL, timeout=180)
+        assert rerun and done["status"] == "success", (done, service_log(stack, "scheduler")[-2000:])
+        assert done["trainer_id"] == "phoenix" and done["attempt"] == 2
+        message = next(h["message"] for h in done["history"] if h["status"] == "rerun")
+        assert "trainer phoenix restarted; attempt 1 ended with its previous process" in message, message
+        assert_resumed_and_contiguous(client, done, epochs=4)

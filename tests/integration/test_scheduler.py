@@ -167,3 +167,17 @@ def test_killing_a_queued_run_ends_it_at_once(stack: LocalStack, client: Trainya
     assert done["status"] == "terminated" and done["message"] == "killed by user"
     with pytest.raises(ConflictError):
         client.runs.kill(run["id"])
+
+
+def test_queue_position_counts_waiting_as_the_scheduler_does(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    # One second of waiting is worth a level of priority; no trainer is online, so both wait.
+    stack.start_service("scheduler", TRAINYARD_AGING_S="1")
+    old = start(client, dataset_id, "old", priority=0)
+    wait_until(lambda: client.runs.get(old["id"])["queue_position"] == 1, what="the first run queued")
+    time.sleep(3)
+    new = start(client, dataset_id, "new", priority=1)
+    # Without aging the newer, higher-priority run would be first in line.
+    wait_until(lambda: (client.runs.get(old["id"])["queue_position"], client.runs.get(new["id"])["queue_position"])
+               == (1, 2), what="aged queue positions")

@@ -1,6 +1,17 @@
 from datetime import UTC, datetime, timedelta
 
-from services.scheduler.placement import NotPlaced, Placement, QueuedRun, TrainerView, place, queue_order
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.scheduler.placement import (
+    NotPlaced,
+    Placement,
+    QueuedRun,
+    TrainerView,
+    place,
+    queue_key,
+    queue_order,
+)
 from shared.specs import AcceleratorRequest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -52,3 +63,14 @@ def test_higher_priority_goes_first_then_older() -> None:
 def test_waiting_ages_a_low_priority_run_past_newer_high_ones() -> None:
     runs = [queued("starving", 0, waited_s=3 * 300 + 1), queued("fresh-high", 3)]
     assert [r.run_id for r in queue_order(runs, NOW, aging_s=300)] == ["starving", "fresh-high"]
+
+
+@given(st.lists(st.tuples(st.integers(-100, 100), st.integers(0, 10 * 24 * 3600)), min_size=1, max_size=30,
+                unique_by=lambda t: t[1]),
+       st.sampled_from([1.0, 300.0, 3600.0]))
+def test_the_stored_queue_key_orders_runs_as_the_scheduler_does(runs: list[tuple[int, int]], aging_s: float) -> None:
+    # The API counts the runs ahead of one by queue_key; it must agree with queue_order at any moment.
+    queue = [queued(f"r{i}", priority, waited_s=waited) for i, (priority, waited) in enumerate(runs)]
+    by_key = sorted(queue, key=lambda r: (queue_key(r.created_at, r.priority, aging_s), r.created_at))
+    for later in (0, 7_200):
+        assert queue_order(queue, NOW + timedelta(seconds=later), aging_s) == by_key
