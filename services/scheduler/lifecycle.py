@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 RESETS = Counter("trainyard_run_resets_total", "Attempts that ended without an outcome", ["cause"])
 
 
+# A kill re-reads the run this often when it moves meanwhile, before leaving it to redelivery.
+KILL_TRIES = 5
+
+
+class RunChangedMeanwhile(RuntimeError):
+    """A run moved on every try of an operation; the event is redelivered."""
+
+
 class RunLifecycle:
     def __init__(self, store: SchedulerStore, broker: NatsBroker, subjects: Subjects, aging_s: float) -> None:
         self.store = store
@@ -94,34 +102,43 @@ class RunLifecycle:
         return moved
 
     async def kill(self, run_id: str) -> str:
-        """Stop a run at a user's request: at once if it holds no trainer, else through its trainer."""
-        run = await self.store.run(run_id)
-        if run is None:
-            return "unknown run"
-        message = "killed by user"
-        status = RunStatus(run["status"])
-        holds_no_trainer = status == RunStatus.PENDING and not run.get("trainer_id")
-        if status in (RunStatus.CREATED, RunStatus.RERUN) or holds_no_trainer:
-            moved = await self._move(run_id, RunStatus.TERMINATED, message, previous=status,
-                                     guard={"status": str(status), "trainer_id": run.get("trainer_id")},
-                                     fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
-            return "terminated" if moved else "changed meanwhile"
-        if status in (RunStatus.PENDING, RunStatus.IN_PROGRESS):
-            await self.stop_attempt(run, RunStatus.TERMINATED, message)
-            return "stopping"
-        return f"already {status}"
+        """Stop a run at a user's request: at once if it holds no trainer, else through its trainer.
 
-    async def stop_attempt(self, run: Document, status: RunStatus, message: str) -> None:
-        """End a running attempt now and tell its trainer to stop it (it frees the accelerator when done)."""
+        The run may move while this decides (queued, assigned, accepted by another
+        handler): then it looks again, so a kill is never lost to a race."""
+        for _ in range(KILL_TRIES):
+            run = await self.store.run(run_id)
+            if run is None:
+                return "unknown run"
+            message = "killed by user"
+            status = RunStatus(run["status"])
+            holds_no_trainer = status == RunStatus.PENDING and not run.get("trainer_id")
+            if status in (RunStatus.CREATED, RunStatus.RERUN) or holds_no_trainer:
+                if await self._move(run_id, RunStatus.TERMINATED, message, previous=status,
+                                    guard={"status": str(status), "trainer_id": run.get("trainer_id")},
+                                    fields={"completed_at": utcnow(), "message": message, "pending_reason": None}):
+                    return "terminated"
+            elif status in (RunStatus.PENDING, RunStatus.IN_PROGRESS):
+                if await self.stop_attempt(run, RunStatus.TERMINATED, message):
+                    return "stopping"
+            else:
+                return f"already {status}"
+        # Still moving under us: the event is redelivered and tried again.
+        raise RunChangedMeanwhile(f"run {run_id} kept changing while being killed")
+
+    async def stop_attempt(self, run: Document, status: RunStatus, message: str) -> bool:
+        """End a running attempt now and tell its trainer to stop it (it frees the accelerator when done);
+        False if the attempt was no longer the run's current one."""
         trainer_id, attempt = run["trainer_id"], int(run["attempt"])
         if not await self._move(run["_id"], status, message, previous=run["status"],
                                 guard={"attempt": attempt, "trainer_id": trainer_id},
                                 fields={"completed_at": utcnow(), "message": message, "pending_reason": None}):
-            return
+            return False
         stop = RunStopRequested(run_id=run["_id"], attempt=attempt, trainer_id=trainer_id,
                                 status=status, message=message)
         await publish_event(self.broker, self.subjects, self.subjects.run_stop_requested(trainer_id), stop,
                             dedup_key=f"{run['_id']}:{attempt}:stop")
+        return True
 
     async def rerun(self, run_id: str, max_attempts: int | None = None) -> bool:
         """A person restarts a run that did not succeed; it resumes from its latest checkpoint."""

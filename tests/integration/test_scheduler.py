@@ -181,3 +181,15 @@ def test_queue_position_counts_waiting_as_the_scheduler_does(
     # Without aging the newer, higher-priority run would be first in line.
     wait_until(lambda: (client.runs.get(old["id"])["queue_position"], client.runs.get(new["id"])["queue_position"])
                == (1, 2), what="aged queue positions")
+
+
+def test_a_kill_racing_the_runs_creation_is_never_lost(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    # Killed before, while or after the scheduler queues them: each ends terminated.
+    stack.start_service("scheduler")
+    runs = [start(client, dataset_id, f"k{i}") for i in range(6)]
+    for run in runs:
+        client.runs.kill(run["id"])
+    for run in runs:
+        assert wait_status(client, run["id"], TERMINAL, timeout=60)["status"] == "terminated"
