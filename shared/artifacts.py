@@ -7,8 +7,8 @@ disk is only a cache of it (`ArtifactCache`). The bucket is replicated like the
 event stream in a NATS cluster; nothing here needs MongoDB.
 
 Names are paths, one place spells them:
-    runs/<run>/checkpoints/epoch_<n>.pth     MMEngine checkpoints (resume)
-    runs/<run>/checkpoints/manifest.json     which epochs are stored, the best one
+    runs/<run>/checkpoints/attempt_<a>/epoch_<n>.pth     MMEngine checkpoints (resume)
+    runs/<run>/checkpoints/attempt_<a>/manifest.json     what that attempt keeps, the run's best
     runs/<run>/previews/epoch_<n>/<image>.png
     models/<model>.pth                       a registered model's weights
 """
@@ -29,6 +29,7 @@ from nats.js.api import ObjectMeta, ObjectMetaOptions, StorageType
 from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundError
 from pydantic import BaseModel, Field
 
+from shared.events import BestCheckpoint
 from shared.subjects import Subjects
 
 if TYPE_CHECKING:
@@ -56,12 +57,18 @@ def checkpoint_prefix(run_id: str) -> str:
     return f"{run_prefix(run_id)}checkpoints/"
 
 
-def checkpoint_name(run_id: str, epoch: int) -> str:
-    return f"{checkpoint_prefix(run_id)}epoch_{epoch}.pth"
+def attempt_prefix(run_id: str, attempt: int) -> str:
+    # Each attempt writes only under its own prefix: a superseded attempt that is
+    # still running (a partitioned trainer) can never replace or delete another's.
+    return f"{checkpoint_prefix(run_id)}attempt_{attempt}/"
 
 
-def manifest_name(run_id: str) -> str:
-    return f"{checkpoint_prefix(run_id)}{MANIFEST}"
+def checkpoint_name(run_id: str, attempt: int, epoch: int) -> str:
+    return f"{attempt_prefix(run_id, attempt)}epoch_{epoch}.pth"
+
+
+def manifest_name(run_id: str, attempt: int) -> str:
+    return f"{attempt_prefix(run_id, attempt)}{MANIFEST}"
 
 
 def preview_name(run_id: str, epoch: int, image_id: int) -> str:
@@ -80,32 +87,28 @@ class StoredObject:
     modified: str
 
 
-class BestCheckpoint(BaseModel):
-    epoch: int
-    metric: str
-    value: float
-
-
 class CheckpointManifest(BaseModel):
-    """What of a run's checkpoints is in the store. Written after the objects it
+    """What one attempt of a run keeps in the store. Written after the objects it
     names are stored and before any it drops are deleted, so it never names a
     missing object (a crash in between leaves an orphan, never a hole)."""
 
-    epochs: list[int] = Field(default_factory=list, description="stored epoch checkpoints, ascending")
-    best: BestCheckpoint | None = None
+    attempt: int
+    epochs: list[int] = Field(default_factory=list, description="this attempt's stored epochs, ascending")
+    best: BestCheckpoint | None = Field(None, description="the run's best so far (maybe an earlier attempt's)")
 
     @property
     def latest(self) -> int | None:
         return self.epochs[-1] if self.epochs else None
 
-    def keeping(self, epoch: int, keep: int) -> tuple[CheckpointManifest, list[int]]:
-        """The manifest with `epoch` stored, the newest `keep` and the best kept; and the epochs dropped."""
+    def keeping(self, epoch: int, keep: int, own_best: str | None) -> tuple[CheckpointManifest, list[int]]:
+        """The manifest with `epoch` stored, the newest `keep` and the best kept; and the epochs dropped.
+        `own_best` is the best's object name when this attempt stored it."""
         epochs = sorted({*self.epochs, epoch})
         kept = set(epochs[-keep:])
-        if self.best is not None:
+        if self.best is not None and self.best.name == own_best:
             kept.add(self.best.epoch)
         dropped = [e for e in epochs if e not in kept]
-        return CheckpointManifest(epochs=sorted(kept), best=self.best), dropped
+        return self.model_copy(update={"epochs": sorted(kept)}), dropped
 
 
 def file_digest(path: Path) -> str:
@@ -190,14 +193,14 @@ class Artifacts:
             deleted += await self.delete(name)
         return deleted
 
-    async def manifest(self, run_id: str) -> CheckpointManifest:
+    async def manifest(self, run_id: str, attempt: int) -> CheckpointManifest:
         try:
-            return CheckpointManifest.model_validate_json(await self.read(manifest_name(run_id)))
+            return CheckpointManifest.model_validate_json(await self.read(manifest_name(run_id, attempt)))
         except ArtifactNotFound:
-            return CheckpointManifest()
+            return CheckpointManifest(attempt=attempt)
 
     async def write_manifest(self, run_id: str, manifest: CheckpointManifest) -> None:
-        await self.upload_bytes(manifest_name(run_id), manifest.model_dump_json().encode())
+        await self.upload_bytes(manifest_name(run_id, manifest.attempt), manifest.model_dump_json().encode())
 
     @staticmethod
     def _meta(name: str, description: str | None) -> ObjectMeta:

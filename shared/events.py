@@ -51,6 +51,39 @@ class BaseModelRef(BaseModel):
     classes: list[str]
 
 
+class BestCheckpoint(BaseModel):
+    """The run's best epoch so far by the checkpoint strategy's metric, and where it is stored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    epoch: int
+    metric: str
+    value: FiniteFloat
+    name: str = Field(description="object name in the artifact store")
+
+
+class StoredCheckpoint(BaseModel):
+    """A checkpoint in the artifact store (runs/<run>/checkpoints/attempt_<a>/epoch_<n>.pth)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    epoch: int
+    name: str
+    best: BestCheckpoint | None = Field(None, description="the run's best epoch so far, when the strategy keeps one")
+
+
+class CheckpointSaved(RunEvent):
+    """A trainer stored the checkpoint of a reported epoch. The scheduler records the newest
+    one of the run's current attempt: what the next attempt resumes from. A superseded
+    attempt's checkpoints are never recorded, so no attempt resumes from epochs the run
+    never accepted."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    trainer_id: str
+    checkpoint: StoredCheckpoint
+
+
 class RunAssigned(RunEvent):
     """The scheduler gave an attempt of a run to one trainer."""
 
@@ -60,6 +93,8 @@ class RunAssigned(RunEvent):
     dataset: DatasetLayout
     # Filled from the models collection when spec.base_model_id is set.
     base_model: BaseModelRef | None = None
+    # The newest checkpoint of the run's earlier attempts (checkpoint.saved): training continues from it.
+    resume_from: StoredCheckpoint | None = None
 
 
 class RunAccepted(RunEvent):

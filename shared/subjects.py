@@ -19,7 +19,7 @@ class Subjects:
     @property
     def stream_subjects(self) -> list[str]:
         return [self._s("run.>"), self._s("epoch.>"), self._s("model.>"), self._s("iteration.>"),
-                self._s("deadletter.>")]
+                self._s("checkpoint.>"), self._s("deadletter.>")]
 
     @property
     def run_created(self) -> str:
@@ -61,6 +61,10 @@ class Subjects:
     @property
     def model_registered(self) -> str:
         return self._s("model.registered")
+
+    @property
+    def checkpoint_saved(self) -> str:
+        return self._s("checkpoint.saved")
 
     @property
     def run_accepted(self) -> str:

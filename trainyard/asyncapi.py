@@ -55,6 +55,9 @@ def channels() -> list[Channel]:
                 "The one terminal event of an attempt; it carries the final status."),
         Channel("iterationLogged", s.iterations_logged, events.IterationsLogged, ("trainer",), ("metrics",),
                 "Training losses every log_interval steps, in batches: `{step, loss, losses, learning_rate}`."),
+        Channel("checkpointSaved", s.checkpoint_saved, events.CheckpointSaved, ("trainer",), ("scheduler",),
+                "A reported epoch's checkpoint is in the artifact store (NATS object store TRAINYARD_ARTIFACTS); "
+                "the scheduler records the current attempt's newest, which the next attempt resumes from."),
         Channel("modelRegistered", s.model_registered, events.ModelRegistered, ("trainer",), ("metrics",),
                 "A successful run produced a trained model: its weights, classes and lineage."),
         Channel("runStatusChanged", s.run_status_changed, events.RunStatusChanged, ("scheduler",), (),

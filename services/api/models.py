@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.apikeys import Scope
-from shared.artifacts import BestCheckpoint
 from shared.catalogue import TunableParameter
+from shared.events import BestCheckpoint, StoredCheckpoint
 from shared.specs import RunSpec, Strict
 
 Cursor = Annotated[str | None, Field(description="pass as `cursor` to get the next page; null on the last page")]
@@ -268,6 +268,7 @@ class TrainerOut(BaseModel):
 
 
 class CheckpointOut(BaseModel):
+    attempt: int
     epoch: int
     name: str = Field(description="object name in the artifact store")
     size_bytes: int
@@ -280,7 +281,8 @@ class RunCheckpoints(BaseModel):
     run_id: str
     items: list[CheckpointOut]
     best: BestCheckpoint | None = Field(description="null unless the strategy keeps a best checkpoint")
-    resume_epoch: int | None = Field(description="the epoch a rerun continues after")
+    resume_from: StoredCheckpoint | None = Field(
+        description="the newest checkpoint the run recorded: what its next attempt continues from")
 
 
 class ModelRunOut(BaseModel):

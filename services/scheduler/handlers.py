@@ -11,6 +11,7 @@ from services.scheduler.scheduling import Scheduler
 from shared.bus import decode_event, redelivered_on_storage_error
 from shared.bus import durable_subscriber as shared_durable_subscriber
 from shared.events import (
+    CheckpointSaved,
     RunAccepted,
     RunCompleted,
     RunCreated,
@@ -112,6 +113,15 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -
     @durable_subscriber(subjects.run_rerun_requested, "scheduler-run-rerun-requested")
     async def on_run_rerun_requested(message: NatsMessage) -> None:
         await handle(message, RunRerunRequested, "scheduler-run-rerun-requested", rerun)
+
+    async def checkpoint(event: CheckpointSaved) -> None:
+        if not await store.record_checkpoint(event):
+            log.info("not recording checkpoint of epoch %d of run %s attempt %d: not the current attempt",
+                     event.checkpoint.epoch, event.run_id, event.attempt)
+
+    @durable_subscriber(subjects.checkpoint_saved, "scheduler-checkpoint-saved")
+    async def on_checkpoint_saved(message: NatsMessage) -> None:
+        await handle(message, CheckpointSaved, "scheduler-checkpoint-saved", checkpoint)
 
     @router.subscriber(subjects.trainer_heartbeat)
     async def on_trainer_heartbeat(message: NatsMessage) -> None:

@@ -13,7 +13,7 @@ from services.scheduler.placement import NotPlaced, Placement, QueuedRun, place,
 from services.scheduler.store import SchedulerStore
 from services.scheduler.telemetry import traced_assignment
 from shared.bus import publish_event
-from shared.events import BaseModelRef, RunAssigned, RunStopRequested, TrainerHeartbeat, utcnow
+from shared.events import BaseModelRef, RunAssigned, RunStopRequested, StoredCheckpoint, TrainerHeartbeat, utcnow
 from shared.settings import SchedulerSettings
 from shared.specs import DatasetLayout, RunSpec
 from shared.status import RunStatus
@@ -108,6 +108,7 @@ class Scheduler:
             spec=RunSpec.model_validate(claimed["spec"]),
             dataset=DatasetLayout.model_validate(claimed["dataset"]),
             base_model=BaseModelRef.model_validate(claimed["base_model"]) if claimed.get("base_model") else None,
+            resume_from=StoredCheckpoint.model_validate(claimed["checkpoint"]) if claimed.get("checkpoint") else None,
         )
         try:
             await publish_event(self.broker, self.subjects, self.subjects.run_assigned(trainer_id), event,

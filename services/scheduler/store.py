@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.placement import QueuedRun, TrainerView
 from services.scheduler.state import sources_of
-from shared.events import TrainerHeartbeat, utcnow
+from shared.events import CheckpointSaved, TrainerHeartbeat, utcnow
 from shared.specs import AcceleratorRequest
 from shared.status import RunStatus
 from shared.store import RUNS, TRAINERS, Document
@@ -121,7 +121,7 @@ class SchedulerStore:
 
     async def assignment_of(self, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id}, {"spec": 1, "dataset": 1, "base_model": 1, "attempt": 1,
-                                                          "queued_at": 1, "created_at": 1})
+                                                          "queued_at": 1, "created_at": 1, "checkpoint": 1})
 
     async def unclaim_run(self, run_id: str, trainer_id: str, reason: str) -> None:
         """Undo a claim whose assignment was never sent (the attempt number stays used)."""
@@ -129,6 +129,19 @@ class SchedulerStore:
             {"_id": run_id, "status": str(RunStatus.PENDING), "trainer_id": trainer_id},
             {"$set": {"trainer_id": None, "pending_reason": reason, "updated_at": utcnow()}},
         )
+
+    async def record_checkpoint(self, event: CheckpointSaved) -> bool:
+        """Record the newest stored checkpoint of the run's current attempt (the next attempt
+        resumes from it); a superseded attempt's, or an older epoch's, changes nothing."""
+        stored = event.checkpoint
+        result = await self.runs.update_one(
+            {"_id": event.run_id, "attempt": event.attempt, "trainer_id": event.trainer_id,
+             "status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]},
+             "$or": [{"checkpoint": None}, {"checkpoint.attempt": {"$lt": event.attempt}},
+                     {"checkpoint.epoch": {"$lt": stored.epoch}}]},
+            {"$set": {"checkpoint": stored.model_dump()}},
+        )
+        return result.modified_count == 1
 
     async def mark_accepted(self, run_id: str, attempt: int, trainer_id: str, instance: str) -> bool:
         result = await self.runs.update_one(

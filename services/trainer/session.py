@@ -23,6 +23,7 @@ from services.trainer.reports import (
 from shared.artifacts import ArtifactCache, ArtifactNotFound, preview_name
 from shared.events import (
     BaseModelRef,
+    CheckpointSaved,
     EpochLogged,
     Event,
     IterationsLogged,
@@ -69,7 +70,8 @@ class TrainingSession:
         # Set when the scheduler or the trainer itself ends the attempt early.
         self.stop_outcome: tuple[RunStatus, str] | None = None
         self.release_reason: str | None = None
-        self.checkpoints = RunCheckpoints(assignment.run_id, assignment.spec, cache)
+        self.checkpoints = RunCheckpoints(assignment.run_id, assignment.attempt, assignment.spec, cache,
+                                          assignment.resume_from)
         self.cache = cache
         self.last_epoch = 0
 
@@ -292,7 +294,11 @@ class TrainingSession:
         self.last_epoch = report.epoch
         # Stored only once reported: a later attempt, on any trainer, resumes from here.
         try:
-            await self.checkpoints.store_epoch(report.epoch, report.metrics, self.work_dir)
+            stored = await self.checkpoints.store_epoch(report.epoch, report.metrics, self.work_dir)
+            if stored is not None:
+                saved = CheckpointSaved(run_id=self.run_id, attempt=self.attempt,
+                                        trainer_id=self.assignment.trainer_id, checkpoint=stored)
+                await self.emit("checkpoint", saved, self._dedup(f"checkpoint:{report.epoch}"))
         except Exception:
             # Training goes on; a resume would start from the previous stored epoch.
             log.exception("run %s: storing the checkpoint of epoch %d failed", self.run_id, report.epoch)

@@ -74,6 +74,7 @@ class Trainer:
             "completed": self.subjects.run_completed,
             "released": self.subjects.run_released,
             "model": self.subjects.model_registered,
+            "checkpoint": self.subjects.checkpoint_saved,
         }[kind]
         await publish_event(self.broker, self.subjects, subject, event, dedup_key=dedup_key)
 

@@ -132,13 +132,13 @@ def test_trainer_and_api_use_the_artifact_store_with_their_own_credentials(
         await api.connect()
         try:
             stored = await Artifacts.open(trainer, Subjects())
-            await stored.upload_file(checkpoint_name("r1", 1), checkpoint)
-            await stored.upload_file(checkpoint_name("r1", 1), checkpoint)  # replacing purges the old chunks
-            await stored.write_manifest("r1", CheckpointManifest(epochs=[1]))
-            await ArtifactCache(tmp_path / "cache", stored).fetch(checkpoint_name("r1", 1))
+            await stored.upload_file(checkpoint_name("r1", 1, 1), checkpoint)
+            await stored.upload_file(checkpoint_name("r1", 1, 1), checkpoint)  # replacing purges the old chunks
+            await stored.write_manifest("r1", CheckpointManifest(attempt=1, epochs=[1]))
+            await ArtifactCache(tmp_path / "cache", stored).fetch(checkpoint_name("r1", 1, 1))
             served = await Artifacts.open(api, Subjects())
-            assert (await served.manifest("r1")).epochs == [1]
-            assert await served.read(checkpoint_name("r1", 1)) == checkpoint.read_bytes()
+            assert (await served.manifest("r1", 1)).epochs == [1]
+            assert await served.read(checkpoint_name("r1", 1, 1)) == checkpoint.read_bytes()
             assert await served.delete_prefix("runs/r1/") == 2
             assert await stored.names("runs/") == []
         finally:

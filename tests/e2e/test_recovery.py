@@ -24,6 +24,12 @@ def logged_epochs(client: TrainyardClient, run_id: str) -> list[tuple[int, int]]
     return [(e["epoch"], e["attempt"]) for e in client.runs.logs(run_id, "epoch")]
 
 
+def resume_epoch(client: TrainyardClient, run_id: str) -> int:
+    """The epoch of the newest checkpoint the run has recorded (0: none yet)."""
+    resume = client.runs.checkpoints(run_id)["resume_from"]
+    return int(resume["epoch"]) if resume else 0
+
+
 def assert_resumed_and_contiguous(client: TrainyardClient, run: dict[str, Any], epochs: int) -> None:
     logs = logged_epochs(client, run["id"])
     assert [epoch for epoch, _ in logs] == list(range(1, epochs + 1)), logs
@@ -40,7 +46,7 @@ def test_lost_trainer_run_resumes_on_another_trainer(
     doomed_disk, rescuer_disk = stack.data_dir / "doomed-disk", stack.data_dir / "rescuer-disk"
     first = trainer(stack, "doomed", TRAINYARD_WORK_ROOT=str(doomed_disk))
     run = start_run(client, dataset_id, epochs=5)
-    wait_until(lambda: (client.runs.checkpoints(run["id"])["resume_epoch"] or 0) >= 2, 120,
+    wait_until(lambda: resume_epoch(client, run["id"]) >= 2, 120,
                "two epochs checkpointed on the first trainer")
     assert client.runs.get(run["id"])["trainer_id"] == "doomed"
     trainer(stack, "rescuer", TRAINYARD_WORK_ROOT=str(rescuer_disk))
@@ -61,7 +67,7 @@ def test_returning_stale_trainer_is_ignored_and_stopped(
 ) -> None:
     stale = trainer(stack, "stale")
     run = start_run(client, dataset_id, epochs=4)
-    wait_until(lambda: len(client.runs.logs(run["id"], "epoch")) >= 1, 120, "an epoch on the first trainer")
+    wait_until(lambda: resume_epoch(client, run["id"]) >= 1, 120, "an epoch checkpointed on the first trainer")
     trainer(stack, "fresh")
     # A network partition, in effect: the trainer and its child freeze, then come back.
     os.killpg(stale.pid, signal.SIGSTOP)
@@ -75,6 +81,9 @@ def test_returning_stale_trainer_is_ignored_and_stopped(
     wait_until(lambda: "superseded by a newer attempt" in service_log(stack, "stale"), 30, "the stale stop")
     stale_epochs = [e for e in logged_epochs(client, run["id"]) if e[1] == 1]
     assert set(stale_epochs) <= set(before_freeze), (stale_epochs, before_freeze)
+    # Nor did its checkpoints: what a rerun would continue from is the fresh attempt's.
+    resume = client.runs.checkpoints(run["id"])["resume_from"]
+    assert resume["attempt"] == 2 and resume["epoch"] == 4, resume
 
 
 def test_draining_trainer_hands_its_run_back(stack: LocalStack, client: TrainyardClient, dataset_id: str) -> None:
@@ -117,7 +126,7 @@ def test_a_trainer_restarted_under_its_id_hands_its_run_on_at_once(stack: LocalS
         dataset_id = client.datasets.register("shapes", str(files.root))["id"]
         first = trainer(stack, "phoenix")
         run = start_run(client, dataset_id, epochs=4)
-        wait_until(lambda: (client.runs.checkpoints(run["id"])["resume_epoch"] or 0) >= 1, 120,
+        wait_until(lambda: resume_epoch(client, run["id"]) >= 1, 120,
                    "an epoch checkpointed")
         os.killpg(first.pid, signal.SIGKILL)
         killed = time.monotonic()

@@ -12,12 +12,12 @@ from shared.artifacts import (
     ArtifactCache,
     ArtifactNotFound,
     Artifacts,
-    BestCheckpoint,
     CheckpointManifest,
     checkpoint_name,
     checkpoint_prefix,
     file_digest,
 )
+from shared.events import BestCheckpoint
 from shared.subjects import Subjects
 
 
@@ -27,14 +27,14 @@ async def test_a_file_round_trips_with_its_digest(bus: tuple[NatsBroker, Subject
     source = tmp_path / "epoch_3.pth"
     source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))  # several chunks and a partial one
     began = time.monotonic()
-    stored = await artifacts.upload_file(checkpoint_name("r1", 3), source)
+    stored = await artifacts.upload_file(checkpoint_name("r1", 1, 3), source)
     uploaded = time.monotonic() - began
     assert stored.size == source.stat().st_size
     assert stored.digest == file_digest(source)
 
     copy = tmp_path / "elsewhere" / "epoch_3.pth"
     began = time.monotonic()
-    await artifacts.download(checkpoint_name("r1", 3), copy)
+    await artifacts.download(checkpoint_name("r1", 1, 3), copy)
     downloaded = time.monotonic() - began
     assert copy.read_bytes() == source.read_bytes()
     assert not list(copy.parent.glob(".*partial"))
@@ -45,11 +45,11 @@ async def test_a_missing_object_is_named_and_leaves_no_file(bus: tuple[NatsBroke
                                                             tmp_path: Path) -> None:
     broker, subjects = bus
     artifacts = await Artifacts.open(broker, subjects)
-    with pytest.raises(ArtifactNotFound, match=re.escape("runs/nope/checkpoints/epoch_1.pth")):
-        await artifacts.download(checkpoint_name("nope", 1), tmp_path / "dest" / "x.pth")
+    with pytest.raises(ArtifactNotFound, match=re.escape("runs/nope/checkpoints/attempt_1/epoch_1.pth")):
+        await artifacts.download(checkpoint_name("nope", 1, 1), tmp_path / "dest" / "x.pth")
     assert list((tmp_path / "dest").iterdir()) == []
     assert await artifacts.delete("runs/nope/anything") is False
-    assert (await artifacts.manifest("nope")) == CheckpointManifest()
+    assert (await artifacts.manifest("nope", 1)) == CheckpointManifest(attempt=1)
 
 
 async def test_the_cache_downloads_once_and_again_when_the_object_changes(
@@ -73,18 +73,22 @@ async def test_deleting_a_prefix_removes_only_that_run(bus: tuple[NatsBroker, Su
     artifacts = await Artifacts.open(broker, subjects)
     for run in ("a", "b"):
         for epoch in (1, 2):
-            await artifacts.upload_bytes(checkpoint_name(run, epoch), f"{run}{epoch}".encode())
+            await artifacts.upload_bytes(checkpoint_name(run, 1, epoch), f"{run}{epoch}".encode())
     assert await artifacts.delete_prefix("runs/a/") == 2
     assert await artifacts.names(checkpoint_prefix("a")) == []
-    assert await artifacts.names(checkpoint_prefix("b")) == [checkpoint_name("b", 1), checkpoint_name("b", 2)]
+    assert await artifacts.names(checkpoint_prefix("b")) == [checkpoint_name("b", 1, 1), checkpoint_name("b", 1, 2)]
     with pytest.raises(ArtifactNotFound):
-        await artifacts.read(checkpoint_name("a", 1))
+        await artifacts.read(checkpoint_name("a", 1, 1))
 
 
-def test_the_manifest_keeps_the_newest_and_the_best() -> None:
-    manifest = CheckpointManifest(epochs=[1, 2, 3], best=BestCheckpoint(epoch=1, metric="bbox_mAP", value=0.4))
-    kept, dropped = manifest.keeping(4, keep=2)
+def test_the_manifest_keeps_the_newest_and_its_own_best() -> None:
+    best = BestCheckpoint(epoch=1, metric="bbox_mAP", value=0.4, name=checkpoint_name("r", 2, 1))
+    manifest = CheckpointManifest(attempt=2, epochs=[1, 2, 3], best=best)
+    kept, dropped = manifest.keeping(4, keep=2, own_best=best.name)
     assert kept.epochs == [1, 3, 4] and dropped == [2]
-    assert kept.latest == 4 and kept.best == manifest.best
-    kept, dropped = CheckpointManifest().keeping(1, keep=2)
+    assert kept.latest == 4 and kept.best == best
+    # A best an earlier attempt stored is not this attempt's to keep (or to delete).
+    kept, dropped = manifest.keeping(4, keep=2, own_best=None)
+    assert kept.epochs == [3, 4] and dropped == [1, 2] and kept.best == best
+    kept, dropped = CheckpointManifest(attempt=1).keeping(1, keep=2, own_best=None)
     assert kept.epochs == [1] and dropped == []

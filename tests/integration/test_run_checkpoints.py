@@ -1,4 +1,4 @@
-"""A run's checkpoints in the artifact store: the policy's newest K and the best, the model's weights."""
+"""An attempt's checkpoints in the artifact store: the policy's newest K and the best, the model's weights."""
 
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import torch
 from faststream.nats import NatsBroker
 
 from services.trainer.checkpoints import RunCheckpoints, improves
-from shared.artifacts import ArtifactCache, Artifacts, BestCheckpoint, checkpoint_name, checkpoint_prefix
+from shared.artifacts import ArtifactCache, Artifacts, attempt_prefix, checkpoint_name, manifest_name
+from shared.events import BestCheckpoint
 from shared.specs import RunSpec
 from shared.subjects import Subjects
 
@@ -25,55 +26,64 @@ def write_checkpoint(work_dir: Path, epoch: int) -> None:
 
 def test_improves_follows_the_watched_metric_and_its_direction() -> None:
     best = spec(strategy="best", metric="bbox_mAP")
-    assert improves(best, 1, {"bbox_mAP": 0.2}, None) == BestCheckpoint(epoch=1, metric="bbox_mAP", value=0.2)
-    earlier = BestCheckpoint(epoch=1, metric="bbox_mAP", value=0.2)
-    assert improves(best, 2, {"bbox_mAP": 0.2}, earlier) is None  # a tie keeps the earlier epoch
-    assert improves(best, 2, {"bbox_mAP": 0.3}, earlier) is not None
-    assert improves(best, 2, {}, earlier) is None  # no evaluation this epoch
+    first = improves(best, 1, "n1", {"bbox_mAP": 0.2}, None)
+    assert first == BestCheckpoint(epoch=1, metric="bbox_mAP", value=0.2, name="n1")
+    assert improves(best, 2, "n2", {"bbox_mAP": 0.2}, first) is None  # a tie keeps the earlier epoch
+    assert improves(best, 2, "n2", {"bbox_mAP": 0.3}, first) is not None
+    assert improves(best, 2, "n2", {}, first) is None  # no evaluation this epoch
     lowest = spec(strategy="lowest_val_loss")
-    loss = BestCheckpoint(epoch=1, metric="val_loss", value=1.0)
-    assert improves(lowest, 2, {"val_loss": 0.9}, loss) == BestCheckpoint(epoch=2, metric="val_loss", value=0.9)
-    assert improves(lowest, 2, {"val_loss": 1.1}, loss) is None
-    assert improves(spec(strategy="latest"), 1, {"bbox_mAP": 0.9}, None) is None
+    loss = BestCheckpoint(epoch=1, metric="val_loss", value=1.0, name="n1")
+    assert improves(lowest, 2, "n2", {"val_loss": 0.9}, loss) == BestCheckpoint(
+        epoch=2, metric="val_loss", value=0.9, name="n2")
+    assert improves(lowest, 2, "n2", {"val_loss": 1.1}, loss) is None
+    assert improves(spec(strategy="latest"), 1, "n1", {"bbox_mAP": 0.9}, None) is None
 
 
-async def test_the_store_keeps_the_newest_and_the_best_and_the_model_gets_the_best(
+async def test_attempts_keep_their_newest_and_the_best_and_the_model_gets_the_best(
     bus: tuple[NatsBroker, Subjects], tmp_path: Path
 ) -> None:
     broker, subjects = bus
     artifacts = await Artifacts.open(broker, subjects)
-    cache = ArtifactCache(tmp_path / "cache", artifacts)
-    run = RunCheckpoints("run1", spec(strategy="best", metric="bbox_mAP", keep=2), cache)
+    policy = spec(strategy="best", metric="bbox_mAP", keep=2)
+    first = RunCheckpoints("run1", 1, policy, ArtifactCache(tmp_path / "cache-1", artifacts))
     work = tmp_path / "attempt-1"
+    stored = None
     for epoch, score in [(1, 0.1), (2, 0.5), (3, 0.3), (4, 0.4)]:
         write_checkpoint(work, epoch)
-        await run.store_epoch(epoch, {"bbox_mAP": score}, work)
+        stored = await first.store_epoch(epoch, {"bbox_mAP": score}, work)
+    assert stored is not None and stored.epoch == 4 and stored.name == checkpoint_name("run1", 1, 4)
+    best_of_first = BestCheckpoint(epoch=2, metric="bbox_mAP", value=0.5, name=checkpoint_name("run1", 1, 2))
+    assert stored.best == best_of_first
+    manifest = await artifacts.manifest("run1", 1)
+    assert manifest.epochs == [2, 3, 4] and manifest.best == best_of_first
+    assert await artifacts.names(attempt_prefix("run1", 1)) == [
+        *(checkpoint_name("run1", 1, e) for e in (2, 3, 4)), manifest_name("run1", 1)]
 
-    manifest = await artifacts.manifest("run1")
-    assert manifest.epochs == [2, 3, 4] and manifest.best == BestCheckpoint(epoch=2, metric="bbox_mAP", value=0.5)
-    assert await artifacts.names(checkpoint_prefix("run1")) == [
-        *(checkpoint_name("run1", e) for e in (2, 3, 4)), "runs/run1/checkpoints/manifest.json"]
-
-    # A later attempt elsewhere: nothing on its disk, it resumes from the newest stored epoch.
-    elsewhere = RunCheckpoints("run1", run.spec, ArtifactCache(tmp_path / "other-cache", artifacts))
-    resume = await elsewhere.resume_point()
-    assert resume is not None and resume.is_relative_to(tmp_path / "other-cache")
+    # Attempt 2 elsewhere: nothing on its disk; it resumes from what attempt 1 recorded
+    # and writes only under its own prefix, never touching attempt 1's objects.
+    second = RunCheckpoints("run1", 2, policy, ArtifactCache(tmp_path / "cache-2", artifacts), resume_from=stored)
+    resume = await second.resume_point()
+    assert resume is not None and resume.is_relative_to(tmp_path / "cache-2")
     assert torch.load(resume, weights_only=False)["meta"]["epoch"] == 4
+    work2 = tmp_path / "attempt-2"
+    for epoch, score in [(5, 0.45), (6, 0.2), (7, 0.3)]:
+        write_checkpoint(work2, epoch)
+        await second.store_epoch(epoch, {"bbox_mAP": score}, work2)
+    assert (await artifacts.manifest("run1", 2)).epochs == [6, 7]
+    assert (await artifacts.manifest("run1", 2)).best == best_of_first
+    assert len(await artifacts.names(attempt_prefix("run1", 1))) == 4
 
-    # The model is the best epoch's weights, fetched from the store when this disk no longer has them.
-    for path in work.glob("*.pth"):
-        path.unlink()
-    stored = await run.store_model_weights("m1", work)
-    assert stored == ("models/m1.pth", 2)
-    weights = torch.load(await cache.fetch("models/m1.pth"), weights_only=False)
-    assert set(weights) == {"state_dict", "meta"} and weights["meta"]["run_id"] == "run1"
+    # The model is the run's best epoch, from attempt 1, fetched from the store.
+    assert await second.store_model_weights("m1", work2) == ("models/m1.pth", 2)
+    weights = torch.load(await ArtifactCache(tmp_path / "c3", artifacts).fetch("models/m1.pth"), weights_only=False)
+    assert set(weights) == {"state_dict", "meta"} and weights["meta"] == {"epoch": 2, "run_id": "run1"}
     assert weights["state_dict"]["w"].tolist() == [2.0, 2.0]
 
 
 async def test_a_run_without_stored_checkpoints_starts_fresh(bus: tuple[NatsBroker, Subjects],
                                                              tmp_path: Path) -> None:
     broker, subjects = bus
-    run = RunCheckpoints("new", spec(), ArtifactCache(tmp_path, await Artifacts.open(broker, subjects)))
+    run = RunCheckpoints("new", 1, spec(), ArtifactCache(tmp_path, await Artifacts.open(broker, subjects)))
     assert await run.resume_point() is None
     assert await run.store_model_weights("m", tmp_path) is None
 
@@ -82,9 +92,9 @@ async def test_a_run_without_stored_checkpoints_starts_fresh(bus: tuple[NatsBrok
 async def test_latest_keeps_at_least_two(bus: tuple[NatsBroker, Subjects], tmp_path: Path, keep: int) -> None:
     broker, subjects = bus
     artifacts = await Artifacts.open(broker, subjects)
-    run = RunCheckpoints(f"k{keep}", spec(keep=keep), ArtifactCache(tmp_path / "cache", artifacts))
+    run = RunCheckpoints(f"k{keep}", 1, spec(keep=keep), ArtifactCache(tmp_path / "cache", artifacts))
     for epoch in range(1, 6):
         write_checkpoint(tmp_path / "w", epoch)
-        await run.store_epoch(epoch, {}, tmp_path / "w")
-    assert (await artifacts.manifest(f"k{keep}")).epochs == list(range(6 - max(2, keep), 6))
-    assert run.final_epoch() == 5
+        await run.store_epoch(epoch, {"bbox_mAP": 0.1 * epoch}, tmp_path / "w")
+    assert (await artifacts.manifest(f"k{keep}", 1)).epochs == list(range(6 - max(2, keep), 6))
+    assert run.final_checkpoint() == (checkpoint_name(f"k{keep}", 1, 5), 5)

@@ -95,8 +95,8 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
         # And what its trainer stored: checkpoints, previews; the model's weights live apart.
         artifacts = await Artifacts.open(broker, subjects)
         for rid in (run_id, kept_id):
-            await artifacts.upload_bytes(checkpoint_name(rid, 2), b"weights and optimizer")
-            await artifacts.upload_bytes(manifest_name(rid), b"{}")
+            await artifacts.upload_bytes(checkpoint_name(rid, 1, 2), b"weights and optimizer")
+            await artifacts.upload_bytes(manifest_name(rid, 1), b"{}")
             await artifacts.upload_bytes(preview_name(rid, 2, 1), b"\x89PNG...")
         await artifacts.upload_bytes(model_weights_name(MODEL_ID), b"weights")
         full = {"epochs": 2, "iterations": 2, "confusion_matrices": 2}
