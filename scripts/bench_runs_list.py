@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from pymongo import MongoClient
 
+from services.api.search import search_keys
 from trainyard.localstack import LocalStack
 
 STATUSES = ["success"] * 80 + ["failed"] * 10 + ["terminated"] * 5 + ["pending"] * 3 + ["in_progress"] * 2
@@ -37,8 +38,9 @@ def insert_runs(stack: LocalStack, count: int, days: float) -> None:
     for i in range(count):
         created = now - timedelta(seconds=rng.random() * days * 86400)
         first = min(first, created)
+        run_id, name = f"{rng.getrandbits(128):032x}", f"run-{i} lr{rng.random():.3f}"
         batch.append({
-            "_id": f"{rng.getrandbits(128):032x}", "project": "default", "name": f"run-{i} lr{rng.random():.3f}",
+            "_id": run_id, "project": "default", "name": name, "search_keys": search_keys(name, run_id),
             "status": rng.choice(STATUSES), "attempt": 1, "trainer_id": None, "created_at": created,
             "updated_at": created, "history": [{"status": "created", "at": created, "message": None, "attempt": None}],
             "spec": {"name": f"run-{i}", "dataset_id": "d" * 32, "architecture": "rtmdet-tiny", "epochs": 12},

@@ -5,7 +5,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from services.api.pagination import INITIAL_WINDOW, After, Cursor, Direction, InvalidCursor, query_fingerprint
-from services.api.store import ID_PREFIX, ApiStore
+from services.api.search import ID_PREFIX
+from services.api.store import ApiStore
 from shared.status import RunStatus
 from shared.store import Document
 

@@ -6,8 +6,6 @@ is indistinguishable from an id that does not exist.
 """
 
 import asyncio
-import re
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +14,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.api.pagination import ORIGIN, After, Direction, Fetch, scan_by_created
+from services.api.search import run_matcher, search_key, search_keys
 from shared.status import TERMINAL_STATUSES
 from shared.store import (
     API_KEYS,
@@ -29,26 +28,6 @@ from shared.store import (
     TRAINERS,
     Document,
 )
-
-# A search of this many hex digits is (the start of) a run id: looked up by index, names are not searched.
-ID_PREFIX = re.compile(r"^[0-9a-f]{8,32}$")
-HEX_PREFIX = re.compile(r"^[0-9a-f]{4,31}$")
-
-
-def run_search(search: str) -> Callable[[Document], bool]:
-    """Whether a run's name contains `search` (any case) or its id starts with it.
-
-    Matched here rather than with `$regex`/`$or` in the query: the local
-    MongoDB-wire server scans the whole collection for those, while the
-    windowed index scans below stay bounded.
-    """
-    needle = search.casefold()
-    prefix = search.lower() if HEX_PREFIX.match(search.lower()) else None
-
-    def matches(run: Document) -> bool:
-        return needle in str(run.get("name", "")).casefold() or (prefix is not None and run["_id"].startswith(prefix))
-
-    return matches
 
 
 class ApiStore:
@@ -70,6 +49,9 @@ class ApiStore:
                                      name="project_status_created")
         # Id-prefix searches: the local server only uses an index for an _id range through this one.
         await self.runs.create_index([("project", ASCENDING), ("_id", ASCENDING)], name="project_id")
+        await self.runs.create_index([("project", ASCENDING), ("search_keys", ASCENDING), *newest],
+                                     name="project_search_created")
+        await self.add_missing_search_keys()
         await self.datasets.create_index([("project", ASCENDING), *newest], name="project_created")
         await self.api_keys.create_index([("project", ASCENDING), ("created_at", ASCENDING)], name="project_created")
 
@@ -147,11 +129,14 @@ class ApiStore:
             scan = await scan_by_created(self._fetcher(self.runs, query), direction=direction, after=after,
                                          wanted=limit, window=window, now=now, origin=origin)
             return scan.items, scan.window
-        matches = run_search(search)
+        matches = run_matcher(search)
+        key = search_key(search)
+        # A term without letters or digits has no key: every name in the windows is read.
+        keyed = {**query, "search_keys": key} if key is not None else query
 
         async def matching(fragment: dict[str, Any], sort: list[tuple[str, int]], wanted: int) -> list[Document]:
-            # Names and times only: a rare term walks many runs, and their full documents stay home.
-            light = await self.runs.find({**query, **fragment}, {"name": 1, "created_at": 1}).sort(sort).to_list()
+            # Names and times only: a common key walks many runs, and their full documents stay home.
+            light = await self.runs.find({**keyed, **fragment}, {"name": 1, "created_at": 1}).sort(sort).to_list()
             return [run for run in light if matches(run)][:wanted]
 
         scan = await scan_by_created(matching, direction=direction, after=after, wanted=limit, window=window,
@@ -159,6 +144,15 @@ class ApiStore:
         ids = [run["_id"] for run in scan.items]
         full = {doc["_id"]: doc for doc in await self.runs.find({"_id": {"$in": ids}, "project": project}).to_list()}
         return [full[run_id] for run_id in ids if run_id in full], scan.window
+
+    async def add_missing_search_keys(self) -> int:
+        """Runs stored before search keys existed get them (once, at start-up)."""
+        added = 0
+        async for run in self.runs.find({"search_keys": {"$exists": False}}, {"name": 1}):
+            await self.runs.update_one({"_id": run["_id"]},
+                                       {"$set": {"search_keys": search_keys(str(run.get("name", "")), run["_id"])}})
+            added += 1
+        return added
 
     async def runs_by_id_prefix(self, project: str, prefix: str, status: str | None, limit: int) -> list[Document]:
         """Runs whose id starts with `prefix` (a whole id is a prefix of itself)."""

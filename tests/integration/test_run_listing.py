@@ -151,7 +151,7 @@ def test_runs_spread_over_years_and_created_at_the_same_instant_all_list(listing
 
 
 def test_search_by_name_or_id(listing: Listing, runs_db: Any) -> None:
-    """Any part of the name, any case; or the start of the id."""
+    """The start of any word of the name, any case; or the start of the id."""
     ids = {name: start(listing, name) for name in ("Cat detector", "dog-detector v2", "birds")}
 
     def found(search: str) -> list[str]:
@@ -159,6 +159,8 @@ def test_search_by_name_or_id(listing: Listing, runs_db: Any) -> None:
 
     assert sorted(found("DETECTOR")) == ["Cat detector", "dog-detector v2"]
     assert found("v2") == ["dog-detector v2"]
+    assert found("dog-det") == ["dog-detector v2"]
+    assert found("tector") == []  # inside a word
     assert found(ids["birds"]) == ["birds"]
     assert found(ids["birds"][:10]) == ["birds"]  # 8+ hex digits: an id prefix, by index
     assert "birds" in found(ids["birds"][:5])  # shorter: names and id prefixes, by scanning

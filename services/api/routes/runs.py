@@ -12,6 +12,7 @@ from services.api.errors import Conflict, NotFound, Unprocessable, problem_respo
 from services.api.listing import RunSort, page_of_runs
 from services.api.models import RunList, RunOut
 from services.api.pagination import InvalidCursor
+from services.api.search import search_keys
 from services.api.views import run_out
 from shared.artifacts import run_prefix
 from shared.bus import publish_event
@@ -75,6 +76,7 @@ async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, s
         "created_by": caller.key_id,
         "history": [{"status": str(RunStatus.CREATED), "at": now, "message": None, "attempt": None}],
     }
+    doc["search_keys"] = search_keys(spec.name, doc["_id"])
     # The scheduler continues this request's trace whenever it handles the run.
     doc["trace_context"] = run_trace_context(doc["_id"])
     await store.insert_run(doc)
