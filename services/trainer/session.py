@@ -205,6 +205,7 @@ class TrainingSession:
                     await self.emit("started", RunStarted(
                         run_id=self.run_id, attempt=self.assignment.attempt,
                         trainer_id=self.assignment.trainer_id, device=report.device,
+                        world_size=report.world_size,
                         # The generated MMEngine config travels with the event, so the run
                         # can be reproduced without access to this trainer's disk.
                         config=config_file.read_text() if config_file.exists() else None,
