@@ -226,6 +226,12 @@ class TrainingSession:
             await processes.terminate()  # nobody is left to read their reports
             raise
         ended = await processes.wait()
+        if world_size > 1 and finished and ended.returncode != 0:
+            # Rank 0 reports `finished` only once every rank has passed the barrier after
+            # the last epoch, and its checkpoint is written: what failed was a teardown.
+            log.warning("run %s: rank %d exited with %d after training finished", self.run_id, ended.rank,
+                        ended.returncode)
+            return 0, None, True
         if world_size > 1 and ended.returncode != 0 and (failure is None or ended.returncode < 0):
             # The rank that failed first, by a signal nobody here sent (the OOM killer, say)
             # or without a report, is the cause: the others then fail in their collectives.
