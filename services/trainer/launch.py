@@ -26,6 +26,8 @@ REPORT_LINE_LIMIT = 16 * 2**20
 LOCALHOST = "127.0.0.1"
 # A rank asked to stop gets this long to exit before it is killed.
 DEFAULT_GRACE_S = 5.0
+# Set for each rank; never inherited (a single child must not think it is a rank).
+RENDEZVOUS_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def free_port(host: str = LOCALHOST) -> int:
@@ -85,6 +87,7 @@ class TrainingProcesses:
 
         Every rank may write reports to N (rank 0 all of them, the others only
         their failure); stdout and stderr of all ranks go to `log_file`."""
+        base_env = {k: v for k, v in env.items() if k not in RENDEZVOUS_VARIABLES}
         read_fd, write_fd = os.pipe()
         processes: list[asyncio.subprocess.Process] = []
         try:
@@ -92,7 +95,7 @@ class TrainingProcesses:
                 processes.append(await asyncio.create_subprocess_exec(
                     sys.executable, "-m", CHILD_MODULE, str(job_path), "--report-fd", str(write_fd),
                     pass_fds=(write_fd,), stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                    stdin=asyncio.subprocess.DEVNULL, env={**env, **rank_env},
+                    stdin=asyncio.subprocess.DEVNULL, env={**base_env, **rank_env},
                 ))
         except BaseException:
             for process in processes:

@@ -176,7 +176,7 @@ class TrainingSession:
             # torch >= 2.6 loads weights_only by default, which MMEngine's own
             # checkpoints (written by this platform) do not pass.
             "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
-            "OMP_NUM_THREADS": str(self.threads),
+            "OMP_NUM_THREADS": str(job.threads),
             "PYTHONUNBUFFERED": "1",
             # TRACEPARENT: the child's work belongs to this attempt's span.
             **child_process_env(),
