@@ -126,6 +126,7 @@ class RunStarted(RunEvent):
     attempt: Annotated[int, Field(ge=1)]
     trainer_id: str
     device: str
+    world_size: Annotated[int, Field(ge=1, description="training processes (data parallel ranks)")] = 1
     config: str | None = Field(None, description="the generated MMEngine config (Python), to reproduce the run")
 
 

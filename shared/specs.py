@@ -16,7 +16,9 @@ class Strict(BaseModel):
 
 class AcceleratorRequest(Strict):
     name: AcceleratorName = "CPU"
-    count: Annotated[int, Field(ge=1, le=16)] = 1
+    count: Annotated[int, Field(
+        ge=1, le=16, description="accelerators on one trainer; more than one trains with distributed data parallel",
+    )] = 1
 
 
 # Metrics a checkpoint strategy or a limit may name: each evaluation reports them
@@ -58,7 +60,11 @@ class RunSpec(Strict):
     architecture: str = Field(description="an id from GET /v1/architectures")
     init: Literal["random"] = "random"
     epochs: Annotated[int, Field(ge=1, le=1000)] = 12
-    batch_size: Annotated[int, Field(ge=1, le=256)] = 4
+    batch_size: Annotated[int, Field(
+        ge=1, le=256,
+        description="images per iteration and process: with accelerator.count > 1 (distributed data parallel, "
+                    "one process per accelerator) the effective batch is batch_size x count",
+    )] = 4
     input_size: Annotated[int, Field(ge=32, le=2048, multiple_of=32)] = 128
     learning_rate: Annotated[float | None, Field(gt=0, le=10)] = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0

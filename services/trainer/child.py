@@ -6,12 +6,19 @@ JOB_JSON is a file holding a TrainingJob. The child writes one ChildReport
 per line to file descriptor N (inherited from the parent): started, one epoch
 report per epoch, then finished (exit 0) or failed (exit 1). MMEngine's own
 logging goes to stdout/stderr and to the work dir, never to N.
+
+A job with world_size > 1 runs as that many children, one distributed data
+parallel rank each, started with torch's env:// variables (RANK, LOCAL_RANK,
+WORLD_SIZE, MASTER_ADDR, MASTER_PORT; services/trainer/launch.py). Rank 0
+writes the reports, the config and the predictions; the other ranks report
+only their own failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import sys
 import traceback
@@ -26,12 +33,17 @@ CONFIG_FILE = "config.py"
 
 
 class ReportWriter:
-    """Writes each report as one JSON line and flushes it at once."""
+    """Writes each report as one JSON line and flushes it at once.
 
-    def __init__(self, stream: IO[str]) -> None:
+    On a rank other than 0 only failures go out: the run's progress is rank 0's to tell."""
+
+    def __init__(self, stream: IO[str], rank: int = 0) -> None:
         self.stream = stream
+        self.rank = rank
 
     def __call__(self, report: BaseModel) -> None:
+        if self.rank != 0 and not isinstance(report, FailedReport):
+            return
         self.stream.write(report.model_dump_json() + "\n")
         self.stream.flush()
 
@@ -45,14 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job", type=Path, help="file with the TrainingJob as JSON")
     parser.add_argument("--report-fd", type=int, required=True, help="inherited fd for the JSON-line reports")
     args = parser.parse_args(argv)
-    write = ReportWriter(os.fdopen(args.report_fd, "w", encoding="utf-8"))
+    write = ReportWriter(os.fdopen(args.report_fd, "w", encoding="utf-8"), rank=int(os.environ.get("RANK", "0")))
     try:
         job = TrainingJob.model_validate_json(args.job.read_text())
     except Exception as exc:  # any bad job file is reported, not raised
         return _fail(write, f"job file {args.job}: {exc}")
     try:
         checkpoint = train(job, write)
-        write(FinishedReport(checkpoint=checkpoint, best_checkpoint=best_checkpoint(Path(job.work_dir))))
+        if write.rank == 0:
+            write(FinishedReport(checkpoint=checkpoint, best_checkpoint=best_checkpoint(Path(job.work_dir))))
     except Exception as exc:  # the parent gets a message, stderr the traceback
         traceback.print_exc()
         return _fail(write, describe_failure(exc))
@@ -78,30 +91,83 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
     torch.set_num_threads(job.threads)
     if job.device == "cuda" and not torch.cuda.is_available():
         raise DeviceError("the job asks for CUDA but this trainer sees no usable GPU")
-    device = f"cuda:0 ({torch.cuda.get_device_name(0)})" if job.device == "cuda" else "cpu"
+    rank, local_rank = _rank_from_environment(job)
+    if job.device == "cuda":
+        torch.cuda.set_device(local_rank)  # CUDA_VISIBLE_DEVICES holds the run's GPUs, one per local rank
+    device = f"cuda:{local_rank} ({torch.cuda.get_device_name(local_rank)})" if job.device == "cuda" else "cpu"
 
     cfg = build_config(job)
-    # The exact config trained with, beside the checkpoints: a run can be reproduced from it.
-    Path(job.work_dir).mkdir(parents=True, exist_ok=True)
-    cfg.dump(str(Path(job.work_dir) / CONFIG_FILE))
+    if job.world_size > 1:
+        _init_process_group(cfg.env_cfg.dist_cfg.backend)
+        name = torch.cuda.get_device_name(local_rank) + ", " if job.device == "cuda" else ""
+        device = f"{job.device} x{job.world_size} ({name}DDP, {cfg.env_cfg.dist_cfg.backend})"
+    if rank == 0:
+        # The exact config trained with, beside the checkpoints: a run can be reproduced from it.
+        Path(job.work_dir).mkdir(parents=True, exist_ok=True)
+        cfg.dump(str(Path(job.work_dir) / CONFIG_FILE))
     runner = Runner.from_cfg(cfg)
-    started = StartedReport(device=device)
+    started = StartedReport(device=device, world_size=job.world_size)
     if job.base_model is not None and job.resume_from is None:
         # The model exists now (weights are initialised and loaded in runner.train()):
-        # keep the base weights whose shapes fit it, for load_from.
-        transfer = prepare_base_weights(job.base_model, runner.model.state_dict(), Path(cfg.load_from))
-        print_log(
-            f"base model {job.base_model.id}: {len(transfer.loaded)} tensors loaded; re-initialised "
-            f"(shape differs or missing): {transfer.reinitialised or 'none'}",
-            logger="current",
-        )
-        started = StartedReport(device=device, base_model_id=job.base_model.id, reinitialised=transfer.reinitialised)
+        # keep the base weights whose shapes fit it, for load_from. Rank 0 writes
+        # them; every rank loads them.
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model  # unwrap DDP
+        if rank == 0:
+            transfer = prepare_base_weights(job.base_model, model.state_dict(), Path(cfg.load_from))
+            print_log(
+                f"base model {job.base_model.id}: {len(transfer.loaded)} tensors loaded; re-initialised "
+                f"(shape differs or missing): {transfer.reinitialised or 'none'}",
+                logger="current",
+            )
+            started = started.model_copy(update={"base_model_id": job.base_model.id,
+                                                 "reinitialised": transfer.reinitialised})
+        _barrier(job)
     write(started)
     for hook in runner.hooks:
         if isinstance(hook, TrainyardReportHook):
             hook.write = write
     runner.train()
-    return last_checkpoint(Path(job.work_dir))
+    if job.world_size > 1:
+        # Every rank is done (rank 0 wrote the last checkpoint) before any exits:
+        # an early exit would look like a failure to a rank still working.
+        _barrier(job)
+        # The DDP wrapper holds the process group: free both while the interpreter is
+        # whole. Left to the interpreter's exit, a rank now and then aborted there
+        # ("terminate called without an active exception"; 2 of ~40 two-rank runs).
+        del runner
+        gc.collect()
+        torch.distributed.destroy_process_group()
+    return last_checkpoint(Path(job.work_dir)) if rank == 0 else None
+
+
+def _rank_from_environment(job: TrainingJob) -> tuple[int, int]:
+    """(rank, local rank) as the launcher set them; (0, 0) for a single process."""
+    if job.world_size == 1:
+        return 0, 0
+    try:
+        rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    except (KeyError, ValueError):
+        raise DeviceError(f"the job has world_size {job.world_size} but no RANK, LOCAL_RANK and WORLD_SIZE "
+                          "in the environment (services/trainer/launch.py sets them)") from None
+    if world_size != job.world_size:
+        raise DeviceError(f"WORLD_SIZE={world_size} but the job has world_size {job.world_size}")
+    return rank, local_rank
+
+
+def _init_process_group(backend: str) -> None:
+    """Join the env:// rendezvous. MMEngine's own init_dist would call
+    torch.cuda.set_device, which a CPU build of torch does not have; the
+    Runner (launcher='pytorch') uses the group it finds initialised."""
+    import torch.distributed
+
+    torch.distributed.init_process_group(backend=backend, init_method="env://")
+
+
+def _barrier(job: TrainingJob) -> None:
+    if job.world_size > 1:
+        import torch.distributed
+
+        torch.distributed.barrier()
 
 
 def last_checkpoint(work_dir: Path) -> str | None:

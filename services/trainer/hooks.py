@@ -3,6 +3,12 @@
 build_config adds `dict(type="TrainyardReportHook")` to custom_hooks; the
 child then gives the built hook its writer (`hook.write = ...`), so the config
 stays plain data and the hook is testable with a list's append.
+
+Under distributed data parallel every rank runs these hooks: losses are summed
+over the ranks, predictions gathered on rank 0, which computes the metrics
+and writes the reports, and what the later hooks read (the metrics, a stop
+decision) is broadcast from rank 0, so that every rank decides alike. Every
+rank must make the same collective calls in the same order.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from mmengine.dist import all_reduce, broadcast_object_list, collect_results, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
@@ -25,6 +32,8 @@ from services.trainer.previews import PREVIEW_SCORE_THRESHOLD, choose_images, pr
 from services.trainer.reports import EpochReport, IterationsReport, PreviewFile
 from shared.events import ConfusionMatrix, IterationLog
 from shared.specs import LOWER_IS_BETTER
+
+T = TypeVar("T")
 
 # TrainyardReportHook adds its metrics to each evaluation's results under this
 # prefix, so CheckpointHook's save_best and TrainyardStopHook read the reported values.
@@ -118,6 +127,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         self._iters += 1
         step = runner.iter + 1  # runner.iter counts from 0 and moves on after this hook
         if step % self.log_interval == 0 and step_losses:
+            step_losses = _mean_over_ranks(step_losses)
             total = step_losses.pop("loss", sum(step_losses.values()))
             self._steps.append(IterationLog(step=step, epoch=runner.epoch + 1, loss=total, losses=step_losses,
                                             learning_rate=self._lr))
@@ -126,8 +136,12 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
 
     def _flush_steps(self) -> None:
         if self._steps:
-            self.write(IterationsReport(steps=self._steps))
+            self._write(IterationsReport(steps=self._steps))
             self._steps = []
+
+    def _write(self, report: Any) -> None:
+        if is_main_process():
+            self.write(report)
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         # Before ParamSchedulerHook steps it: the rate this iteration trains with.
@@ -135,12 +149,16 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
 
     def after_train_epoch(self, runner: Any) -> None:
         self._epoch = runner.epoch + 1  # runner.epoch is still 0-based here
+        # The epoch's losses over every rank's iterations.
+        totals = _sum_over_ranks({**self._loss_sums, _ITERATIONS: float(self._iters)})
+        self._iters = round(totals.pop(_ITERATIONS))
+        self._loss_sums = totals
         self._flush_steps()  # an epoch's iteration logs go out before its report
         if not _validates_after(runner, self._epoch):
             # An epoch without evaluation (evaluation_interval > 1) is still
             # reported, with its losses and no COCO metrics or matrix.
             self._reported = self._epoch
-            self.write(self._report(runner, metrics={}, matrix=None))
+            self._write(self._report(runner, metrics={}, matrix=None))
 
     # validation ---------------------------------------------------------
     def before_val_epoch(self, runner: Any) -> None:
@@ -169,20 +187,28 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         # `metrics` (CocoMetric's, rounded to 3 decimals) is only logged: the report's come from coco_eval.
         if self._iters == 0 or self._epoch == self._reported:
             return  # a validation outside training (runner.val()), or one already reported
-        classes = list(runner.val_dataloader.dataset.metainfo["classes"])
-        assert self._gt is not None
-        matrix = self._confusion_matrix(classes) if self.matrix else None
-        reported = self._coco_metrics(runner, classes)
-        if self._val_batches:
-            reported["val_loss"] = self._val_loss_sum / self._val_batches
-        report = self._report(runner, reported, matrix)
-        if self.preview_images > 0:
-            report = report.model_copy(update={"previews": self._render_previews(runner, classes),
-                                               "preview_score_threshold": PREVIEW_SCORE_THRESHOLD})
+        dataset = runner.val_dataloader.dataset
+        # Every rank's predictions, in dataset order (without the sampler's padding), on rank 0.
+        self._preds = collect_results(self._preds, len(dataset), device="cpu") or []
+        val_loss = _sum_over_ranks({"sum": self._val_loss_sum, "batches": float(self._val_batches)})
+        reported: dict[str, float] = {}
+        if is_main_process():
+            classes = list(dataset.metainfo["classes"])
+            assert self._gt is not None
+            matrix = self._confusion_matrix(classes) if self.matrix else None
+            reported = self._coco_metrics(runner, classes)
+            if val_loss["batches"]:
+                reported["val_loss"] = val_loss["sum"] / val_loss["batches"]
+            report = self._report(runner, reported, matrix)
+            if self.preview_images > 0:
+                report = report.model_copy(update={"previews": self._render_previews(runner, classes),
+                                                   "preview_score_threshold": PREVIEW_SCORE_THRESHOLD})
+            self.write(report)
+        # CheckpointHook's save_best and TrainyardStopHook read these on every rank.
+        reported = _from_rank_0(reported)
         if metrics is not None:
             metrics.update({METRIC_PREFIX + k: v for k, v in reported.items()})
         self._reported = self._epoch
-        self.write(report)
 
     def _confusion_matrix(self, classes: list[str]) -> ConfusionMatrix:
         assert self._gt is not None
@@ -305,9 +331,41 @@ class TrainyardStopHook(Hook):  # type: ignore[misc]
                     self._stale += 1
                 if self._stale >= self.patience and reason is None:
                     reason = f"{self.patience_metric} has not improved for {self._stale} evaluations"
+        # Rank 0's decision for all: a rank that stopped alone would leave the
+        # others waiting for it in their next collective.
+        reason = _from_rank_0(reason)
         if reason is not None:
             print_log(f"trainyard: stopping after epoch {runner.epoch}: {reason}", logger="current")
             runner.train_loop.stop_training = True
+
+
+_ITERATIONS = "\0iterations"  # a key no loss has
+
+
+def _sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each value summed over the ranks (as is, in a single process); every rank passes the same keys."""
+    if get_world_size() == 1:
+        return dict(values)
+    import torch
+
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    all_reduce(tensor, op="sum")  # on the backend's device, copied back in place
+    return dict(zip(keys, tensor.tolist(), strict=True))
+
+
+def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    world_size = get_world_size()
+    return {k: v / world_size for k, v in _sum_over_ranks(values).items()}
+
+
+def _from_rank_0(value: T) -> T:
+    """Rank 0's value on every rank."""
+    if get_world_size() == 1:
+        return value
+    box = [value]
+    broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _better_or_equal(metric: str, value: float, than: float) -> bool:

@@ -5,6 +5,8 @@ epochs, batches of 16-256). A job here is usually a small dataset, a small
 input, a few epochs, one process. We keep the stock recipe (model, losses,
 augmentations, optimiser, schedule shape) and rescale what depends on the
 job: classes, paths, input size, batch, epoch count, learning rate, seed.
+A job with world_size > 1 trains with distributed data parallel, batch_size
+images per process (see _distribute).
 """
 
 from __future__ import annotations
@@ -145,7 +147,9 @@ def build_config(job: TrainingJob) -> Config:
     # TrainyardReportHook reports the epochs in between with their losses only.
     cfg.train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": spec.epochs,
                      "val_interval": spec.evaluation_interval}
-    iters_per_epoch = math.ceil(train_images / spec.batch_size)
+    # Each of world_size processes takes batch_size images per iteration.
+    total_batch = spec.batch_size * job.world_size
+    iters_per_epoch = math.ceil(train_images / total_batch)
     _fit_schedule(cfg, stock_epochs, spec.epochs, spec.epochs * iters_per_epoch)
     _fit_pipeline_switch(cfg, stock_epochs, spec.epochs)
     stock_lr = cfg.optim_wrapper.optimizer.lr  # after _fit_schedule, which reads it too
@@ -158,7 +162,7 @@ def build_config(job: TrainingJob) -> Config:
     if spec.learning_rate is not None:
         cfg.optim_wrapper.optimizer.lr = spec.learning_rate
     elif reference_batch is not None:
-        cfg.optim_wrapper.optimizer.lr = stock_lr * spec.batch_size / reference_batch
+        cfg.optim_wrapper.optimizer.lr = stock_lr * total_batch / reference_batch
 
     # Runtime: where, what to keep, how to report.
     cfg.work_dir = job.work_dir
@@ -194,6 +198,7 @@ def build_config(job: TrainingJob) -> Config:
             "patience_metric": watched if spec.patience else None,
             "patience": spec.patience,
         })
+    _distribute(cfg, job)
     # Resuming restores epoch, optimizer, schedule and EMA, so epochs continue
     # where the earlier attempt's last checkpoint left them.
     cfg.load_from = job.resume_from
@@ -203,6 +208,52 @@ def build_config(job: TrainingJob) -> Config:
         # here once the model is built (services/trainer/transfer.py), before training.
         cfg.load_from = str(Path(job.work_dir) / BASE_WEIGHTS_FILE)
     return cfg
+
+
+def dist_backend(device: str) -> str:
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def _distribute(cfg: Config, job: TrainingJob) -> None:
+    """Distributed data parallel over job.world_size processes (MMEngine's
+    launcher='pytorch': the env:// rendezvous the trainer's launcher sets up).
+
+    On CUDA: NCCL, MMEngine's default DDP wrapper, and SyncBN where the stock
+    config has it (single-process runs revert it to BN). On CPU: gloo; DDP
+    without device_ids (MMEngine's default wrapper passes LOCAL_RANK, which
+    DDP refuses for a CPU module); SyncBN becomes BN (torch's SyncBatchNorm
+    runs on GPUs only), so each rank normalises with the statistics of its own
+    share of the batch.
+    """
+    if job.world_size == 1:
+        return
+    cfg.launcher = "pytorch"
+    env_cfg = dict(cfg.get("env_cfg", {}))
+    env_cfg["dist_cfg"] = {**env_cfg.get("dist_cfg", {}), "backend": dist_backend(job.device)}
+    cfg.env_cfg = env_cfg
+    if job.device == "cpu":
+        _replace_norm(cfg.model, "SyncBN", "BN")
+        cfg.pop("sync_bn", None)
+        if cfg.model.get("type") == "RTMDet":
+            cfg.model.use_syncbn = False  # else the detector converts every BN itself when world size > 1
+        cfg.model_wrapper_cfg = {
+            "type": "MMDistributedDataParallel",
+            "device_ids": None,  # set explicitly: MMEngine would add [LOCAL_RANK]
+            "broadcast_buffers": False,
+            "find_unused_parameters": cfg.get("find_unused_parameters", False),
+        }
+
+
+def _replace_norm(node: Any, old: str, new: str) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "norm_cfg" and isinstance(value, dict) and value.get("type") == old:
+                node[key] = {**value, "type": new}
+            else:
+                _replace_norm(value, old, new)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            _replace_norm(value, old, new)
 
 
 def _check_annotations(path: str, classes: tuple[str, ...], split: str) -> int:

@@ -1,7 +1,9 @@
 """The narrow channel between the trainer service and its training child.
 
 The parent writes a TrainingJob as JSON to a file; the child writes one
-ChildReport per line to an inherited pipe. Nothing else crosses.
+ChildReport per line to an inherited pipe. Nothing else crosses. A
+distributed run has one child per rank, all on the same pipe: rank 0 writes
+every report, the other ranks only their failure.
 """
 
 from typing import Annotated, Literal
@@ -21,7 +23,11 @@ class TrainingJob(BaseModel):
     dataset: DatasetLayout
     work_dir: str
     device: Literal["cpu", "cuda"]
+    # Torch threads of each process.
     threads: int = 1
+    # Processes (distributed data parallel ranks, one per accelerator); each
+    # trains on spec.batch_size images per iteration.
+    world_size: int = Field(1, ge=1)
     # A checkpoint of an earlier attempt of this run: training continues from it
     # (epoch, optimizer, schedule), so epoch numbers go on where they stopped.
     resume_from: str | None = None
@@ -32,6 +38,7 @@ class TrainingJob(BaseModel):
 class StartedReport(BaseModel):
     kind: Literal["started"] = "started"
     device: str
+    world_size: int = 1
     # Transfer learning: the base model loaded, and the keys left at their fresh
     # initialisation because their shapes differ (the head, when the class count does).
     base_model_id: str | None = None

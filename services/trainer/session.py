@@ -1,9 +1,7 @@
 """One training attempt: the child process, its reports, and the events they become."""
 
-import asyncio
 import logging
 import os
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from services.trainer.checkpoints import CheckpointStoreError, RunCheckpoints
+from services.trainer.launch import TrainingProcesses
 from services.trainer.reports import (
     EpochReport,
     FailedReport,
@@ -44,7 +43,7 @@ CONFIG_FILE = "config.py"
 # (subject kind, event, dedup key): how a session hands events to the bus.
 Emit = Callable[[str, Event, str], Awaitable[None]]
 LOG_TAIL_LINES = 8
-# A child asked to stop gets this long to exit before it is killed.
+# A child (every rank of a distributed run) asked to stop gets this long to exit before it is killed.
 STOP_GRACE_S = 5.0
 
 
@@ -65,7 +64,7 @@ class TrainingSession:
         self.gpu_ids = gpu_ids or []
         self.run_dir = work_root / assignment.run_id
         self.work_dir = self.run_dir / f"attempt-{assignment.attempt}"
-        self.process: asyncio.subprocess.Process | None = None
+        self.processes: TrainingProcesses | None = None
         self.epochs_reported = 0
         # Set when the scheduler or the trainer itself ends the attempt early.
         self.stop_outcome: tuple[RunStatus, str] | None = None
@@ -90,14 +89,8 @@ class TrainingSession:
         await self._terminate()
 
     async def _terminate(self) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout=STOP_GRACE_S)
-        except TimeoutError:
-            process.kill()
+        if self.processes is not None:
+            await self.processes.terminate()
 
     @property
     def run_id(self) -> str:
@@ -177,6 +170,9 @@ class TrainingSession:
             return -1, str(error), False
         if resume_from is not None:
             log.info("run %s attempt %d resumes from %s", self.run_id, self.attempt, resume_from)
+        # One process per accelerator the run holds: more than one trains with
+        # distributed data parallel, spec.batch_size images per process.
+        world_size = self.assignment.spec.accelerator.count
         job = TrainingJob(
             run_id=self.run_id,
             attempt=self.assignment.attempt,
@@ -184,7 +180,8 @@ class TrainingSession:
             dataset=self.assignment.dataset,
             work_dir=str(self.work_dir),
             device="cuda" if self.device == "cuda" else "cpu",
-            threads=self.threads,
+            threads=max(1, self.threads // world_size),
+            world_size=world_size,
             resume_from=str(resume_from) if resume_from else None,
             base_model=base_model,
         )
@@ -192,13 +189,12 @@ class TrainingSession:
             return 0, None, False  # stopped before it began
         job_path = self.work_dir / "job.json"
         job_path.write_text(job.model_dump_json(indent=2))
-        read_fd, write_fd = os.pipe()
         env = {
             **os.environ,
             # torch >= 2.6 loads weights_only by default, which MMEngine's own
             # checkpoints (written by this platform) do not pass.
             "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
-            "OMP_NUM_THREADS": str(self.threads),
+            "OMP_NUM_THREADS": str(job.threads),
             "PYTHONUNBUFFERED": "1",
             # TRACEPARENT: the child's work belongs to this attempt's span.
             **child_process_env(),
@@ -206,23 +202,14 @@ class TrainingSession:
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpu_ids))
         with log_path.open("ab") as log_file:
-            try:
-                self.process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "services.trainer.child", str(job_path), "--report-fd", str(write_fd),
-                    pass_fds=(write_fd,), stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                    stdin=asyncio.subprocess.DEVNULL, env=env,
-                )
-            finally:
-                os.close(write_fd)
+            processes = await TrainingProcesses.start(job_path, world_size, env, log_file, grace_s=STOP_GRACE_S)
+        self.processes = processes
+        if self.stop_outcome is not None or self.release_reason is not None:
+            await processes.terminate()  # stopped while it was starting
         failure: str | None = None
         finished = False
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=16 * 2**20)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb")
-        )
         try:
-            async for line in reader:
+            async for line in processes.report_lines():
                 try:
                     report = child_report_adapter.validate_json(line)
                 except ValidationError as error:
@@ -236,6 +223,7 @@ class TrainingSession:
                     await self.emit("started", RunStarted(
                         run_id=self.run_id, attempt=self.assignment.attempt,
                         trainer_id=self.assignment.trainer_id, device=report.device,
+                        world_size=report.world_size,
                         # The generated MMEngine config travels with the event, so the run
                         # can be reproduced without access to this trainer's disk.
                         config=config_file.read_text() if config_file.exists() else None,
@@ -246,13 +234,28 @@ class TrainingSession:
                     event = IterationsLogged(run_id=self.run_id, attempt=self.attempt, steps=report.steps)
                     await self.emit("iterations", event, self._dedup(f"iterations:{report.steps[0].step}"))
                 elif isinstance(report, FailedReport):
-                    failure = report.message
+                    # Of several ranks, the first to fail says why; the others then fail in their collectives.
+                    failure = failure or report.message
                 elif isinstance(report, FinishedReport):
                     finished = True
-        finally:
-            transport.close()
-        returncode = await self.process.wait()
-        return returncode, failure, finished
+        except Exception:
+            await processes.terminate()  # nobody is left to read their reports
+            raise
+        ended = await processes.wait()
+        if world_size > 1 and finished and ended.returncode != 0:
+            # Rank 0 reports `finished` only once every rank has passed the barrier after
+            # the last epoch, and its checkpoint is written: what failed was a teardown.
+            log.warning("run %s: rank %d exited with %d after training finished", self.run_id, ended.rank,
+                        ended.returncode)
+            return 0, None, True
+        if world_size > 1 and ended.returncode != 0 and (failure is None or ended.returncode < 0):
+            # The rank that failed first, by a signal nobody here sent (the OOM killer, say)
+            # or without a report, is the cause: the others then fail in their collectives.
+            how = f"was killed by signal {-ended.returncode}" if ended.returncode < 0 else \
+                f"exited with code {ended.returncode}"
+            failure = (f"training process of rank {ended.rank} (of {world_size}) {how}; "
+                       f"last lines of {log_path}:\n{_log_tail(log_path)}")
+        return ended.returncode, failure, finished
 
     def _model_id(self) -> str:
         # Derived from the attempt: a re-published event names the same model.
