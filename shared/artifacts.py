@@ -21,12 +21,14 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nats.js.api import ObjectMeta, ObjectMetaOptions, StorageType
 from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundError
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
 
 from shared.events import BestCheckpoint
@@ -42,6 +44,37 @@ log = logging.getLogger(__name__)
 # checkpoint is 200 publishes rather than the default chunk size's 800.
 CHUNK_BYTES = 512 * 1024
 MANIFEST = "manifest.json"
+
+
+TRANSFER_SECONDS = Histogram(
+    "trainyard_artifact_transfer_seconds", "Time to store or fetch one object of the artifact store",
+    ["operation", "kind"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+TRANSFER_BYTES = Counter(
+    "trainyard_artifact_bytes_total", "Bytes stored into or fetched from the artifact store", ["operation", "kind"],
+)
+KINDS = ("checkpoint", "manifest", "model", "preview", "other")
+for _operation in ("store", "fetch"):
+    for _kind in KINDS:  # exported from the start, so dashboards and alerts see zeros, not gaps
+        TRANSFER_SECONDS.labels(_operation, _kind)
+        TRANSFER_BYTES.labels(_operation, _kind)
+
+
+def kind_of(name: str) -> str:
+    if name.startswith("models/"):
+        return "model"
+    if "/previews/" in name:
+        return "preview"
+    if name.endswith(MANIFEST):
+        return "manifest"
+    return "checkpoint" if "/checkpoints/" in name else "other"
+
+
+def _measured(operation: str, name: str, began: float, size: int) -> None:
+    """Record one transfer that succeeded: its time (since `began`) and its bytes."""
+    labels = (operation, kind_of(name))
+    TRANSFER_SECONDS.labels(*labels).observe(time.perf_counter() - began)
+    TRANSFER_BYTES.labels(*labels).inc(size)
 
 
 class ArtifactNotFound(LookupError):
@@ -137,12 +170,17 @@ class Artifacts:
         return cls(store)
 
     async def upload_file(self, name: str, path: Path, description: str | None = None) -> StoredObject:
+        began = time.perf_counter()
         with path.open("rb") as stream:
-            info = await self.store.put(name, stream, meta=self._meta(name, description))
-        return _stored(info)
+            stored = _stored(await self.store.put(name, stream, meta=self._meta(name, description)))
+        _measured("store", name, began, stored.size)
+        return stored
 
     async def upload_bytes(self, name: str, data: bytes, description: str | None = None) -> StoredObject:
-        return _stored(await self.store.put(name, data, meta=self._meta(name, description)))
+        began = time.perf_counter()
+        stored = _stored(await self.store.put(name, data, meta=self._meta(name, description)))
+        _measured("store", name, began, stored.size)
+        return stored
 
     async def info(self, name: str) -> StoredObject:
         try:
@@ -151,19 +189,24 @@ class Artifacts:
             raise ArtifactNotFound(name) from None
 
     async def read(self, name: str) -> bytes:
+        began = time.perf_counter()
         try:
             result = await self.store.get(name)
         except (ObjectNotFoundError, ObjectDeletedError, NotFoundError):
             raise ArtifactNotFound(name) from None
-        return bytes(result.data or b"")
+        data = bytes(result.data or b"")
+        _measured("fetch", name, began, len(data))
+        return data
 
     async def download(self, name: str, dest: Path) -> StoredObject:
         """Write the object to `dest` whole or not at all (a partial file never has its name)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
         try:
+            began = time.perf_counter()
             with partial.open("wb") as stream:
                 result = await self.store.get(name, writeinto=stream)  # checks the digest at the end
+                _measured("fetch", name, began, stream.tell())
             partial.replace(dest)
         except (ObjectNotFoundError, ObjectDeletedError, NotFoundError):
             raise ArtifactNotFound(name) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from faststream.nats import NatsBroker
+from prometheus_client import REGISTRY
 
 from shared.artifacts import (
     ArtifactCache,
@@ -24,6 +25,8 @@ from shared.subjects import Subjects
 async def test_a_file_round_trips_with_its_digest(bus: tuple[NatsBroker, Subjects], tmp_path: Path) -> None:
     broker, subjects = bus
     artifacts = await Artifacts.open(broker, subjects)
+    stored_before = REGISTRY.get_sample_value("trainyard_artifact_bytes_total",
+                                              {"operation": "store", "kind": "checkpoint"}) or 0.0
     source = tmp_path / "epoch_3.pth"
     source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))  # several chunks and a partial one
     began = time.monotonic()
@@ -38,6 +41,11 @@ async def test_a_file_round_trips_with_its_digest(bus: tuple[NatsBroker, Subject
     downloaded = time.monotonic() - began
     assert copy.read_bytes() == source.read_bytes()
     assert not list(copy.parent.glob(".*partial"))
+    # Operators see it: bytes and time per operation and kind (deploy/grafana, trainers dashboard).
+    assert REGISTRY.get_sample_value("trainyard_artifact_bytes_total",
+                                     {"operation": "store", "kind": "checkpoint"}) == stored_before + stored.size
+    assert (REGISTRY.get_sample_value("trainyard_artifact_transfer_seconds_count",
+                                      {"operation": "fetch", "kind": "checkpoint"}) or 0) >= 1
     print(f"3 MB: upload {uploaded * 1000:.0f} ms, download {downloaded * 1000:.0f} ms")
 
 

@@ -20,12 +20,14 @@ from trainyard.localstack import LocalStack
 
 # What each service must export (beyond the bus metrics every service has).
 OWN_METRICS = {
-    "api": ("trainyard_http_requests_total", "trainyard_http_request_duration_seconds_bucket"),
+    "api": ("trainyard_http_requests_total", "trainyard_http_request_duration_seconds_bucket",
+            "trainyard_artifact_transfer_seconds_bucket", "trainyard_artifact_bytes_total"),
     "scheduler": ("trainyard_runs", "trainyard_queue_depth", "trainyard_trainers", "trainyard_trainer_accelerators",
                   "trainyard_scheduling_latency_seconds_bucket", "trainyard_assignment_retries_total",
                   "trainyard_assignments_total", "trainyard_trainers_lost_total", "trainyard_run_resets_total"),
     "trainer": ("trainyard_epoch_duration_seconds_bucket", "trainyard_training_attempts_total",
-                "trainyard_trainer_assignments_total", "trainyard_trainer_running_attempts"),
+                "trainyard_trainer_assignments_total", "trainyard_trainer_running_attempts",
+                "trainyard_artifact_transfer_seconds_bucket", "trainyard_artifact_bytes_total"),
     "metrics": ("trainyard_epochs_ingested_total", "trainyard_epoch_ingest_lag_seconds_bucket"),
 }
 BUS_METRICS = ("trainyard_bus_received_messages_total", "trainyard_bus_published_messages_total",
