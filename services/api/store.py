@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.api.pagination import ORIGIN, After, Direction, Fetch, scan_by_created
 from services.api.search import run_matcher, search_key, search_keys
+from shared.events import utcnow
 from shared.status import TERMINAL_STATUSES
 from shared.store import (
     API_KEYS,
@@ -22,12 +23,15 @@ from shared.store import (
     DATASETS,
     EPOCHS,
     ITERATIONS,
+    MIGRATIONS,
     MODELS,
     PROJECTS,
     RUNS,
     TRAINERS,
     Document,
 )
+
+SEARCH_KEYS_MIGRATION = "run_search_keys"
 
 
 class ApiStore:
@@ -41,6 +45,7 @@ class ApiStore:
         self.trainers = db[TRAINERS]
         self.projects = db[PROJECTS]
         self.models = db[MODELS]
+        self.migrations = db[MIGRATIONS]
 
     async def ensure_indexes(self) -> None:
         newest = [("created_at", DESCENDING), ("_id", DESCENDING)]
@@ -146,12 +151,17 @@ class ApiStore:
         return [full[run_id] for run_id in ids if run_id in full], scan.window
 
     async def add_missing_search_keys(self) -> int:
-        """Runs stored before search keys existed get them (once, at start-up)."""
+        """Runs stored before search keys existed get them, once: a marker in `migrations` says
+        it was done, so later start-ups do not scan every run again."""
+        if await self.migrations.find_one({"_id": SEARCH_KEYS_MIGRATION}) is not None:
+            return 0
         added = 0
         async for run in self.runs.find({"search_keys": {"$exists": False}}, {"name": 1}):
             await self.runs.update_one({"_id": run["_id"]},
                                        {"$set": {"search_keys": search_keys(str(run.get("name", "")), run["_id"])}})
             added += 1
+        await self.migrations.update_one({"_id": SEARCH_KEYS_MIGRATION},
+                                         {"$setOnInsert": {"done_at": utcnow(), "runs": added}}, upsert=True)
         return added
 
     async def runs_by_id_prefix(self, project: str, prefix: str, status: str | None, limit: int) -> list[Document]:

@@ -2,6 +2,7 @@
 status filter, search by name or id, sorts, opaque cursors."""
 
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -9,9 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 from services.api.listing import STATUS_ORDER
+from services.api.store import ApiStore
 from tests.helpers import http, private_stack, problem_of
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
@@ -180,3 +182,19 @@ def test_cursor_is_opaque_and_checked(listing: Listing, runs_db: Any) -> None:
         assert body["errors"][0]["field"] == "query.cursor", body
     for params in ({"limit": 0}, {"limit": 201}, {"status": "sleeping"}, {"sort": "name"}, {"search": ""}):
         problem_of(listing.api.get("/v1/runs", params=params), 422)
+
+
+async def test_runs_stored_before_search_keys_get_them_once(servers: LocalStack) -> None:
+    assert servers.mongo_url
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo_url, tz_aware=True)
+    try:
+        db = client["t" + uuid.uuid4().hex[:10]]
+        await db.runs.insert_one(stored_run("a" * 32, "Old detector", "success", datetime.now(UTC)))
+        store = ApiStore(db)
+        assert await store.add_missing_search_keys() == 1
+        doc = await db.runs.find_one({"_id": "a" * 32})
+        assert doc is not None and {"old", "detec", "aaaa"} <= set(doc["search_keys"])
+        await db.runs.insert_one(stored_run("b" * 32, "Later", "success", datetime.now(UTC)))
+        assert await store.add_missing_search_keys() == 0  # done once; later runs get keys when created
+    finally:
+        await client.close()
