@@ -49,3 +49,15 @@ def test_bad_ids_and_parameters_name_the_field(api: httpx.Client, path: str) -> 
     method = "DELETE" if path.startswith("/v1/keys") else "GET"
     body = problem_of(api.request(method, path), 422)
     assert body["errors"][0]["field"], body
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("OPTIONS", "/v1/datasets", "GET, POST"), ("PATCH", "/v1/runs", "GET, POST"), ("FOO", "/v1/runs", "GET, POST"),
+    ("PUT", "/v1/runs/" + "a" * 32, "DELETE, GET"), ("TRACE", "/v1/keys/abc", "DELETE"),
+])
+def test_a_method_a_path_does_not_serve_is_405_naming_every_method_it_does(
+    api: httpx.Client, method: str, path: str, allowed: str
+) -> None:
+    response = api.request(method, path)
+    assert problem_of(response, 405)["detail"].endswith(f"allowed: {allowed}")
+    assert response.headers["allow"] == allowed
