@@ -131,7 +131,8 @@ class SchedulerStore:
 
     async def assignment_of(self, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id}, {"spec": 1, "dataset": 1, "base_model": 1, "attempt": 1,
-                                                          "queued_at": 1, "created_at": 1, "checkpoint": 1})
+                                                          "queued_at": 1, "created_at": 1, "checkpoint": 1,
+                                                          "sweep.rung_epochs": 1})
 
     async def unclaim_run(self, run_id: str, trainer_id: str, reason: str) -> None:
         """Undo a claim whose assignment was never sent (the attempt number stays used)."""
