@@ -95,7 +95,7 @@ def test_asha_ties_go_to_the_earlier_trial_and_undefined_ranks_last() -> None:
 
 
 def test_best_trial_is_the_best_value_any_trial_logged() -> None:
-    values = {"a": {"e1": 0.1, "e4": 0.3}, "b": {"e1": 0.2}, "c": {"e1": None}}
+    values: dict[str, dict[str, float | None]] = {"a": {"e1": 0.1, "e4": 0.3}, "b": {"e1": 0.2}, "c": {"e1": None}}
     assert best_trial(values, ["a", "b", "c"], "max") == ("a", 0.3, 4)
     assert best_trial(values, ["a", "b", "c"], "min") == ("a", 0.1, 1)
     assert best_trial({"c": {"e1": None}}, ["c"], "max") is None
