@@ -4,12 +4,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
+from pydantic import TypeAdapter
 
 from services.api.auth import RunsReader
 from services.api.deps import ArtifactStore, Store
 from services.api.errors import ApiError, Gone, NotFound, problem_responses
 from services.api.models import (
     BestEpoch,
+    CocoDetection,
     ConfusionMatrixOut,
     DatatureConfusionMatrixOut,
     EpochLog,
@@ -161,3 +163,32 @@ async def get_preview_image(run_id: RunId, epoch: EpochNumber, image_id: ImageId
     except ArtifactNotFound:
         raise Gone(f"run {run_id}: preview {image['object_name']} is no longer in the artifact store") from None
     return Response(content=png, media_type="image/png")
+
+
+@router.get(
+    "/{run_id}/predictions",
+    response_class=Response,
+    responses={**problem_responses(410), 200: {
+        "content": {"application/json": {"schema": TypeAdapter(list[CocoDetection]).json_schema()}},
+        "description": "the evaluation's predictions, a COCO results JSON list"}},
+)
+async def get_predictions(
+    run_id: RunId, caller: RunsReader, store: Store, artifacts: ArtifactStore,
+    epoch: Annotated[int | None, Query(ge=1, le=100_000, description="an evaluated epoch; default the latest")] = None,
+) -> Response:
+    """One evaluation's predictions in COCO results format (`{image_id, category_id, bbox: [x, y, w, h], score}`),
+    exactly what its metrics were computed from: pycocotools' `COCOeval` on them against the validation
+    annotations gives the same numbers (docs/architecture.md, "COCO metrics")."""
+    await existing_run(store, caller.project, run_id)
+    stored = await store.predictions_of(run_id)
+    if not stored:
+        raise ApiError(404, f"run {run_id} has no predictions: none of its epochs has been evaluated yet")
+    chosen = max(stored) if epoch is None else epoch
+    if chosen not in stored:
+        raise ApiError(404, f"run {run_id} has no predictions for epoch {epoch}: evaluated epochs with "
+                            f"predictions are {sorted(stored)}")
+    try:
+        data = await artifacts.read(stored[chosen])
+    except ArtifactNotFound:
+        raise Gone(f"run {run_id}: predictions {stored[chosen]} are no longer in the artifact store") from None
+    return Response(content=data, media_type="application/json", headers={"X-Trainyard-Epoch": str(chosen)})
