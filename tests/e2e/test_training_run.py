@@ -77,7 +77,7 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
             assert set(epoch["metrics"]) == set(metric_names(classes))  # every metric, none missing
             for name, value in recomputed.items():
                 assert epoch["metrics"][name] == value, name  # exactly: the same computation on the same file
-        assert client.runs.predictions(run["id"]) == served  # the latest evaluation by default
+        assert client.runs.predictions(run["id"]) == client.runs.predictions(run["id"], 2)  # the latest by default
         with pytest.raises(NotFoundError, match=r"no predictions for epoch 9: .*\[1, 2\]"):
             client.runs.predictions(run["id"], 9)
 
