@@ -111,15 +111,6 @@ class EpochLog(BaseModel):
     logged_at: datetime
 
 
-class CocoDetection(BaseModel):
-    """One prediction in COCO results format, what pycocotools' `COCO.loadRes` reads."""
-
-    image_id: int = Field(description="the image's id in the validation annotations")
-    category_id: int = Field(description="the predicted category's id in the validation annotations")
-    bbox: list[float] = Field(min_length=4, max_length=4, description="[x, y, width, height] in pixels")
-    score: float
-
-
 class IterationLog(BaseModel):
     """Losses at one training step, every `log_interval` steps (Datature's `{step, totalLoss}`)."""
 

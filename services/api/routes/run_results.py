@@ -4,14 +4,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
-from pydantic import TypeAdapter
 
 from services.api.auth import RunsReader
 from services.api.deps import ArtifactStore, Store
 from services.api.errors import ApiError, Gone, NotFound, problem_responses
 from services.api.models import (
     BestEpoch,
-    CocoDetection,
     ConfusionMatrixOut,
     DatatureConfusionMatrixOut,
     EpochLog,
@@ -32,6 +30,17 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses
 MetricName = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
 MAX_ITERATION_LOGS = 10_000
 EpochNumber = Annotated[int, PathParam(ge=1, le=100_000, description="an evaluated epoch")]
+# COCO results format, what pycocotools' COCO.loadRes reads (inline: the document has no component for it).
+COCO_RESULTS_SCHEMA = {"type": "array", "items": {
+    "type": "object", "required": ["image_id", "category_id", "bbox", "score"],
+    "properties": {
+        "image_id": {"type": "integer", "description": "the image's id in the validation annotations"},
+        "category_id": {"type": "integer", "description": "the predicted category's id in the annotations"},
+        "bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                 "description": "[x, y, width, height] in pixels"},
+        "score": {"type": "number"},
+    },
+}}
 ImageId = Annotated[int, PathParam(ge=0, le=2**62, description="the image's id in the validation annotations")]
 
 
@@ -169,7 +178,7 @@ async def get_preview_image(run_id: RunId, epoch: EpochNumber, image_id: ImageId
     "/{run_id}/predictions",
     response_class=Response,
     responses={**problem_responses(410), 200: {
-        "content": {"application/json": {"schema": TypeAdapter(list[CocoDetection]).json_schema()}},
+        "content": {"application/json": {"schema": COCO_RESULTS_SCHEMA}},
         "description": "the evaluation's predictions, a COCO results JSON list"}},
 )
 async def get_predictions(
