@@ -31,7 +31,7 @@ MetricName = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za
 MAX_ITERATION_LOGS = 10_000
 EpochNumber = Annotated[int, PathParam(ge=1, le=100_000, description="an evaluated epoch")]
 # COCO results format, what pycocotools' COCO.loadRes reads (inline: the document has no component for it).
-COCO_RESULTS_SCHEMA = {"type": "array", "items": {
+COCO_RESULTS_SCHEMA: dict[str, Any] = {"type": "array", "items": {
     "type": "object", "required": ["image_id", "category_id", "bbox", "score"],
     "properties": {
         "image_id": {"type": "integer", "description": "the image's id in the validation annotations"},
