@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,7 @@ def test_up_restarts_a_killed_child_in_place_and_keeps_answering(tmp_path: Path)
         for name in ("mongo", "api"):
             old_pid = int(_state(data_dir)["processes"][name])
             os.kill(old_pid, signal.SIGKILL)
-            new_pid = wait_until(lambda name=name, old_pid=old_pid: _restarted(data_dir, name, old_pid), 60,
-                                 f"{name} to be restarted")
+            new_pid = wait_until(partial(_restarted, data_dir, name, old_pid), 60, f"{name} to be restarted")
             assert new_pid != old_pid
             wait_until(lambda: _answers(api), 60, f"the api to answer after {name} was restarted")
         said = output.read_text()
