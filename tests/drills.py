@@ -21,7 +21,7 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from shared.store import EPOCHS
+from shared.store import EPOCHS, RUNS
 from tests.helpers import TERMINAL, wait_status, wait_until
 from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
@@ -122,6 +122,12 @@ class Drill:
                                                                                      "epoch_time_s": 1}))
         return []
 
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """The stored run, or None while the database server cannot be reached."""
+        with suppress(PyMongoError), self.mongo() as client:
+            return client[self.stack.mongo_db][RUNS].find_one({"_id": run_id})
+        return None
+
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> float:
         """When the supervisor has started `name` again (monotonic time)."""
         wait_until(lambda: (p := self.stack.processes.get(name)) is not None and p.pid != old_pid, timeout,
@@ -184,11 +190,27 @@ class Recovery:
         return (self.next_epoch_at - self.restarted_at) / self.median_epoch_s
 
 
-def wait_next_epoch(drill: Drill, run_id: str, restarted_at: float, timeout: float = 240) -> float:
-    """When the first epoch not stored at the restart is stored (monotonic time)."""
+def wait_next_epoch(drill: Drill, run_id: str, restarted_at: float, timeout: float = 120) -> float:
+    """When the first epoch not stored at the restart is stored (monotonic time).
+
+    Fails at once if the run ends without one (it failed instead of recovering)."""
     before = {(e["epoch"], e["attempt"]) for e in drill.stored_epochs(run_id)}
-    wait_until(lambda: {(e["epoch"], e["attempt"]) for e in drill.stored_epochs(run_id)} - before, timeout,
-               "an epoch stored after the restart")
+
+    def stored_since() -> bool:
+        if {(e["epoch"], e["attempt"]) for e in drill.stored_epochs(run_id)} - before:
+            return True
+        run = drill.run(run_id)
+        if run and run.get("status") in TERMINAL:
+            history = [(h["status"], h.get("attempt"), h.get("message")) for h in run.get("history", [])]
+            raise AssertionError(f"run ended {run['status']} with no epoch stored after the fault: {history}")
+        return False
+
+    try:
+        wait_until(stored_since, timeout, "an epoch stored after the restart")
+    except AssertionError as stuck:
+        run = drill.run(run_id) or {}
+        history = [(h["status"], h.get("attempt"), h.get("message")) for h in run.get("history", [])]
+        raise AssertionError(f"{stuck}; the run is {run.get('status')}: {history}") from None
     return time.monotonic()
 
 
