@@ -98,6 +98,8 @@ def test_run_survives_a_killed_server(server: str, tmp_path: Path) -> None:
         stack.stop()
 
 
+@pytest.mark.xfail(strict=True, reason="the run stays `rerun` for good: its requeue could not be published with "
+                                       "NATS down and the periodic pass has no rule for `rerun` (fault-scheduler)")
 def test_run_survives_nats_down_for_30_s(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path / "own")
     try:
