@@ -67,7 +67,7 @@ def _drill(stack: LocalStack, fault: str, tmp_path: Path) -> None:
             killed_attempt = max(before.values()) if fault == "trainer" else 0
         if killed_attempt:
             # The killed attempt's processes die with it, at once: none trains on beside its successor.
-            wait_until(lambda: killed_attempt not in run_processes(run_id).values(), 5,
+            wait_until(lambda: killed_attempt not in run_processes(run_id).values(), 2,
                        f"every process of attempt {killed_attempt} to end")
         next_epoch_at = wait_next_epoch(drill, run_id, restarted_at)
         done = assert_recovered(drill, client, run_id, logs)
