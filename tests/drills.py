@@ -157,9 +157,9 @@ def start_drill_services(stack: LocalStack, **scheduler_env: str) -> None:
     stack.start_service("trainer", name=TRAINER, TRAINYARD_TRAINER_ID=TRAINER, **DRILL_TRAINER_ENV)
 
 
-def start_drill_run(client: TrainyardClient, dataset_id: str) -> str:
+def start_drill_run(client: TrainyardClient, dataset_id: str, epochs: int = EPOCHS_PER_RUN) -> str:
     run = client.runs.start({"name": "drill", "dataset_id": dataset_id, "architecture": "rtmdet-tiny",
-                             "epochs": EPOCHS_PER_RUN, "batch_size": 2, "input_size": 64})
+                             "epochs": epochs, "batch_size": 2, "input_size": 64})
     return str(run["id"])
 
 
@@ -225,20 +225,20 @@ def record(recovery: Recovery) -> None:
 
 
 def assert_recovered(drill: Drill, client: TrainyardClient, run_id: str, logs: TrainLogKeeper,
-                     timeout: float = 300) -> dict[str, Any]:
-    """The run ends success with epochs 1..4 stored once each, none trained more than twice, its
+                     timeout: float = 300, epochs: int = EPOCHS_PER_RUN) -> dict[str, Any]:
+    """The run ends success with epochs 1..N stored once each, none trained more than twice, its
     confusion matrix stored, and no process of any of its attempts left; the finished run."""
     done = wait_status(client, run_id, TERMINAL, timeout=timeout)
     history = [(h["status"], h.get("message")) for h in done["history"]]
     assert done["status"] == "success", (done["message"], history, drill.said)
     stored = drill.stored_epochs(run_id)
-    assert sorted(e["epoch"] for e in stored) == list(range(1, EPOCHS_PER_RUN + 1)), stored
-    assert [e["epoch"] for e in client.runs.logs(run_id, "epoch")] == list(range(1, EPOCHS_PER_RUN + 1))
+    assert sorted(e["epoch"] for e in stored) == list(range(1, epochs + 1)), stored
+    assert [e["epoch"] for e in client.runs.logs(run_id, "epoch")] == list(range(1, epochs + 1))
     matrix = client.runs.confusion_matrix(run_id)
-    assert matrix["epoch"] == EPOCHS_PER_RUN and matrix["matrix"], matrix
+    assert matrix["epoch"] == epochs and matrix["matrix"], matrix
     wait_until(lambda: not run_processes(run_id), 30, "every training process of the run to end")
     trained = logs.close()
-    assert set(trained) == set(range(1, EPOCHS_PER_RUN + 1)), trained
+    assert set(trained) == set(range(1, epochs + 1)), trained
     assert max(trained.values()) <= 2, f"epochs trained more than twice: {trained}"
     return done
 
