@@ -104,7 +104,7 @@ class Supervisor:
             return
         backoff = min(self.first_backoff_s * 2 ** (len(state.deaths) - 1), self.max_backoff_s)
         state.restart_at = now + backoff
-        self.report(f"{name} {how} (restarts so far: {state.restarts}); restarting it in {backoff:.0f} s{said}")
+        self.report(f"{name} {how} (restarts so far: {state.restarts}); restarting it in {backoff:g} s{said}")
 
     def run_until(self, stop: threading.Event, interval_s: float = 0.5) -> None:
         """Check until `stop` is set (a thread of its own, in the tests)."""
