@@ -87,7 +87,13 @@ CHILD_RESET = pytest.mark.xfail(strict=True, reason="a training child killed by 
                                                    "of resetting it: fault-trainer's part of issue 10")
 
 
-@pytest.mark.parametrize("fault", ["trainer", pytest.param("child", marks=CHILD_RESET), "metrics", "scheduler", "api"])
+ORPHANED_CHILD = pytest.mark.xfail(strict=True, reason="a trainer killed with -9 leaves its training child "
+                                                      "running: the parent-death signal is fault-trainer's part of "
+                                                      "issue 10")
+
+
+@pytest.mark.parametrize("fault", [pytest.param("trainer", marks=ORPHANED_CHILD),
+                                   pytest.param("child", marks=CHILD_RESET), "metrics", "scheduler", "api"])
 def test_run_survives_a_killed_process(stack: LocalStack, fault: str, tmp_path: Path) -> None:
     """A service or the training child dies; the servers (shared by these drills) stay up."""
     _drill(stack, fault, tmp_path)
