@@ -24,6 +24,7 @@ from rich.table import Table
 from shared.apikeys import PROJECT_PATTERN, Scope
 from trainyard.client import Run, TrainyardClient, TrainyardError
 from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
+from trainyard.supervisor import DEATH_WINDOW_S, MAX_DEATHS, Supervisor
 
 app = typer.Typer(help="trainyard: managed MMDetection training runs", no_args_is_help=True)
 dataset_app = typer.Typer(help="Datasets: generate, register, inspect", no_args_is_help=True)
@@ -90,8 +91,16 @@ def _duration(seconds: float | None) -> str:
 
 
 @app.command()
-def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000) -> None:
-    """Start NATS, the MongoDB-wire server and the four services; Ctrl-C stops them."""
+def up(
+    data_dir: DataDir = Path(".trainyard"),
+    api_port: int = 8000,
+    max_deaths: Annotated[int, typer.Option(help="give up on a process that dies this many times within the window",
+                                            min=1)] = MAX_DEATHS,
+    death_window_s: Annotated[float, typer.Option(help="the window of --max-deaths, in seconds", min=1)]
+    = DEATH_WINDOW_S,
+) -> None:
+    """Start NATS, the MongoDB-wire server and the four services, and keep them running: a process
+    that dies is restarted in place. Ctrl-C or `trainyard down` stops them."""
     stack = LocalStack(
         data_dir.resolve(),
         nats_url=os.environ.get("TRAINYARD_NATS_URL"),
@@ -99,16 +108,20 @@ def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000) -> None:
         api_port=api_port,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def report(line: str) -> None:
+        console.print(f"{datetime.now(UTC):%H:%M:%S} {line}", highlight=False)
+
+    supervisor = Supervisor(stack, report=report, max_deaths=max_deaths, window_s=death_window_s)
     try:
         stack.start(SERVICES)
         console.print(f"NATS      {stack.nats_url}\nMongoDB   {stack.mongo_url}\nAPI       {stack.api_url}"
                       f"\nAPI key   {stack.api_key_file} (admin of project 'default')"
                       f"\nlogs      {stack.log_dir}\nstop with Ctrl-C or `trainyard down`")
-        while all(p.poll() is None for p in stack.processes.values()):
-            time.sleep(1)
-        dead = [name for name, p in stack.processes.items() if p.poll() is not None]
-        console.print(f"[red]{', '.join(dead)} exited; see {stack.log_dir}[/red]")
-        raise typer.Exit(1)
+        # Until Ctrl-C or `trainyard down`: a dead process is restarted, not a reason to stop the rest.
+        while True:
+            supervisor.check()
+            time.sleep(0.5)
     except StackError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from error
