@@ -23,7 +23,7 @@ def build_app(settings: SchedulerSettings) -> FastStream:
     store = SchedulerStore(database(client, settings))
     broker = make_broker(settings, "scheduler")
     scheduler = Scheduler(store, RunLifecycle(store, broker, subjects, settings.aging_s), broker, subjects, settings)
-    broker.include_router(build_router(broker, scheduler, subjects))
+    broker.include_router(build_router(scheduler, subjects))
     app = FastStream(broker)
     tasks: set[asyncio.Task[None]] = set()
 
