@@ -46,8 +46,9 @@ def build_router(store: MetricsStore, subjects: Subjects) -> NatsRouter:
 
     @durable_subscriber(router, subjects, subjects.model_registered(), MODELS_CONSUMER)
     async def on_model_registered(event: ModelRegistered, message: NatsMessage) -> None:
-        standing = await store.report_standing(event.run_id, event.attempt, sender(message),
-                                               [event.epochs_completed])
+        # A model counts the epochs it trained: none (0) or the run's own.
+        counted = [event.epochs_completed] if event.epochs_completed else []
+        standing = await store.report_standing(event.run_id, event.attempt, sender(message), counted)
         if standing == "removed":
             return
         if await store.epochs_stored(event.run_id) < event.epochs_completed:
