@@ -3,13 +3,15 @@
 import logging
 from typing import Any
 
-from faststream.nats import NatsRouter
+from faststream.nats import NatsMessage, NatsRouter
 
 from services.scheduler.scheduling import Scheduler
+from services.scheduler.sweeps import SweepKeeper
 from shared.bus import core_subscriber
 from shared.bus import durable_subscriber as shared_durable_subscriber
 from shared.events import (
     CheckpointSaved,
+    EpochLogged,
     RunAccepted,
     RunCompleted,
     RunCreated,
@@ -21,11 +23,12 @@ from shared.events import (
     utcnow,
 )
 from shared.subjects import Subjects
+from shared.sweeps import SweepKillRequested
 
 log = logging.getLogger(__name__)
 
 
-def build_router(scheduler: Scheduler, subjects: Subjects) -> NatsRouter:
+def build_router(scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) -> NatsRouter:
     router = NatsRouter()
     store, lifecycle = scheduler.store, scheduler.lifecycle
 
@@ -95,6 +98,18 @@ def build_router(scheduler: Scheduler, subjects: Subjects) -> NatsRouter:
     ):
         durable_subscriber(subject, consumer)(action)
 
+    async def sweep_epoch(event: EpochLogged, message: NatsMessage) -> None:
+        # ASHA acts on a trial's metrics: only the trainer holding the trial's attempt may report them.
+        sender = subjects.reporting_trainer(message.raw_message.subject) or ""
+        await store.check_report_holder(event.run_id, event.attempt, sender, event.epoch)
+        await sweeps.epoch_logged(event)
+
+    async def kill_sweep(event: SweepKillRequested) -> None:
+        await sweeps.kill(event.sweep_id)
+
+    # Every trial's metrics (ASHA's rungs, the best trial); epochs of other runs are skipped.
+    durable_subscriber(subjects.epoch_logged(), "scheduler-sweep-epochs")(sweep_epoch)
+    durable_subscriber(subjects.sweep_kill_requested, "scheduler-sweep-kill-requested")(kill_sweep)
     core_subscriber(router, subjects.trainer_heartbeat())(heartbeat)
 
     return router

@@ -7,6 +7,7 @@ from services.trainer.worker import Trainer
 from shared.bus import durable_subscriber
 from shared.events import RunAssigned, RunStopRequested
 from shared.subjects import Subjects
+from shared.sweeps import RunRungDecided
 
 # While busy, an assignment waits this long before it is offered again (the
 # scheduler sends it elsewhere if it stays unaccepted).
@@ -26,5 +27,11 @@ def build_router(trainer: Trainer, subjects: Subjects) -> NatsRouter:
     @durable_subscriber(router, subjects, subjects.run_stop_requested(trainer.trainer_id), stops)
     async def on_run_stop_requested(request: RunStopRequested) -> None:
         await trainer.stop(request)
+
+    decisions = f"trainer-{trainer.trainer_id}-rung-decisions"
+
+    @durable_subscriber(router, subjects, subjects.run_rung_decided(trainer.trainer_id), decisions)
+    async def on_run_rung_decided(decision: RunRungDecided) -> None:
+        trainer.rung_decided(decision)
 
     return router
