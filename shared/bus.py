@@ -48,7 +48,7 @@ MAX_EVENT_BYTES = 512 * 1024
 
 def make_broker(settings: CommonSettings, service: str, registry: CollectorRegistry = REGISTRY) -> NatsBroker:
     return NatsBroker(
-        settings.nats_url,
+        settings.nats_servers,
         name=f"trainyard-{service}",
         middlewares=[
             NatsTelemetryMiddleware(),
