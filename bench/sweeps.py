@@ -68,7 +68,7 @@ def main() -> None:
         try:
             for name in ("bench-trainer-1", "bench-trainer-2"):
                 stack.start_service("trainer", name=name, TRAINYARD_TRAINER_ID=name, **TRAINER_ENV)
-            files = write_synthetic_coco(Path(tmp) / "shapes", train_images=16, val_images=4, size=64)
+            files = write_synthetic_coco(stack.data_dir / "shapes", train_images=16, val_images=4, size=64)
             with httpx.Client(base_url=stack.api_url, timeout=60,
                               headers={"Authorization": f"Bearer {stack.admin_key}"}) as api:
                 dataset = api.post("/v1/datasets", json={"name": "shapes", "path": str(files.root)})

@@ -1,5 +1,7 @@
 """Configuration from the environment (TRAINYARD_*), one Settings class per service."""
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -55,6 +57,20 @@ class ApiSettings(CommonSettings):
     sse_poll_interval_s: float = 0.5
     # A comment line this often keeps proxies from closing a quiet stream.
     sse_keepalive_s: float = 15.0
+    # A live stream checks its key again this often: a revoked key's stream ends within this.
+    sse_key_recheck_s: float = 2.0
+    # Directories (separated by the OS path separator, ':') under which datasets may be
+    # registered by server path; empty: none (the local stack sets its own data directory).
+    dataset_roots: str = ""
+    # Dataset limits, each refused with a 422 naming the file and the limit.
+    max_annotation_bytes: int = 256 * 1024 * 1024
+    max_json_depth: int = 32
+    max_images: int = 200_000
+    max_image_pixels: int = 40_000_000
+
+    @property
+    def dataset_root_paths(self) -> list[str]:
+        return [root for root in self.dataset_roots.split(os.pathsep) if root.strip()]
 
 
 class TrainerSettings(CommonSettings):

@@ -11,7 +11,8 @@ ObjectId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a 32-hex
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `"epochs": true` or `"3"` is refused rather than read as 1 or 3 (a float still takes an int).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class AcceleratorRequest(Strict):
@@ -46,7 +47,7 @@ class StopLimit(Strict):
     (>= for higher-is-better metrics, <= for val_loss)."""
 
     metric: TrackedMetric = "bbox_mAP"
-    value: float
+    value: Annotated[float, Field(allow_inf_nan=False)]
 
 
 class RunSpec(Strict):
@@ -67,7 +68,7 @@ class RunSpec(Strict):
                     "one process per accelerator) the effective batch is batch_size x count",
     )] = 4
     input_size: Annotated[int, Field(ge=32, le=2048, multiple_of=32)] = 128
-    learning_rate: Annotated[float | None, Field(gt=0, le=10)] = None
+    learning_rate: Annotated[float | None, Field(gt=0, le=10, allow_inf_nan=False)] = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     accelerator: AcceleratorRequest = AcceleratorRequest()
     priority: Annotated[int, Field(ge=-100, le=100, description="higher is placed first")] = 0

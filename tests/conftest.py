@@ -12,6 +12,15 @@ from shared.subjects import Subjects
 from trainyard.localstack import LocalStack
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dataset_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests write datasets under their tmp_path: the API they start may register those, nothing else."""
+    root = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRAINYARD_DATASET_ROOTS", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack = LocalStack(tmp_path_factory.mktemp("servers"))

@@ -272,8 +272,16 @@ def default_api_url() -> str:
     return DEFAULT_API_URL
 
 
+class EmptyApiKey(TrainyardError):
+    """TRAINYARD_API_KEY is set but empty: an error, never a silent switch to the local admin key."""
+
+
 def default_api_key() -> str | None:
-    if key := os.environ.get("TRAINYARD_API_KEY"):
+    key = os.environ.get("TRAINYARD_API_KEY")
+    if key is not None:
+        if not key.strip():
+            raise EmptyApiKey(0, "TRAINYARD_API_KEY is set but empty: set it to a key, or unset it "
+                              "to use the local stack's admin key")
         return key
     path = _data_dir() / API_KEY_FILE
     return path.read_text().strip() if path.is_file() else None

@@ -212,6 +212,9 @@ class LocalStack:
             self.ensure_admin_key()
             self.api_port = self.api_port or free_port()
             env.setdefault("TRAINYARD_PORT", str(self.api_port))
+            if "TRAINYARD_DATASET_ROOTS" not in os.environ and "TRAINYARD_DATASET_ROOTS" not in self.extra_env:
+                # Datasets by server path: the stack's own data directory unless told otherwise.
+                env.setdefault("TRAINYARD_DATASET_ROOTS", str(self.data_dir.resolve()))
         if service == "trainer":
             env.setdefault("TRAINYARD_WORK_ROOT", str(self.data_dir / "work"))
         name = name or service

@@ -2,13 +2,45 @@
 
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from PIL import Image, UnidentifiedImageError
 
 MAX_PROBLEMS = 100
+
+
+@dataclass(frozen=True)
+class DatasetLimits:
+    """What one dataset may hold; each is a setting of the API (shared/settings.py)."""
+
+    max_annotation_bytes: int = 256 * 1024 * 1024
+    max_json_depth: int = 32
+    max_images: int = 200_000
+    max_image_pixels: int = 40_000_000
+
+
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+# Openers count +1 and closers -1 after translate(): every other byte is deleted first.
+_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_DELTA = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(raw: bytes) -> int:
+    """Deepest nesting of arrays and objects, counted without parsing (so no recursion):
+    escapes and strings are cut out by regular expressions, then the brackets left are summed."""
+    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", raw)).translate(None, _BRACKETS)
+    return max(accumulate(_DELTA[b] for b in brackets), default=0)
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` resolves, through every symlink, to somewhere under `root` (resolved too)."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
 
 
 @dataclass(frozen=True)
@@ -41,8 +73,9 @@ def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate_split(annotations: Path, images_dir: Path) -> SplitReport:
-    """Validate one annotation file against its image directory."""
+def validate_split(annotations: Path, images_dir: Path, root: Path | None = None,
+                   limits: DatasetLimits = DatasetLimits()) -> SplitReport:
+    """Validate one annotation file against its image directory; every image must lie under `root`."""
     problems: list[Problem] = []
     f = str(annotations)
 
@@ -56,8 +89,21 @@ def validate_split(annotations: Path, images_dir: Path) -> SplitReport:
     if not images_dir.is_dir():
         problem("image directory does not exist", file=str(images_dir))
         return SplitReport(summary, [], problems)
+    # Refused by size before a byte is read, then by depth before the parser can recurse.
+    size = annotations.stat().st_size
+    if size > limits.max_annotation_bytes:
+        problem(f"annotation file is {size} bytes, over the limit of {limits.max_annotation_bytes} bytes")
+        return SplitReport(summary, [], problems)
+    raw = annotations.read_bytes()
+    depth = json_depth(raw)
+    if depth > limits.max_json_depth:
+        problem(f"JSON nested {depth} levels deep, over the limit of {limits.max_json_depth}")
+        return SplitReport(summary, [], problems)
     try:
-        data = json.loads(annotations.read_text())
+        data = json.loads(raw.decode())
+    except RecursionError:  # the depth count above makes this unreachable; never a 500 all the same
+        problem(f"JSON nested too deeply (limit {limits.max_json_depth})")
+        return SplitReport(summary, [], problems)
     except UnicodeDecodeError as error:
         problem(f"not UTF-8 text: {error}")
         return SplitReport(summary, [], problems)
@@ -71,6 +117,9 @@ def validate_split(annotations: Path, images_dir: Path) -> SplitReport:
         if not isinstance(data.get(key), list):
             problem(f"missing or not a list: {key!r}", field=key)
     if problems:
+        return SplitReport(summary, [], problems)
+    if len(data["images"]) > limits.max_images:
+        problem(f"{len(data['images'])} images, over the limit of {limits.max_images}", field="images")
         return SplitReport(summary, [], problems)
 
     categories: dict[int, str] = {}
@@ -105,13 +154,26 @@ def validate_split(annotations: Path, images_dir: Path) -> SplitReport:
             problem("file_name missing", field=f"images[{i}].file_name", image_id=image_id)
             continue
         path = images_dir / name
+        if root is not None and not inside(path, root):
+            # Said the same whether or not the outside file exists.
+            problem(f"file_name {name!r} resolves outside the dataset's root {root}",
+                    field=f"images[{i}].file_name", image_id=image_id)
+            continue
         if not path.is_file():
             problem("image file does not exist", file=str(path), image_id=image_id)
             continue
         try:
             with Image.open(path) as img:
                 actual = img.size
+                if actual[0] * actual[1] > limits.max_image_pixels:
+                    problem(f"image is {actual[0]}x{actual[1]} pixels, over the limit of "
+                            f"{limits.max_image_pixels} pixels", file=str(path), image_id=image_id)
+                    continue
                 img.verify()
+        except Image.DecompressionBombError as error:
+            problem(f"image is over the limit of {limits.max_image_pixels} pixels: {error}",
+                    file=str(path), image_id=image_id)
+            continue
         except (UnidentifiedImageError, OSError) as error:
             problem(f"image cannot be decoded: {error}", file=str(path), image_id=image_id)
             continue
@@ -166,12 +228,15 @@ class DatasetReport:
     train: SplitSummary
     val: SplitSummary
     problems: list[Problem]
+    # All problems found; `problems` holds the first MAX_PROBLEMS of them.
+    problem_count: int = 0
 
 
 def validate_dataset(train_annotations: Path, train_images: Path,
-                     val_annotations: Path, val_images: Path) -> DatasetReport:
-    train = validate_split(train_annotations, train_images)
-    val = validate_split(val_annotations, val_images)
+                     val_annotations: Path, val_images: Path, root: Path | None = None,
+                     limits: DatasetLimits = DatasetLimits()) -> DatasetReport:
+    train = validate_split(train_annotations, train_images, root, limits)
+    val = validate_split(val_annotations, val_images, root, limits)
     problems = train.problems + val.problems
     if train.categories and val.categories and train.categories != val.categories:
         problems.append(Problem(
@@ -186,6 +251,7 @@ def validate_dataset(train_annotations: Path, train_images: Path,
         train=train.summary,
         val=val.summary,
         problems=problems[:MAX_PROBLEMS],
+        problem_count=len(problems),
     )
 
 
@@ -209,7 +275,8 @@ def recheck(layout: dict[str, Any], recorded: dict[str, list[int]] | None) -> li
     """Problems of a registered dataset now; validated again only when its files changed."""
     if recorded is not None and fingerprint(layout_paths(layout)) == recorded:
         return []
-    report = validate_dataset(*(Path(p) for p in layout_paths(layout)))
+    train_annotations, train_images, val_annotations, val_images = (Path(p) for p in layout_paths(layout))
+    report = validate_dataset(train_annotations, train_images, val_annotations, val_images, Path(layout["root"]))
     if not report.problems and report.classes != layout["classes"]:
         return [Problem(file=layout["train"]["annotations"], field="categories",
                         message=f"classes are now {report.classes}, registered as {layout['classes']}")]

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,17 @@ def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location if part != "body")
 
 
+def _methods_of_path(request: Request) -> list[str]:
+    """Every method some route of the app serves on this request's path."""
+    # Asked of the router itself (routes may be nested in included routers), one method at a time.
+    methods = []
+    for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -121,9 +133,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         detail = str(error.detail)
+        headers = dict(error.headers or {})
         if error.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
-        return problem(error.status_code, detail, request.url.path, headers=dict(error.headers or {}))
+        if error.status_code == 405:
+            # Starlette names only the first route whose path matched; the path may have several.
+            allowed = _methods_of_path(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        return problem(error.status_code, detail, request.url.path, headers=headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -135,13 +135,35 @@ def stream_is_over(run: dict[str, Any], position: StreamPosition, now: datetime)
     return bool(now - ended > FINAL_EPOCHS_GRACE)
 
 
+class RevokedEvent(BaseModel):
+    run_id: str
+    detail: str
+
+
+async def key_is_valid(store: ApiStore, key_id: str) -> bool:
+    doc = await store.api_key(key_id)
+    return doc is not None and doc.get("revoked_at") is None
+
+
 async def live_events(store: ApiStore, project: str, run_id: str, start: StreamPosition, *,
-                      poll_interval_s: float, keepalive_s: float) -> AsyncIterator[str]:
-    """The run's events from `start` on, as SSE text, until the run is over and everything is sent."""
+                      poll_interval_s: float, keepalive_s: float, key_id: str | None = None,
+                      key_recheck_s: float = 2.0) -> AsyncIterator[str]:
+    """The run's events from `start` on, as SSE text, until the run is over and everything is sent.
+
+    The key that opened the stream is looked up again every `key_recheck_s`: once it is
+    revoked (or deleted) the stream sends a `revoked` event and closes, so revocation
+    ends access within that time, not when the run ends."""
     yield f"retry: {RECONNECT_DELAY_MS}\n\n"
     position = start
     quiet_since = time.monotonic()
+    key_checked = time.monotonic()
     while True:
+        if key_id is not None and time.monotonic() - key_checked >= key_recheck_s:
+            if not await key_is_valid(store, key_id):
+                yield (f"event: revoked\ndata: "
+                       f"{RevokedEvent(run_id=run_id, detail='invalid or revoked API key').model_dump_json()}\n\n")
+                return
+            key_checked = time.monotonic()
         run = await store.run(project, run_id)
         if run is None:
             return

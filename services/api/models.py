@@ -221,6 +221,9 @@ class RunConfigOut(BaseModel):
 
 class ApiKeyRequest(Strict):
     name: Annotated[str, Field(min_length=1, max_length=100)]
+    # Not strict: scope names arrive as strings, and the enum takes them by value.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(Scope))]
 
 

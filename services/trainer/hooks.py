@@ -234,7 +234,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             dataset = runner.val_dataloader.dataset
             infos = (dataset.get_data_info(index) for index in range(len(dataset)))
             self._preview_choice = choose_images([(info["img_id"], info["img_path"]) for info in infos],
-                                                 self.preview_images)
+                                                 self.preview_images, root=dataset.data_root)
         predictions = {img_id: (boxes, scores, labels) for img_id, boxes, scores, labels in self._preds}
         no_boxes, no_labels = np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64)
         files = []

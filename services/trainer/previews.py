@@ -7,6 +7,7 @@ boxes and calls `render_preview`; the tests draw without training.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +31,16 @@ def preview_path(work_dir: str | Path, epoch: int, image_id: int) -> Path:
     return Path(work_dir) / PREVIEWS_DIR / f"epoch_{epoch}" / f"{image_id}.png"
 
 
-def choose_images(images: Sequence[tuple[int, str]], count: int) -> list[tuple[int, str]]:
-    """The (image id, path) pairs to preview: the `count` lowest ids, so every evaluation shows the same ones."""
+def choose_images(images: Sequence[tuple[int, str]], count: int, root: str | Path | None = None
+                  ) -> list[tuple[int, str]]:
+    """The (image id, path) pairs to preview: the `count` lowest ids, so every evaluation shows the same ones.
+
+    With `root`, only images that resolve (symlinks included) under it: a preview is a copy of the
+    image handed to the user, so a file name pointing outside the dataset must never become one,
+    even if the dataset changed on disk after the API validated it."""
+    if root is not None:
+        real_root = os.path.realpath(root)
+        images = [(i, p) for i, p in images if Path(os.path.realpath(p)).is_relative_to(real_root)]
     return sorted(images)[:count]
 
 

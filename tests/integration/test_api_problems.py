@@ -49,3 +49,25 @@ def test_bad_ids_and_parameters_name_the_field(api: httpx.Client, path: str) -> 
     method = "DELETE" if path.startswith("/v1/keys") else "GET"
     body = problem_of(api.request(method, path), 422)
     assert body["errors"][0]["field"], body
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("OPTIONS", "/v1/datasets", "GET, POST"), ("PATCH", "/v1/runs", "GET, POST"), ("FOO", "/v1/runs", "GET, POST"),
+    ("PUT", "/v1/runs/" + "a" * 32, "DELETE, GET"), ("TRACE", "/v1/keys/abc", "DELETE"),
+])
+def test_a_method_a_path_does_not_serve_is_405_naming_every_method_it_does(
+    api: httpx.Client, method: str, path: str, allowed: str
+) -> None:
+    response = api.request(method, path)
+    assert problem_of(response, 405)["detail"].endswith(f"allowed: {allowed}")
+    assert response.headers["allow"] == allowed
+
+
+def test_only_the_schema_docs_metrics_and_liveness_answer_without_a_key(api: httpx.Client) -> None:
+    with httpx.Client(base_url=api.base_url, follow_redirects=True) as anonymous:
+        for path in ("/openapi.json", "/docs", "/metrics", "/healthz"):
+            assert anonymous.get(path).status_code == 200, path
+        metrics = anonymous.get("/metrics").text
+        assert "project" not in metrics  # counts by route and status only: nothing of any project's data
+        for path in ("/v1/runs", "/v1/datasets", "/v1/keys/me", "/v1/trainers", "/v1/architectures"):
+            assert problem_of(anonymous.get(path), 401)["detail"].startswith("missing API key"), path

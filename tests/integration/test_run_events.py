@@ -106,3 +106,30 @@ async def test_bad_last_event_id_is_a_422_problem(stack: LocalStack, tmp_path: P
         response = await http.get(f"/v1/runs/{run['id']}/events")
     assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == "header.last-event-id"
+
+
+async def test_a_revoked_keys_stream_closes_within_seconds(stack: LocalStack, tmp_path: Path) -> None:
+    stack.start_service("api", TRAINYARD_SSE_KEY_RECHECK_S="1")
+    data = write_synthetic_coco(tmp_path / "shapes", train_images=2, val_images=1, size=64).root
+    admin = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=admin, timeout=30) as http:
+        dataset = (await http.post("/v1/datasets", json={"name": "shapes", "path": str(data)})).json()
+        run = (await http.post("/v1/runs", json={"name": "x", "dataset_id": dataset["id"],
+                                                  "architecture": "rtmdet-tiny"})).json()
+        reader = (await http.post("/v1/keys", json={"name": "watcher", "scopes": ["runs:read"]})).json()
+        headers = {"Authorization": f"Bearer {reader['key']}"}
+        # No scheduler: the run stays queued, so only the revocation can end this stream.
+        async with http.stream("GET", f"/v1/runs/{run['id']}/events", headers=headers) as stream:
+            lines = stream.aiter_lines()
+            while "event: status" not in await asyncio.wait_for(anext(lines), 15):
+                pass
+            assert (await http.delete(f"/v1/keys/{reader['id']}")).status_code == 200
+            revoked_at = time.monotonic()
+
+            async def rest() -> list[str]:
+                return [line async for line in lines]
+
+            tail = await asyncio.wait_for(rest(), 15)
+        assert "event: revoked" in tail
+        assert time.monotonic() - revoked_at < 10
+        assert (await http.get(f"/v1/runs/{run['id']}/events", headers=headers)).status_code == 401

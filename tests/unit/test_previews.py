@@ -81,3 +81,15 @@ def test_the_same_images_are_chosen_every_time() -> None:
 
 def test_preview_files_are_under_the_epoch() -> None:
     assert preview_path("/w/attempt-1", 4, 17) == Path("/w/attempt-1/previews/epoch_4/17.png")
+
+
+def test_images_resolving_outside_the_dataset_root_are_never_previewed(tmp_path: Path) -> None:
+    root = tmp_path / "dataset"
+    (root / "images").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "secret.png").write_bytes(b"")
+    (root / "images" / "ok.png").write_bytes(b"")
+    (root / "images" / "link.png").symlink_to(tmp_path / "secret" / "secret.png")
+    images = [(1, str(root / "images" / "../../secret/secret.png")), (2, str(root / "images" / "link.png")),
+              (3, "/etc/hostname"), (4, str(root / "images" / "ok.png"))]
+    assert choose_images(images, 4, root=root) == [(4, str(root / "images" / "ok.png"))]

@@ -65,3 +65,26 @@ def test_matrix_is_on_and_previews_off_unless_asked_for() -> None:
             RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
                                     "preview": True, "preview_images": count})
         assert info.value.errors()[0]["loc"] == ("preview_images",)
+
+
+@pytest.mark.parametrize(("field", "value"), [("epochs", True), ("epochs", "3"), ("batch_size", 2.0),
+                                               ("matrix", 1), ("preview", "yes")])
+def test_ints_and_bools_are_not_coerced(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny", field: value})
+    assert info.value.errors()[0]["loc"] == (field,)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_learning_rate_or_limit_must_be_finite(value: float) -> None:
+    base = {"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny"}
+    with pytest.raises(ValidationError, match="finite number"):
+        RunSpec.model_validate({**base, "learning_rate": value})
+    with pytest.raises(ValidationError, match="finite number"):
+        RunSpec.model_validate({**base, "limit": {"metric": "bbox_mAP", "value": value}})
+
+
+def test_an_integer_learning_rate_is_still_a_float() -> None:
+    spec = RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
+                                   "learning_rate": 1, "accelerator": {"count": 1}})
+    assert spec.learning_rate == 1.0

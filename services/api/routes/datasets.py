@@ -2,11 +2,18 @@ import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi import Path as PathParam
 
 from services.api.auth import DatasetsReader, DatasetsWriter
-from services.api.dataset_validation import SplitSummary, fingerprint, layout_paths, validate_dataset
+from services.api.dataset_validation import (
+    DatasetLimits,
+    SplitSummary,
+    fingerprint,
+    inside,
+    layout_paths,
+    validate_dataset,
+)
 from services.api.deps import Store
 from services.api.errors import NotFound, Unprocessable, problem_responses
 from services.api.listing import page_of_datasets
@@ -14,6 +21,7 @@ from services.api.models import DatasetList, DatasetOut, DatasetRegistration
 from services.api.pagination import InvalidCursor
 from services.api.views import dataset_out
 from shared.events import new_id, utcnow
+from shared.settings import ApiSettings
 from shared.specs import DatasetLayout, DatasetSplit, ObjectId
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(403))
@@ -28,9 +36,35 @@ def _has_nul(*paths: str) -> bool:
     return any("\x00" in p for p in paths)
 
 
+def _confine(root: Path, settings: ApiSettings, body: DatasetRegistration) -> None:
+    """The dataset's root lies under a configured dataset root, and its four paths under it.
+
+    Checked before anything is looked at on disk, and answered the same whether or not
+    the path exists: the error tells nothing about the server's files outside the roots."""
+    roots = settings.dataset_root_paths
+    if not any(inside(root, Path(allowed)) for allowed in roots):
+        where = ", ".join(roots) if roots else "none are configured"
+        raise Unprocessable(
+            f"path: {body.path!r} is not inside a dataset root of this server (TRAINYARD_DATASET_ROOTS: {where})",
+            [{"field": "path", "message": "not inside a dataset root", "value": body.path}])
+    for field in ("train_annotations", "train_images", "val_annotations", "val_images"):
+        value = getattr(body, field)
+        if not inside(root / value, root):
+            raise Unprocessable(f"{field}: {value!r} resolves outside the dataset's path {body.path}",
+                                [{"field": field, "message": "resolves outside path", "value": value}])
+
+
+def _limits(settings: ApiSettings) -> DatasetLimits:
+    return DatasetLimits(max_annotation_bytes=settings.max_annotation_bytes, max_json_depth=settings.max_json_depth,
+                         max_images=settings.max_images, max_image_pixels=settings.max_image_pixels)
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(400, 413))
-async def register_dataset(body: DatasetRegistration, caller: DatasetsWriter, store: Store) -> DatasetOut:
-    """Validate a COCO dataset on disk and register it in the key's project."""
+async def register_dataset(body: DatasetRegistration, caller: DatasetsWriter, store: Store,
+                           request: Request) -> DatasetOut:
+    """Validate a COCO dataset on disk, under one of the server's dataset roots, and register it
+    in the key's project."""
+    settings: ApiSettings = request.app.state.settings
     if _has_nul(body.path, body.train_annotations, body.train_images, body.val_annotations, body.val_images):
         raise Unprocessable("paths must not contain NUL characters",
                             [{"field": "path", "message": "contains a NUL character"}])
@@ -38,6 +72,7 @@ async def register_dataset(body: DatasetRegistration, caller: DatasetsWriter, st
     if not root.is_absolute():
         raise Unprocessable(f"path: {body.path!r} must be absolute (every trainer reads the same path)",
                             [{"field": "path", "message": "must be an absolute path", "value": body.path}])
+    await asyncio.to_thread(_confine, root, settings, body)
     if not await asyncio.to_thread(root.is_dir):
         raise Unprocessable(f"path: directory {body.path} does not exist",
                             [{"field": "path", "message": "directory does not exist", "value": body.path}])
@@ -45,11 +80,12 @@ async def register_dataset(body: DatasetRegistration, caller: DatasetsWriter, st
     val = DatasetSplit(annotations=str(root / body.val_annotations), images=str(root / body.val_images))
     # Reading every image header is disk-bound: keep it off the event loop.
     report = await asyncio.to_thread(
-        validate_dataset, Path(train.annotations), Path(train.images), Path(val.annotations), Path(val.images)
+        validate_dataset, Path(train.annotations), Path(train.images), Path(val.annotations), Path(val.images),
+        root, _limits(settings),
     )
     if report.problems:
         first = report.problems[0]
-        more = f" (and {len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
+        more = f" (and {report.problem_count - 1} more problems)" if report.problem_count > 1 else ""
         raise Unprocessable(f"{first.file}: {first.message}{more}", [p.as_dict() for p in report.problems])
     layout = DatasetLayout(root=str(root), train=train, val=val, classes=report.classes)
     # Recorded so that starting a run can tell cheaply whether the files changed since.

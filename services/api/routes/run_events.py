@@ -18,6 +18,7 @@ EVENT_STREAM_DOC = """Server-sent events, until the run has ended and everything
 - `status`: a status change (`status`, `at`, `message`, `attempt`), the whole history first
 - `epoch`: an epoch log, as in `/logs`
 - `end`: the run is over (`status`); the stream closes
+- `revoked`: the key that opened the stream was revoked; the stream closes
 
 Every event's `id` is the position after it: reconnect with `Last-Event-ID`
 (or `?last_event_id=`) to resume exactly after the last event you saw."""
@@ -47,7 +48,8 @@ async def stream_run_events(
         field = "header.last-event-id" if last_event_id else "query.last_event_id"
         raise Unprocessable(f"{field}: {error}", [{"field": field, "message": str(error)}]) from error
     events = live_events(store, caller.project, run_id, start, poll_interval_s=settings.sse_poll_interval_s,
-                         keepalive_s=settings.sse_keepalive_s)
+                         keepalive_s=settings.sse_keepalive_s, key_id=caller.key_id,
+                         key_recheck_s=settings.sse_key_recheck_s)
     # no-cache and no proxy buffering: events must reach the client as they happen.
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
