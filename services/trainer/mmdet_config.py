@@ -198,6 +198,8 @@ def build_config(job: TrainingJob) -> Config:
             "patience_metric": watched if spec.patience else None,
             "patience": spec.patience,
         })
+    # Last of all: stops after the epoch in progress when the trainer drains (services/trainer/drain.py).
+    cfg.custom_hooks.append({"type": "TrainyardDrainHook"})
     _distribute(cfg, job)
     # Resuming restores epoch, optimizer, schedule and EMA, so epochs continue
     # where the earlier attempt's last checkpoint left them.
