@@ -115,11 +115,12 @@ class RunStopRequested(RunEvent):
 
 
 class RunReleased(RunEvent):
-    """An attempt ended without an outcome and the trainer hands the run back: it drains
-    (stopped after the epoch in progress), or the training process was killed by a signal
-    nobody asked for (the kernel's out-of-memory killer, say). The scheduler retries it from
-    `checkpoint` (or the newest it recorded) while attempts remain; `on_reset: fail` fails a
-    killed run, never a drained one."""
+    """An attempt ended without an outcome and its trainer hands the run back.
+
+    The trainer drains (it stopped after the epoch in progress), or the training process was
+    killed by a signal nobody asked for (the kernel's out-of-memory killer, say). The scheduler
+    retries the run from `checkpoint` (or the newest it recorded) while attempts remain;
+    `on_reset: fail` fails a killed run, never a drained one."""
 
     attempt: Annotated[int, Field(ge=1)]
     trainer_id: str
