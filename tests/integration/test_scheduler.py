@@ -210,6 +210,7 @@ def test_a_training_process_killed_by_a_signal_is_a_reset_that_honours_on_reset(
     killed = "training process was killed by signal 9 (SIGKILL); signal 9 is often the kernel's out-of-memory killer"
 
     async def release(run: dict[str, Any]) -> None:
+        assert stack.nats_url is not None
         connection = await nats.connect(stack.nats_url)
         event = RunReleased(run_id=run["id"], attempt=1, trainer_id=run["trainer_id"], reason=killed,
                             cause="child_killed",
