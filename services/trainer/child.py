@@ -99,6 +99,7 @@ def train(job: TrainingJob, write: ReportWriter) -> tuple[str | None, int | None
     from services.trainer.drain import TrainyardDrainHook
     from services.trainer.hooks import TrainyardReportHook
     from services.trainer.mmdet_config import build_config
+    from services.trainer.rungs import TrainyardRungHook  # noqa: F401  (registers it in MMEngine's HOOKS)
     from services.trainer.transfer import prepare_base_weights
 
     torch.set_num_threads(job.threads)

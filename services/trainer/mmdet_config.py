@@ -198,6 +198,9 @@ def build_config(job: TrainingJob) -> Config:
             "patience_metric": watched if spec.patience else None,
             "patience": spec.patience,
         })
+    if job.decision_epochs:
+        cfg.custom_hooks.append({"type": "TrainyardRungHook", "epochs": job.decision_epochs,
+                                 "work_dir": job.work_dir})
     # Last of all: stops after the epoch in progress when the trainer drains (services/trainer/drain.py).
     cfg.custom_hooks.append({"type": "TrainyardDrainHook"})
     _distribute(cfg, job)
