@@ -24,6 +24,7 @@ from rich.table import Table
 from shared.apikeys import PROJECT_PATTERN, Scope
 from trainyard.client import Run, TrainyardClient, TrainyardError
 from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
+from trainyard.supervisor import DEATH_WINDOW_S, MAX_DEATHS, Supervisor
 
 app = typer.Typer(help="trainyard: managed MMDetection training runs", no_args_is_help=True)
 dataset_app = typer.Typer(help="Datasets: generate, register, inspect", no_args_is_help=True)
@@ -72,7 +73,8 @@ def _when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else "-"
 
 
-def _metric(values: dict[str, float], name: str) -> str:
+def _metric(values: dict[str, float | None], name: str) -> str:
+    """A metric for a table: "-" when not reported or undefined (null) in that evaluation."""
     value = values.get(name)
     return f"{value:.3f}" if value is not None else "-"
 
@@ -89,8 +91,16 @@ def _duration(seconds: float | None) -> str:
 
 
 @app.command()
-def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000) -> None:
-    """Start NATS, the MongoDB-wire server and the four services; Ctrl-C stops them."""
+def up(
+    data_dir: DataDir = Path(".trainyard"),
+    api_port: int = 8000,
+    max_deaths: Annotated[int, typer.Option(help="give up on a process that dies this many times within the window",
+                                            min=1)] = MAX_DEATHS,
+    death_window_s: Annotated[float, typer.Option(help="the window of --max-deaths, in seconds", min=1)]
+    = DEATH_WINDOW_S,
+) -> None:
+    """Start NATS, the MongoDB-wire server and the four services, and keep them running: a process
+    that dies is restarted in place. Ctrl-C or `trainyard down` stops them."""
     stack = LocalStack(
         data_dir.resolve(),
         nats_url=os.environ.get("TRAINYARD_NATS_URL"),
@@ -98,16 +108,20 @@ def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000) -> None:
         api_port=api_port,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def report(line: str) -> None:
+        console.print(f"{datetime.now(UTC):%H:%M:%S} {line}", highlight=False)
+
+    supervisor = Supervisor(stack, report=report, max_deaths=max_deaths, window_s=death_window_s)
     try:
         stack.start(SERVICES)
         console.print(f"NATS      {stack.nats_url}\nMongoDB   {stack.mongo_url}\nAPI       {stack.api_url}"
                       f"\nAPI key   {stack.api_key_file} (admin of project 'default')"
                       f"\nlogs      {stack.log_dir}\nstop with Ctrl-C or `trainyard down`")
-        while all(p.poll() is None for p in stack.processes.values()):
-            time.sleep(1)
-        dead = [name for name, p in stack.processes.items() if p.poll() is not None]
-        console.print(f"[red]{', '.join(dead)} exited; see {stack.log_dir}[/red]")
-        raise typer.Exit(1)
+        # Until Ctrl-C or `trainyard down`: a dead process is restarted, not a reason to stop the rest.
+        while True:
+            supervisor.check()
+            time.sleep(0.5)
     except StackError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from error
@@ -390,8 +404,8 @@ def format_epoch(epoch: dict[str, Any]) -> str:
     losses = " ".join(f"{k} {v:.3f}" for k, v in epoch["losses"].items() if k != "loss")
     m = epoch["metrics"]
     return (f"epoch {epoch['epoch']:>3}/{epoch['total_epochs']}  loss {epoch['loss']:.3f} ({losses})  "
-            f"lr {epoch['learning_rate']:.2e}  mAP {m.get('bbox_mAP', 0):.3f} mAP50 {m.get('bbox_mAP_50', 0):.3f} "
-            f"mAP75 {m.get('bbox_mAP_75', 0):.3f}  {epoch['epoch_time_s']:.1f} s")
+            f"lr {epoch['learning_rate']:.2e}  mAP {_metric(m, 'bbox_mAP')} mAP50 {_metric(m, 'bbox_mAP_50')} "
+            f"mAP75 {_metric(m, 'bbox_mAP_75')}  {epoch['epoch_time_s']:.1f} s")
 
 
 def follow_run(client: TrainyardClient, run_id: str, *, as_json: bool = False) -> Run:
@@ -417,8 +431,8 @@ def follow_run(client: TrainyardClient, run_id: str, *, as_json: bool = False) -
                 m = data["metrics"]
                 terms = " ".join(f"{k} {v:.3f}" for k, v in data["losses"].items() if k != "loss")
                 progress.update(bar, completed=data["epoch"], total=data["total_epochs"],
-                                latest=f"loss {data['loss']:.3f} ({terms}) mAP {m.get('bbox_mAP', 0):.3f} "
-                                       f"mAP50 {m.get('bbox_mAP_50', 0):.3f}")
+                                latest=f"loss {data['loss']:.3f} ({terms}) mAP {_metric(m, 'bbox_mAP')} "
+                                       f"mAP50 {_metric(m, 'bbox_mAP_50')}")
             elif event.event == "end":
                 progress.update(bar, status=data["status"])
     final = client.runs.get(run_id)
@@ -487,6 +501,23 @@ def runs_previews(
     console.print(table, highlight=False)
     if out is not None:
         console.print(f"{len(written)} PNG files under {out}", highlight=False)
+
+
+@runs_app.command("predictions")
+def runs_predictions(
+    run_id: str,
+    epoch: Annotated[int | None, typer.Option(help="an evaluated epoch [default: the latest]")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON to this file")] = None,
+    api_url: ApiUrl = None, api_key: ApiKey = None,
+) -> None:
+    """An evaluation's predictions in COCO results format, to recompute its metrics with pycocotools."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        predictions = client.runs.predictions(run_id, epoch)
+    if out is None:
+        typer.echo(json.dumps(predictions))
+        return
+    out.write_text(json.dumps(predictions))
+    console.print(f"{len(predictions)} predictions written to {out}", highlight=False)
 
 
 @runs_app.command("checkpoints")
@@ -725,7 +756,7 @@ def demo(
                     console.print(f"best epoch {best['epoch']['epoch']}: bbox mAP {best['value']:.3f}")
                 final = logs[-1]["metrics"] if logs else {}
                 console.print(f"run {run['id']} ended [bold]{run['status']}[/bold] after {len(logs)} epochs; "
-                              f"final bbox mAP {final.get('bbox_mAP', 0):.3f}, mAP50 {final.get('bbox_mAP_50', 0):.3f}")
+                              f"final bbox mAP {_metric(final, 'bbox_mAP')}, mAP50 {_metric(final, 'bbox_mAP_50')}")
                 if run["status"] != "success":
                     console.print(f"[red]{run.get('message')}[/red]")
                     raise typer.Exit(1)
