@@ -215,7 +215,7 @@ def test_a_training_process_killed_by_a_signal_is_a_reset_that_honours_on_reset(
         event = RunReleased(run_id=run["id"], attempt=1, trainer_id=run["trainer_id"], reason=killed,
                             cause="child_killed",
                             checkpoint=StoredCheckpoint(attempt=1, epoch=3, name=f"runs/{run['id']}/epoch_3.pth"))
-        subject = Subjects(stack.subject_prefix).run_released
+        subject = Subjects(stack.subject_prefix).run_released(run["trainer_id"])
         await connection.jetstream().publish(subject, event.model_dump_json().encode())
         await connection.close()
 
