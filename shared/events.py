@@ -117,11 +117,22 @@ class RunStopRequested(RunEvent):
 
 
 class RunReleased(RunEvent):
-    """A draining trainer stopped an attempt after its last checkpoint and hands the run back."""
+    """An attempt ended without an outcome and its trainer hands the run back.
+
+    The trainer drains (it stopped after the epoch in progress), or the training process was
+    killed by a signal nobody asked for (the kernel's out-of-memory killer, say). The scheduler
+    retries the run from `checkpoint` (or the newest it recorded) while attempts remain;
+    `on_reset: fail` fails a killed run, never a drained one."""
 
     attempt: Annotated[int, Field(ge=1)]
     trainer_id: str
     reason: str
+    cause: Literal["drain", "child_killed"] = Field(
+        "drain", description="drain: the trainer is leaving; child_killed: a signal killed the training process"
+    )
+    checkpoint: StoredCheckpoint | None = Field(
+        None, description="the attempt's newest stored checkpoint, which the next attempt resumes from"
+    )
 
 
 class RunStarted(RunEvent):

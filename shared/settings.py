@@ -82,5 +82,7 @@ class TrainerSettings(CommonSettings):
     heartbeat_interval_s: float = 2.0
     # Torch threads for the training children; 0 means every core of this machine.
     threads: int = 0
-    # On SIGTERM, runs get this long to finish before they are handed back.
-    drain_timeout_s: float = 0.0
+    # On SIGTERM, each run gets this long to finish and store the epoch in progress before it is
+    # stopped and handed back (so a rolling restart loses no trained epoch); 300 s fits an epoch
+    # on a GPU, as Dataloop's default does. 0: hand back at once, from the last stored epoch.
+    drain_timeout_s: float = Field(default=300.0, ge=0)

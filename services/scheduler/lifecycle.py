@@ -13,6 +13,7 @@ from services.scheduler.placement import queue_key
 from services.scheduler.store import SchedulerStore
 from shared.bus import publish_event
 from shared.events import (
+    CheckpointSaved,
     RunCompleted,
     RunReleased,
     RunStarted,
@@ -202,5 +203,14 @@ class RunLifecycle:
         run = await self.store.run(event.run_id)
         if run is None or run.get("attempt") != event.attempt or run.get("trainer_id") != event.trainer_id:
             await self.store.release_trainer(event.trainer_id, event.run_id)
+            return
+        if event.checkpoint is not None:
+            # Its checkpoint.saved may not have been handled yet: the retry resumes from it all the same.
+            await self.store.record_checkpoint(CheckpointSaved(run_id=event.run_id, attempt=event.attempt,
+                                                               trainer_id=event.trainer_id,
+                                                               checkpoint=event.checkpoint))
+        if event.cause == "child_killed":
+            # A fault like a lost trainer: on_reset applies.
+            await self.reset_attempt(run, "child_killed", event.reason)
             return
         await self.reset_attempt(run, "released", f"trainer {event.trainer_id} handed the run back ({event.reason})")

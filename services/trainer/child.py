@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import gc
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -27,7 +28,8 @@ from typing import IO
 
 from pydantic import BaseModel
 
-from services.trainer.reports import FailedReport, FinishedReport, StartedReport, TrainingJob
+from services.trainer.lifeline import TRAINER_PID_VARIABLE, die_with_parent
+from services.trainer.reports import DrainedReport, FailedReport, FinishedReport, StartedReport, TrainingJob
 
 CONFIG_FILE = "config.py"
 
@@ -57,14 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job", type=Path, help="file with the TrainingJob as JSON")
     parser.add_argument("--report-fd", type=int, required=True, help="inherited fd for the JSON-line reports")
     args = parser.parse_args(argv)
+    if TRAINER_PID_VARIABLE in os.environ:
+        # Never outlive the trainer: an orphan would keep training, and hold the accelerator,
+        # while the run's retry starts elsewhere.
+        die_with_parent(int(os.environ[TRAINER_PID_VARIABLE]))
+    # Ctrl-C in a terminal reaches the whole process group: the trainer drains (stops
+    # its children itself, after the epoch in progress) and the child must carry on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     write = ReportWriter(os.fdopen(args.report_fd, "w", encoding="utf-8"), rank=int(os.environ.get("RANK", "0")))
     try:
         job = TrainingJob.model_validate_json(args.job.read_text())
     except Exception as exc:  # any bad job file is reported, not raised
         return _fail(write, f"job file {args.job}: {exc}")
     try:
-        checkpoint = train(job, write)
-        if write.rank == 0:
+        checkpoint, drained_after = train(job, write)
+        if write.rank == 0 and drained_after is not None:
+            write(DrainedReport(epoch=drained_after))
+        elif write.rank == 0:
             write(FinishedReport(checkpoint=checkpoint, best_checkpoint=best_checkpoint(Path(job.work_dir))))
     except Exception as exc:  # the parent gets a message, stderr the traceback
         traceback.print_exc()
@@ -72,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train(job: TrainingJob, write: ReportWriter) -> str | None:
-    """Run the job to the end; returns the last checkpoint's path."""
+def train(job: TrainingJob, write: ReportWriter) -> tuple[str | None, int | None]:
+    """Run the job to the end, or to a drain; returns the last checkpoint's path and,
+    when the trainer drained, the epoch training stopped after."""
     # Before torch is imported: these are read at import or first use.
     os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # MMEngine checkpoints hold Python objects
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(job.threads)
@@ -84,6 +96,7 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
     from mmengine.logging import print_log
     from mmengine.runner import Runner
 
+    from services.trainer.drain import TrainyardDrainHook
     from services.trainer.hooks import TrainyardReportHook
     from services.trainer.mmdet_config import build_config
     from services.trainer.rungs import TrainyardRungHook  # noqa: F401  (registers it in MMEngine's HOOKS)
@@ -128,6 +141,7 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
         if isinstance(hook, TrainyardReportHook):
             hook.write = write
     runner.train()
+    drained_after = next((h.drained_after for h in runner.hooks if isinstance(h, TrainyardDrainHook)), None)
     if job.world_size > 1:
         # Every rank is done (rank 0 wrote the last checkpoint) before any exits:
         # an early exit would look like a failure to a rank still working.
@@ -138,7 +152,7 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
         del runner
         gc.collect()
         torch.distributed.destroy_process_group()
-    return last_checkpoint(Path(job.work_dir)) if rank == 0 else None
+    return (last_checkpoint(Path(job.work_dir)) if rank == 0 else None), drained_after
 
 
 def _rank_from_environment(job: TrainingJob) -> tuple[int, int]:

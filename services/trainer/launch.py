@@ -20,12 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from services.trainer.lifeline import TRAINER_PID_VARIABLE, peak_memory_bytes
+
 CHILD_MODULE = "services.trainer.child"
 # Report lines can be long (an epoch's confusion matrix, many classes).
 REPORT_LINE_LIMIT = 16 * 2**20
 LOCALHOST = "127.0.0.1"
 # A rank asked to stop gets this long to exit before it is killed.
 DEFAULT_GRACE_S = 5.0
+# How often each rank's peak memory is read.
+MEMORY_POLL_S = 0.5
 # Set for each rank; never inherited (a single child must not think it is a rank).
 RENDEZVOUS_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -70,7 +74,12 @@ class TrainingProcesses:
         self.grace_s = grace_s
         self._report_fd = report_fd
         self._signalled: set[int] = set()  # ranks this object asked to stop
+        # Each rank's peak resident memory, polled: a rank the OOM killer took is gone
+        # before anyone can ask it.
+        self.peak_memory: dict[int, int] = {}
         self._exit = asyncio.ensure_future(self._wait_all())
+        self._memory_watch = asyncio.ensure_future(self._watch_memory())
+        self._exit.add_done_callback(lambda _: self._memory_watch.cancel())
 
     @property
     def world_size(self) -> int:
@@ -95,7 +104,9 @@ class TrainingProcesses:
                 processes.append(await asyncio.create_subprocess_exec(
                     sys.executable, "-m", CHILD_MODULE, str(job_path), "--report-fd", str(write_fd),
                     pass_fds=(write_fd,), stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                    stdin=asyncio.subprocess.DEVNULL, env={**base_env, **rank_env},
+                    stdin=asyncio.subprocess.DEVNULL,
+                    # The child dies with this process (services/trainer/lifeline.py).
+                    env={**base_env, **rank_env, TRAINER_PID_VARIABLE: str(os.getpid())},
                 ))
         except BaseException:
             for process in processes:
@@ -140,6 +151,17 @@ class TrainingProcesses:
                         process.kill()
             await asyncio.gather(*(p.wait() for _, p in running))
 
+    async def _watch_memory(self) -> None:
+        while True:
+            self._poll_memory()
+            await asyncio.sleep(MEMORY_POLL_S)
+
+    def _poll_memory(self) -> None:
+        for rank, process in enumerate(self.processes):
+            peak = peak_memory_bytes(process.pid) if process.returncode is None else None
+            if peak is not None:
+                self.peak_memory[rank] = max(peak, self.peak_memory.get(rank, 0))
+
     async def _wait_all(self) -> ChildExit:
         waits = {asyncio.ensure_future(p.wait()): rank for rank, p in enumerate(self.processes)}
         failed: ChildExit | None = None
@@ -159,3 +181,23 @@ class TrainingProcesses:
                 await self.terminate()
         return failed or ChildExit(0)
 
+
+
+def describe_signal(returncode: int) -> str:
+    """'signal 9 (SIGKILL)' for a return code of -9."""
+    number = -returncode
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number}"
+
+
+def killed_by_signal_message(ended: ChildExit, world_size: int, peak_memory: int | None) -> str:
+    """Why an attempt's training process died of a signal nobody here sent, for the run's history."""
+    who = "training process" if world_size == 1 else f"training process of rank {ended.rank} (of {world_size})"
+    message = f"{who} was killed by {describe_signal(ended.returncode)}"
+    if -ended.returncode == signal.SIGKILL:
+        message += "; signal 9 is often the kernel's out-of-memory killer (see `dmesg` on the trainer's machine)"
+    if peak_memory is not None:
+        message += f"; its peak memory was at least {peak_memory / 2**20:.0f} MiB (polled every {MEMORY_POLL_S:g} s)"
+    return message

@@ -21,6 +21,11 @@ def build_app(settings: TrainerSettings) -> FastStream:
     app = FastStream(broker)
     tasks: set[asyncio.Task[None]] = set()
 
+    @app.on_startup
+    async def clean_up() -> None:
+        # Before any assignment is taken: what a dead predecessor left on this work root.
+        await asyncio.to_thread(trainer.clean_up_predecessors)
+
     @app.after_startup
     async def start_heartbeats() -> None:
         tasks.add(asyncio.create_task(trainer.heartbeat_forever()))

@@ -205,6 +205,8 @@ def build_config(job: TrainingJob) -> Config:
     if job.decision_epochs:
         cfg.custom_hooks.append({"type": "TrainyardRungHook", "epochs": job.decision_epochs,
                                  "work_dir": job.work_dir})
+    # Last of all: stops after the epoch in progress when the trainer drains (services/trainer/drain.py).
+    cfg.custom_hooks.append({"type": "TrainyardDrainHook"})
     _distribute(cfg, job)
     # Resuming restores epoch, optimizer, schedule and EMA, so epochs continue
     # where the earlier attempt's last checkpoint left them.

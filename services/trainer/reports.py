@@ -90,7 +90,15 @@ class FinishedReport(BaseModel):
     best_checkpoint: str | None = None
 
 
+class DrainedReport(BaseModel):
+    """Training stopped early because the trainer drains: `epoch` was the last one reported."""
+
+    kind: Literal["drained"] = "drained"
+    epoch: int
+
+
 ChildReport = Annotated[
-    StartedReport | EpochReport | IterationsReport | FailedReport | FinishedReport, Field(discriminator="kind")
+    StartedReport | EpochReport | IterationsReport | FailedReport | FinishedReport | DrainedReport,
+    Field(discriminator="kind"),
 ]
 child_report_adapter: TypeAdapter[ChildReport] = TypeAdapter(ChildReport)

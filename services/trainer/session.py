@@ -5,13 +5,17 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ValidationError
 
 from services.trainer.checkpoints import CheckpointStoreError, RunCheckpoints
 from services.trainer.decisions import write_decision
-from services.trainer.launch import TrainingProcesses
+from services.trainer.drain import request_drain
+from services.trainer.launch import ChildExit, TrainingProcesses, killed_by_signal_message
+from services.trainer.lifeline import forget_processes, record_processes
 from services.trainer.reports import (
+    DrainedReport,
     EpochReport,
     FailedReport,
     FinishedReport,
@@ -70,6 +74,11 @@ class TrainingSession:
         # Set when the scheduler or the trainer itself ends the attempt early.
         self.stop_outcome: tuple[RunStatus, str] | None = None
         self.release_reason: str | None = None
+        # The epoch a drained child stopped after (DrainedReport).
+        self.drained_after: int | None = None
+        # The processes died of a signal nobody here sent (the OOM killer, say): a reset, not a failure.
+        self.killed: ChildExit | None = None
+        self.killed_message = ""
         self.checkpoints = RunCheckpoints(assignment.run_id, assignment.attempt, assignment.spec, cache,
                                           assignment.resume_from)
         self.cache = cache
@@ -89,9 +98,14 @@ class TrainingSession:
         write_decision(self.work_dir, epoch, proceed, message)
 
     async def release(self, reason: str) -> None:
-        """Stop and hand the run back to the scheduler to resume elsewhere (drain)."""
+        """Stop now and hand the run back to the scheduler to resume elsewhere."""
         self.release_reason = reason
         await self._terminate()
+
+    def drain(self, reason: str) -> None:
+        """Finish and store the epoch in progress, then hand the run back (the child stops itself)."""
+        self.release_reason = reason
+        request_drain(self.work_dir)
 
     async def _terminate(self) -> None:
         if self.processes is not None:
@@ -115,12 +129,13 @@ class TrainingSession:
         except Exception as error:  # the trainer must always report an outcome
             log.exception("training session of run %s broke", self.run_id)
             returncode, failure = -1, f"trainer error: {error}"
-        if self.release_reason is not None:
-            released = RunReleased(run_id=self.run_id, attempt=self.attempt, trainer_id=self.assignment.trainer_id,
-                                   reason=self.release_reason)
-            self._drop_local_checkpoints()
-            await self.emit("released", released, self._dedup("released"))
-            return released
+        if self.release_reason is not None and not (finished and returncode == 0):
+            reason = self.release_reason
+            if self.drained_after is not None:
+                reason += f"; stopped after epoch {self.drained_after}, which is stored"
+            return await self._release(reason, "drain")
+        if self.killed is not None and self.stop_outcome is None:
+            return await self._release(self.killed_message, "child_killed")
         if self.stop_outcome is not None:
             status, message = self.stop_outcome
         elif finished and returncode == 0:
@@ -145,6 +160,14 @@ class TrainingSession:
         )
         await self.emit("completed", completed, self._dedup("completed"))
         return completed
+
+    async def _release(self, reason: str, cause: Literal["drain", "child_killed"]) -> RunReleased:
+        """Hand the run back: the scheduler retries it from the newest checkpoint stored."""
+        released = RunReleased(run_id=self.run_id, attempt=self.attempt, trainer_id=self.assignment.trainer_id,
+                               reason=reason, cause=cause, checkpoint=self.checkpoints.newest)
+        self._drop_local_checkpoints()
+        await self.emit("released", released, self._dedup("released"))
+        return released
 
     async def _inputs(self) -> tuple[Path | None, BaseModelRef | None]:
         """Local copies of what the attempt starts from: the run's newest stored checkpoint
@@ -210,6 +233,8 @@ class TrainingSession:
         with log_path.open("ab") as log_file:
             processes = await TrainingProcesses.start(job_path, world_size, env, log_file, grace_s=STOP_GRACE_S)
         self.processes = processes
+        # Read by the next trainer on this work root if this one dies (services/trainer/lifeline.py).
+        record_processes(self.work_dir, processes.pids)
         if self.stop_outcome is not None or self.release_reason is not None:
             await processes.terminate()  # stopped while it was starting
         failure: str | None = None
@@ -244,23 +269,31 @@ class TrainingSession:
                     failure = failure or report.message
                 elif isinstance(report, FinishedReport):
                     finished = True
+                elif isinstance(report, DrainedReport):
+                    self.drained_after = report.epoch
         except Exception:
             await processes.terminate()  # nobody is left to read their reports
+            forget_processes(self.work_dir)
             raise
         ended = await processes.wait()
+        forget_processes(self.work_dir)
         if world_size > 1 and finished and ended.returncode != 0:
             # Rank 0 reports `finished` only once every rank has passed the barrier after
             # the last epoch, and its checkpoint is written: what failed was a teardown.
             log.warning("run %s: rank %d exited with %d after training finished", self.run_id, ended.rank,
                         ended.returncode)
             return 0, None, True
-        if world_size > 1 and ended.returncode != 0 and (failure is None or ended.returncode < 0):
-            # The rank that failed first, by a signal nobody here sent (the OOM killer, say)
-            # or without a report, is the cause: the others then fail in their collectives.
-            how = f"was killed by signal {-ended.returncode}" if ended.returncode < 0 else \
-                f"exited with code {ended.returncode}"
-            failure = (f"training process of rank {ended.rank} (of {world_size}) {how}; "
-                       f"last lines of {log_path}:\n{_log_tail(log_path)}")
+        if ended.returncode < 0 and not finished:
+            # A signal nobody here sent (TrainingProcesses names the rank that died first
+            # of one): the kernel's OOM killer does this. A reset, retried like a lost trainer.
+            self.killed = ended
+            self.killed_message = killed_by_signal_message(ended, world_size,
+                                                           processes.peak_memory.get(ended.rank))
+        elif world_size > 1 and ended.returncode != 0 and failure is None:
+            # The rank that failed first without a report is the cause: the others then fail
+            # in their collectives.
+            failure = (f"training process of rank {ended.rank} (of {world_size}) exited with code "
+                       f"{ended.returncode}; last lines of {log_path}:\n{_log_tail(log_path)}")
         return ended.returncode, failure, finished
 
     def _model_id(self) -> str:

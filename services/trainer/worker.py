@@ -13,6 +13,7 @@ from typing import Literal
 from faststream.nats import NatsBroker
 
 from services.trainer.accelerators import detect_accelerators, training_device
+from services.trainer.lifeline import Cleanup, clean_up_predecessors
 from services.trainer.session import TrainingSession
 from services.trainer.telemetry import counted_assignments, traced_events, traced_training
 from shared.artifacts import ArtifactCache, Artifacts
@@ -159,16 +160,32 @@ class Trainer:
                 log.exception("heartbeat failed")
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
+    def clean_up_predecessors(self) -> Cleanup:
+        """Before taking work: kill what a dead trainer left training under this work root, drop
+        its checkpoints (services/trainer/lifeline.py)."""
+        cleanup = clean_up_predecessors(self.work_root, self.work_root / "cache")
+        for attempt in cleanup.attempts:
+            log.warning("cleaned up %s of a trainer that died: killed %s, removed %d checkpoints", attempt,
+                        cleanup.killed or "no process", len(cleanup.checkpoints_removed))
+        return cleanup
+
     async def drain(self) -> None:
-        """Take nothing new; let runs finish within the drain time, then hand the rest back."""
+        """Take nothing new; each run finishes and stores the epoch in progress (or the whole
+        run), then is handed back; what is still training after the drain time is stopped and
+        handed back from its newest stored epoch."""
         self.draining = True
         with contextlib.suppress(Exception):
             await self.send_heartbeat()
         tasks = set(self._tasks)
-        if tasks:
-            log.info("draining: waiting up to %.0f s for %d runs", self.settings.drain_timeout_s, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
-            if pending:
-                for session in list(self.sessions.values()):
-                    await session.release(f"trainer {self.trainer_id} is draining")
-                await asyncio.wait(pending, timeout=30)
+        if not tasks:
+            return
+        reason = f"trainer {self.trainer_id} is draining"
+        for session in list(self.sessions.values()):
+            session.drain(reason)
+        log.info("draining: up to %.0f s for %d runs to store the epoch in progress",
+                 self.settings.drain_timeout_s, len(tasks))
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
+        if pending:
+            for session in list(self.sessions.values()):
+                await session.release(f"{reason}; its drain time ({self.settings.drain_timeout_s:g} s) ran out")
+            await asyncio.wait(pending, timeout=30)

@@ -83,17 +83,7 @@ def _drill(stack: LocalStack, fault: str, tmp_path: Path) -> None:
         record(Recovery(f"kill -9 {fault}", restarted_at, next_epoch_at, median_epoch_s(drill, run_id)))
 
 
-CHILD_RESET = pytest.mark.xfail(strict=True, reason="a training child killed by a signal fails the run instead "
-                                                   "of resetting it: fault-trainer's part of issue 10")
-
-
-ORPHANED_CHILD = pytest.mark.xfail(strict=True, reason="a trainer killed with -9 leaves its training child "
-                                                      "running: the parent-death signal is fault-trainer's part of "
-                                                      "issue 10")
-
-
-@pytest.mark.parametrize("fault", [pytest.param("trainer", marks=ORPHANED_CHILD),
-                                   pytest.param("child", marks=CHILD_RESET), "metrics", "scheduler", "api"])
+@pytest.mark.parametrize("fault", ["trainer", "child", "metrics", "scheduler", "api"])
 def test_run_survives_a_killed_process(stack: LocalStack, fault: str, tmp_path: Path) -> None:
     """A service or the training child dies; the servers (shared by these drills) stay up."""
     _drill(stack, fault, tmp_path)

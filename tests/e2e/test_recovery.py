@@ -86,20 +86,6 @@ def test_returning_stale_trainer_is_ignored_and_stopped(
     assert resume["attempt"] == 2 and resume["epoch"] == 4, resume
 
 
-def test_draining_trainer_hands_its_run_back(stack: LocalStack, client: TrainyardClient, dataset_id: str) -> None:
-    leaving = trainer(stack, "leaving")
-    run = start_run(client, dataset_id, epochs=4)
-    wait_until(lambda: len(client.runs.logs(run["id"], "epoch")) >= 1, 120, "an epoch before the drain")
-    trainer(stack, "staying")
-    leaving.send_signal(signal.SIGTERM)
-    assert leaving.wait(timeout=60) == 0
-    done = wait_status(client, run["id"], TERMINAL, timeout=180)
-    assert done["status"] == "success" and done["trainer_id"] == "staying", done
-    assert "trainer leaving handed the run back (trainer leaving is draining)" in next(
-        h["message"] for h in done["history"] if h["status"] == "rerun")
-    assert_resumed_and_contiguous(client, done, epochs=4)
-
-
 def test_killed_run_ends_terminated_within_seconds_and_frees_its_trainer(
     stack: LocalStack, client: TrainyardClient, dataset_id: str
 ) -> None:

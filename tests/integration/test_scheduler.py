@@ -12,6 +12,8 @@ from typing import Any
 import nats
 import pytest
 
+from shared.events import RunReleased, StoredCheckpoint
+from shared.subjects import Subjects
 from tests.helpers import TERMINAL, wait_status, wait_until
 from trainyard.client import ConflictError, TrainyardClient
 from trainyard.localstack import LocalStack
@@ -193,3 +195,37 @@ def test_a_kill_racing_the_runs_creation_is_never_lost(
         client.runs.kill(run["id"])
     for run in runs:
         assert wait_status(client, run["id"], TERMINAL, timeout=60)["status"] == "terminated"
+
+
+def test_a_training_process_killed_by_a_signal_is_a_reset_that_honours_on_reset(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    """`run.released` with cause child_killed (the trainer saw its child die of a signal): retried
+    from the checkpoint the event names, or failed with `on_reset: fail`."""
+    stack.start_service("scheduler")
+    stack.start_load_generator("stuck", "--trainers", "2", "--behaviour", "hang")
+    retried = start(client, dataset_id, "retried")
+    failing = start(client, dataset_id, "failing", on_reset="fail")
+    running = [wait_status(client, run["id"], {"in_progress"}) for run in (retried, failing)]
+    killed = "training process was killed by signal 9 (SIGKILL); signal 9 is often the kernel's out-of-memory killer"
+
+    async def release(run: dict[str, Any]) -> None:
+        assert stack.nats_url is not None
+        connection = await nats.connect(stack.nats_url)
+        event = RunReleased(run_id=run["id"], attempt=1, trainer_id=run["trainer_id"], reason=killed,
+                            cause="child_killed",
+                            checkpoint=StoredCheckpoint(attempt=1, epoch=3, name=f"runs/{run['id']}/epoch_3.pth"))
+        subject = Subjects(stack.subject_prefix).run_released(run["trainer_id"])
+        await connection.jetstream().publish(subject, event.model_dump_json().encode())
+        await connection.close()
+
+    for run in running:
+        asyncio.run(release(run))
+    again = wait_until(lambda: (r := client.runs.get(retried["id"]))["attempt"] == 2 and r, 30, "a second attempt")
+    statuses = [h["status"] for h in again["history"]]
+    assert statuses[statuses.index("in_progress") + 1:][:2] == ["rerun", "pending"], statuses
+    assert next(h["message"] for h in again["history"] if h["status"] == "rerun") == killed
+    # The release's checkpoint was recorded before the reset: the retry resumes from epoch 3.
+    assert client.runs.checkpoints(retried["id"])["resume_from"]["epoch"] == 3
+    done = wait_status(client, failing["id"], TERMINAL)
+    assert done["status"] == "failed" and done["message"] == f"{killed}; on_reset is 'fail'", done
