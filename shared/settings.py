@@ -9,7 +9,8 @@ LOCAL_MONGO_OPTIONS = "retryWrites=false&maxIdleTimeMS=240000"
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
 
-    # One server, or a cluster's servers comma-separated (the client fails over between them).
+    # One URL, or several comma-separated (the nodes of a NATS cluster: the
+    # client fails over between them).
     nats_url: str = "nats://127.0.0.1:4222"
     # Copies of the event stream and the artifact store: 1 on one server, 3 on a
     # three-node cluster (a node lost loses nothing). Applied when they are created,
@@ -24,6 +25,10 @@ class CommonSettings(BaseSettings):
     # Where /metrics is served for Prometheus; port 0 disables it.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return nats_servers(self.nats_url)
 
 
 def nats_servers(url: str) -> list[str]:
