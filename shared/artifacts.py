@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nats.js.api import ObjectMeta, ObjectMetaOptions, StorageType
-from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ObjectDeletedError, ObjectNotFoundError
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
 
 from shared.events import BestCheckpoint
+from shared.settings import stream_replicas
 from shared.subjects import Subjects
 
 if TYPE_CHECKING:
@@ -172,9 +173,16 @@ class Artifacts:
         self.store = store
 
     @classmethod
-    async def open(cls, broker: NatsBroker, subjects: Subjects) -> Artifacts:
-        # Declared by whoever comes first; the same config again is a no-op.
-        store = await broker.object_storage(bucket_name(subjects), storage=StorageType.FILE)
+    async def open(cls, broker: NatsBroker, subjects: Subjects, replicas: int | None = None) -> Artifacts:
+        """Declared by whoever comes first; the same config again is a no-op. A bucket that
+        exists with another replica count is scaled to `replicas` (TRAINYARD_NATS_REPLICAS)."""
+        replicas = replicas or stream_replicas()
+        bucket = bucket_name(subjects)
+        try:
+            store = await broker.object_storage(bucket, storage=StorageType.FILE, replicas=replicas)
+        except BadRequestError:  # "stream name already in use with a different configuration"
+            await _scale_bucket(broker, bucket, replicas)
+            store = await broker.object_storage(bucket, declare=False)
         return cls(store)
 
     async def upload_file(self, name: str, path: Path, description: str | None = None) -> StoredObject:
@@ -256,6 +264,20 @@ class Artifacts:
     @staticmethod
     def _meta(name: str, description: str | None) -> ObjectMeta:
         return ObjectMeta(name=name, description=description, options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
+
+
+async def _scale_bucket(broker: NatsBroker, bucket: str, replicas: int) -> None:
+    """Give an existing bucket's stream (`OBJ_<bucket>`) another replica count. A process
+    without permission to update streams (a trainer) logs it and uses the bucket as it is."""
+    js = broker.connection.jetstream()
+    info = await js.stream_info(f"OBJ_{bucket}")
+    if (info.config.num_replicas or 1) == replicas:
+        return
+    info.config.num_replicas = replicas
+    try:
+        await js.update_stream(info.config)
+    except Exception as error:
+        log.warning("could not scale the artifact store %s to %d replicas: %s", bucket, replicas, error)
 
 
 def _stored(info: object) -> StoredObject:

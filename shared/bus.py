@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 
 from shared.events import DeadLetter, Event
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, stream_replicas
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,15 @@ def make_broker(settings: CommonSettings, service: str, registry: CollectorRegis
     )
 
 
-def event_stream(subjects: Subjects) -> JStream:
+def event_stream(subjects: Subjects, replicas: int | None = None) -> JStream:
+    # FastStream declares it when the broker starts; an existing stream with another
+    # configuration (another replica count) is updated to this one, its subjects kept.
     return JStream(
         name=subjects.stream,
         subjects=subjects.stream_subjects,
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=replicas or stream_replicas(),
         declare=True,
     )
 
@@ -245,17 +248,20 @@ class _DeadLetterScope(BaseMiddleware):
                             dedup_key=_dead_letter_key(msg, consumer, letter))  # type: ignore[arg-type]
 
 
-async def ensure_stream(broker: NatsBroker, subjects: Subjects) -> None:
-    """Create the event stream if it is missing, for services that only publish."""
+async def ensure_stream(broker: NatsBroker, subjects: Subjects, replicas: int | None = None) -> None:
+    """Create the event stream if it is missing, for services that only publish; an existing
+    one gets any subjects it lacks and the configured replica count."""
     from nats.js.api import StreamConfig
     from nats.js.errors import NotFoundError
 
+    replicas = replicas or stream_replicas()
     js = broker.connection.jetstream()
     config = StreamConfig(
         name=subjects.stream,
         subjects=subjects.stream_subjects,
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=replicas,
     )
     try:
         info = await js.stream_info(subjects.stream)
@@ -264,6 +270,8 @@ async def ensure_stream(broker: NatsBroker, subjects: Subjects) -> None:
         return
     # A newer release may add subjects: widen the existing stream, never narrow it.
     missing = set(config.subjects or ()) - set(info.config.subjects or ())
-    if missing:
+    if missing or (info.config.num_replicas or 1) != replicas:
         info.config.subjects = sorted({*(info.config.subjects or ()), *missing})
+        # NATS scales a clustered stream's replicas in place (and refuses more than its nodes).
+        info.config.num_replicas = replicas
         await js.update_stream(info.config)

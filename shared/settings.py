@@ -14,6 +14,10 @@ class CommonSettings(BaseSettings):
     # One URL, or several comma-separated (the nodes of a NATS cluster: the
     # client fails over between them).
     nats_url: str = "nats://127.0.0.1:4222"
+    # Copies of the event stream and the artifact store: 1 on one server, 3 on a
+    # three-node cluster (a node lost loses nothing). Applied when they are created,
+    # and an existing stream or bucket with another count is scaled to it.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     # The local server needs retryWrites off (write throughput) and idle
     # connections recycled before its 300 s idle cut-off.
     mongo_url: str = f"mongodb://127.0.0.1:27017/?{LOCAL_MONGO_OPTIONS}"
@@ -26,7 +30,19 @@ class CommonSettings(BaseSettings):
 
     @property
     def nats_servers(self) -> list[str]:
-        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        return nats_servers(self.nats_url)
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers in TRAINYARD_NATS_URL: one URL or several, comma-separated."""
+    return [server.strip() for server in url.split(",") if server.strip()]
+
+
+def stream_replicas() -> int:
+    """TRAINYARD_NATS_REPLICAS. Read where the stream and bucket are declared rather than passed
+    down: every subscriber of every service declares the stream, and all of a deployment's
+    processes share the setting."""
+    return CommonSettings().nats_replicas
 
 
 class SchedulerSettings(CommonSettings):
