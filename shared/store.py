@@ -21,6 +21,8 @@ API_KEYS = "api_keys"  # api (/v1/keys) and the operator's `trainyard keys boots
 REMOVED_RUNS = "removed_runs"  # metrics: a tombstone per removed run, so its late events are dropped
 MIGRATIONS = "migrations"  # api: one-off data changes done at start-up, so they run once
 PROJECTS = "projects"  # api (per-project facts its listings use, e.g. the first run's time)
+CONSOLE_SESSIONS = "console_sessions"  # api: web console sign-ins (hashed session tokens)
+CONSOLE_SIGNIN_TOKENS = "console_signin_tokens"  # the local stack issues one-time links; the api consumes them
 
 
 def mongo_client(settings: CommonSettings) -> AsyncMongoClient[Document]:
