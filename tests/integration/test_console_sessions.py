@@ -1,0 +1,77 @@
+"""Console sign-in against the gateway as a process: session cookie, CSRF on writes, one-time links,
+revocation ending the session; and the run comparison endpoint's input checks."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pymongo import MongoClient
+
+from shared.apikeys import Scope
+from shared.console import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, new_token, signin_path, signin_token_document
+from shared.store import CONSOLE_SIGNIN_TOKENS
+from tests.helpers import create_key, http, problem_of
+from trainyard.localstack import LocalStack
+
+
+def _signed_in(stack: LocalStack, key: str) -> httpx.Client:
+    browser = httpx.Client(base_url=stack.api_url, timeout=30)
+    answer = browser.post("/console/session", json={"key": key})
+    assert answer.status_code == 200, answer.text
+    assert "httponly" in answer.headers["set-cookie"].lower()
+    assert "samesite=strict" in answer.headers["set-cookie"].lower()
+    return browser
+
+
+def test_session_cookie_csrf_and_revocation(stack: LocalStack) -> None:
+    stack.start_servers()
+    stack.start_service("api")
+    admin = http(stack, stack.admin_key)
+    reader_key = create_key(stack, "default", [Scope.RUNS_READ], name="reader")
+    browser = _signed_in(stack, reader_key)
+    assert browser.get("/v1/keys/me").json()["scopes"] == ["runs:read"]
+    assert browser.get("/v1/runs").status_code == 200
+    # A write with the cookie but without the CSRF header is refused before its scope is looked at.
+    problem_of(browser.post("/v1/datasets", json={}), 403)
+    csrf = browser.cookies[CSRF_COOKIE]
+    # With the header, the key's scopes decide: a read-only key may not write.
+    assert "datasets:write" in problem_of(browser.post("/v1/datasets", json={"name": "x", "path": "/nope"},
+                                                       headers={CSRF_HEADER: csrf}), 403)["detail"]
+    problem_of(browser.post("/console/session", json={"key": "ty_bad"}), 422)
+    problem_of(browser.post("/console/session", content=b"key=x",
+                            headers={"content-type": "application/x-www-form-urlencoded"}), 415)
+    key_id = browser.get("/v1/keys/me").json()["key_id"]
+    assert admin.delete(f"/v1/keys/{key_id}").status_code == 200
+    problem_of(browser.get("/v1/runs"), 401)
+
+
+def test_one_time_link_works_once(stack: LocalStack) -> None:
+    stack.start_servers()
+    stack.start_service("api")
+    token = new_token()
+    key_id = stack.admin_key.split("_")[1]
+    assert stack.mongo_url
+    client: MongoClient[dict[str, Any]] = MongoClient(stack.mongo_url)
+    with client:
+        client[stack.mongo_db][CONSOLE_SIGNIN_TOKENS].insert_one(
+            signin_token_document(token, key_id, "default", now=datetime.now(UTC)))
+    browser = httpx.Client(base_url=stack.api_url, timeout=30)
+    first = browser.get(signin_path(token))
+    assert first.status_code == 303 and first.headers["location"] == "/console/#/runs"
+    assert browser.cookies.get(SESSION_COOKIE)
+    assert browser.get("/v1/keys/me").json()["key_id"] == key_id
+    again = httpx.Client(base_url=stack.api_url, timeout=30)
+    assert "already used" in problem_of(again.get(signin_path(token)), 400)["detail"]
+    csrf = browser.cookies[CSRF_COOKIE]
+    assert browser.request("DELETE", "/console/session", headers={CSRF_HEADER: csrf}).status_code == 204
+    problem_of(browser.get("/v1/keys/me"), 401)
+
+
+def test_compare_checks_its_ids(stack: LocalStack) -> None:
+    stack.start_servers()
+    stack.start_service("api")
+    admin = http(stack, stack.admin_key)
+    problem_of(admin.get("/v1/runs/compare", params={"ids": "a" * 32}), 422)
+    problem_of(admin.get("/v1/runs/compare", params={"ids": f"{'a' * 32},{'a' * 32}"}), 422)
+    problem_of(admin.get("/v1/runs/compare", params={"ids": "x,y"}), 422)
+    problem_of(admin.get("/v1/runs/compare", params={"ids": f"{'a' * 32},{'b' * 32}"}), 404)
