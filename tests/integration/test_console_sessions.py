@@ -2,6 +2,7 @@
 revocation ending the session; and the run comparison endpoint's input checks."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from shared.console import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, new_token, 
 from shared.store import CONSOLE_SIGNIN_TOKENS
 from tests.helpers import create_key, http, problem_of
 from trainyard.localstack import LocalStack
+from trainyard.synth import write_synthetic_coco
 
 
 def _signed_in(stack: LocalStack, key: str) -> httpx.Client:
@@ -75,3 +77,19 @@ def test_compare_checks_its_ids(stack: LocalStack) -> None:
     problem_of(admin.get("/v1/runs/compare", params={"ids": f"{'a' * 32},{'a' * 32}"}), 422)
     problem_of(admin.get("/v1/runs/compare", params={"ids": "x,y"}), 422)
     problem_of(admin.get("/v1/runs/compare", params={"ids": f"{'a' * 32},{'b' * 32}"}), 404)
+
+
+def test_compare_names_differing_spec_fields(stack: LocalStack, tmp_path: Path) -> None:
+    stack.start_servers()
+    stack.start_service("api")
+    admin = http(stack, stack.admin_key)
+    files = write_synthetic_coco(tmp_path / "shapes", train_images=4, val_images=2, size=64)
+    dataset = admin.post("/v1/datasets", json={"name": "shapes", "path": str(files.root)}).json()["id"]
+    ids = [admin.post("/v1/runs", json={"name": f"r{epochs}", "dataset_id": dataset, "architecture": "rtmdet-tiny",
+                                        "epochs": epochs}).json()["id"] for epochs in (1, 2)]
+    answer = admin.get("/v1/runs/compare", params={"ids": ",".join(ids)})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [run["id"] for run in body["runs"]] == ids
+    assert {d["field"]: d["values"] for d in body["spec_differences"]} == {"epochs": [1, 2]}
+    assert [c["run_id"] for c in body["config_differences"]] == ids[1:]
