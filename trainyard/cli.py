@@ -315,6 +315,23 @@ def _print_run_change(run: Run, as_json: bool) -> None:
         console.print(f"{run['id']} {run['status']}: {run['overview']}", highlight=False)
 
 
+@runs_app.command("compare")
+def runs_compare(run_ids: list[str], api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """2 to 10 runs side by side: final and best metrics, and the spec fields that differ."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        comparison = client.runs.compare(run_ids)
+    if as_json:
+        _print_json(comparison)
+        return
+    for run in comparison["runs"]:
+        best = ", ".join(f"{name} {b['value']:.3f} (epoch {b['epoch']})" for name, b in run["best_metrics"].items())
+        console.print(f"{run['id']}  {run['name']}  {run['status']}  {run['architecture']}  "
+                      f"epochs {run['epochs_done']}  best: {best or '-'}", highlight=False)
+    for difference in comparison["spec_differences"]:
+        console.print(f"differs  {difference['field']}: " + " | ".join(map(str, difference["values"])),
+                      highlight=False)
+
+
 @runs_app.command("kill")
 def runs_kill(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """Stop a run; it ends `terminated`."""

@@ -7,11 +7,14 @@ from typing import Any
 
 import httpx
 from pymongo import MongoClient
+from typer.testing import CliRunner
 
 from shared.apikeys import Scope
 from shared.console import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, new_token, signin_path, signin_token_document
 from shared.store import CONSOLE_SIGNIN_TOKENS
 from tests.helpers import create_key, http, problem_of
+from trainyard.cli import app
+from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
 
@@ -93,3 +96,9 @@ def test_compare_names_differing_spec_fields(stack: LocalStack, tmp_path: Path) 
     assert [run["id"] for run in body["runs"]] == ids
     assert {d["field"]: d["values"] for d in body["spec_differences"]} == {"epochs": [1, 2]}
     assert [c["run_id"] for c in body["config_differences"]] == ids[1:]
+    with TrainyardClient(stack.api_url, stack.admin_key) as client:
+        assert client.runs.compare(ids)["spec_differences"] == body["spec_differences"]
+    printed = CliRunner().invoke(app, ["runs", "compare", *ids, "--api-url", stack.api_url,
+                                       "--api-key", stack.admin_key])
+    assert printed.exit_code == 0, printed.output
+    assert "differs  epochs: 1 | 2" in printed.output
