@@ -95,6 +95,8 @@ class RunAssigned(RunEvent):
     base_model: BaseModelRef | None = None
     # The newest checkpoint of the run's earlier attempts (checkpoint.saved): training continues from it.
     resume_from: StoredCheckpoint | None = None
+    # A sweep trial under ASHA: after these epochs the child waits for run.rung_decided.
+    decision_epochs: list[int] = Field(default_factory=list)
 
 
 class RunAccepted(RunEvent):
@@ -159,10 +161,16 @@ class EpochLogged(RunEvent):
     loss: FiniteFloat = Field(description="mean total training loss over the epoch")
     learning_rate: FiniteFloat
     epoch_time_s: FiniteFloat
-    metrics: dict[str, FiniteFloat] = Field(
-        default_factory=dict, description="COCO bbox metrics: bbox_mAP, bbox_mAP_50, bbox_mAP_75, ..."
+    metrics: dict[str, FiniteFloat | None] = Field(
+        default_factory=dict,
+        description="COCO bbox metrics (bbox_mAP, bbox_mAP_50, ..., bbox_AR_100, AP/<class>, precision_50, ...): "
+                    "every one for an evaluated epoch, null where COCO's is undefined (-1); none between evaluations",
     )
     confusion_matrix: ConfusionMatrix | None = None
+    predictions: str | None = Field(
+        None, description="the evaluation's predictions (COCO results JSON) in the artifact store, stored before "
+                          "the event"
+    )
     previews: list[PreviewImage] = Field(
         default_factory=list, description="the evaluation's previews (spec.preview), stored before the event"
     )
@@ -275,9 +283,12 @@ class TrainerHeartbeat(Event):
 
 
 class DeadLetter(Event):
-    """A message a consumer could not decode: kept for people, never retried."""
+    """A message a consumer set aside: kept for people, never retried."""
 
     subject: str
     consumer: str
-    error: str
-    payload: str
+    reason: Literal["undecodable", "refused"] = Field(
+        "undecodable", description="undecodable: not the subscriber's event; refused: a well-formed event the "
+                                   "consumer must not act on (a report from a trainer not holding the run)")
+    error: str = Field(description="what was wrong, for people")
+    payload: str = Field(description="the message body (up to 64 KiB, invalid UTF-8 replaced)")

@@ -8,6 +8,7 @@ and prints tables for people or, with `--json`, JSON for scripts.
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -18,12 +19,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shared.apikeys import PROJECT_PATTERN, Scope
 from trainyard.client import Run, TrainyardClient, TrainyardError
 from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
+from trainyard.supervisor import DEATH_WINDOW_S, MAX_DEATHS, Supervisor
 
 app = typer.Typer(help="trainyard: managed MMDetection training runs", no_args_is_help=True)
 dataset_app = typer.Typer(help="Datasets: generate, register, inspect", no_args_is_help=True)
@@ -44,6 +47,35 @@ ApiUrl = Annotated[str | None, typer.Option(help="API base URL [default: TRAINYA
 ApiKey = Annotated[str | None, typer.Option(help="API key [default: TRAINYARD_API_KEY or the local stack's]",
                                             show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of tables")]
+
+
+# C0 controls but newline and tab, DEL, C1 controls, and the invisible marks that reorder or hide
+# text (bidirectional overrides and isolates, zero-width characters).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: object) -> str:
+    """Text from the server as it may reach a terminal: every control character escaped (ESC shows
+    as \\x1b, NUL as \\x00), and rich markup in it shown, not applied. Every output path of the CLI
+    puts server text through here (ServerTable does for tables), never straight to the console."""
+    text = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", str(value))
+    return escape(text)
+
+
+class ServerTable(Table):
+    """A rich Table whose headers, title and cells are server text, shown through `shown`."""
+
+    def __init__(self, *headers: Any, **options: Any) -> None:
+        if isinstance(options.get("title"), str):
+            options["title"] = shown(options["title"])
+        super().__init__(*(shown(h) if isinstance(h, str) else h for h in headers), **options)
+
+    def add_column(self, header: Any = "", *args: Any, **options: Any) -> None:
+        super().add_column(shown(header) if isinstance(header, str) else header, *args, **options)
+
+    def add_row(self, *cells: Any, **options: Any) -> None:
+        super().add_row(*(shown(c) if isinstance(c, str) else c for c in cells), **options)
 TERMINAL = {"success", "failed", "aborted", "terminated"}
 
 
@@ -58,9 +90,9 @@ def _api_errors() -> Iterator[None]:
         yield
     except TrainyardError as error:
         where = f"error {error.status}" if error.status else "error"
-        console.print(f"[red]{where}:[/red] {error.detail}", highlight=False)
+        console.print(f"[red]{where}:[/red] {shown(error.detail)}", highlight=False)
         for item in error.errors[:20]:
-            console.print("  - " + ", ".join(f"{k}={v}" for k, v in item.items()), highlight=False)
+            console.print("  - " + shown(", ".join(f"{k}={v}" for k, v in item.items())), highlight=False)
         raise typer.Exit(1) from error
 
 
@@ -72,7 +104,8 @@ def _when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else "-"
 
 
-def _metric(values: dict[str, float], name: str) -> str:
+def _metric(values: dict[str, float | None], name: str) -> str:
+    """A metric for a table: "-" when not reported or undefined (null) in that evaluation."""
     value = values.get(name)
     return f"{value:.3f}" if value is not None else "-"
 
@@ -89,8 +122,16 @@ def _duration(seconds: float | None) -> str:
 
 
 @app.command()
-def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000) -> None:
-    """Start NATS, the MongoDB-wire server and the four services; Ctrl-C stops them."""
+def up(
+    data_dir: DataDir = Path(".trainyard"),
+    api_port: int = 8000,
+    max_deaths: Annotated[int, typer.Option(help="give up on a process that dies this many times within the window",
+                                            min=1)] = MAX_DEATHS,
+    death_window_s: Annotated[float, typer.Option(help="the window of --max-deaths, in seconds", min=1)]
+    = DEATH_WINDOW_S,
+) -> None:
+    """Start NATS, the MongoDB-wire server and the four services, and keep them running: a process
+    that dies is restarted in place. Ctrl-C or `trainyard down` stops them."""
     stack = LocalStack(
         data_dir.resolve(),
         nats_url=os.environ.get("TRAINYARD_NATS_URL"),
@@ -98,16 +139,20 @@ def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000) -> None:
         api_port=api_port,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def report(line: str) -> None:
+        console.print(f"{datetime.now(UTC):%H:%M:%S} {line}", highlight=False)
+
+    supervisor = Supervisor(stack, report=report, max_deaths=max_deaths, window_s=death_window_s)
     try:
         stack.start(SERVICES)
         console.print(f"NATS      {stack.nats_url}\nMongoDB   {stack.mongo_url}\nAPI       {stack.api_url}"
                       f"\nAPI key   {stack.api_key_file} (admin of project 'default')"
                       f"\nlogs      {stack.log_dir}\nstop with Ctrl-C or `trainyard down`")
-        while all(p.poll() is None for p in stack.processes.values()):
-            time.sleep(1)
-        dead = [name for name, p in stack.processes.items() if p.poll() is not None]
-        console.print(f"[red]{', '.join(dead)} exited; see {stack.log_dir}[/red]")
-        raise typer.Exit(1)
+        # Until Ctrl-C or `trainyard down`: a dead process is restarted, not a reason to stop the rest.
+        while True:
+            supervisor.check()
+            time.sleep(0.5)
     except StackError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from error
@@ -139,8 +184,8 @@ def dataset_synth(
     console.print(f"wrote {files.root} (classes: {', '.join(files.classes)})")
 
 
-def _dataset_table(datasets: list[Any]) -> Table:
-    table = Table("id", "name", "classes", "train images", "val images", "created")
+def _dataset_table(datasets: list[Any]) -> ServerTable:
+    table = ServerTable("id", "name", "classes", "train images", "val images", "created")
     for d in datasets:
         table.add_row(d["id"], d["name"], ", ".join(d["classes"]), str(d["train"]["image_count"]),
                       str(d["val"]["image_count"]), _when(d["created_at"]))
@@ -182,7 +227,7 @@ def dataset_get(dataset_id: str, api_url: ApiUrl = None, api_key: ApiKey = None,
         _print_json(dataset)
         return
     console.print(_dataset_table([dataset]))
-    table = Table("split", *dataset["classes"], title="boxes per class")
+    table = ServerTable("split", *dataset["classes"], title="boxes per class")
     for split in ("train", "val"):
         counts = dataset[split]["boxes_per_class"]
         table.add_row(split, *(str(counts.get(c, 0)) for c in dataset["classes"]))
@@ -192,8 +237,8 @@ def dataset_get(dataset_id: str, api_url: ApiUrl = None, api_key: ApiKey = None,
 # -- runs -------------------------------------------------------------------------------
 
 
-def _runs_table(runs: list[Run]) -> Table:
-    table = Table("id", "name", "status", "progress", "mAP", "mAP50", "created")
+def _runs_table(runs: list[Run]) -> ServerTable:
+    table = ServerTable("id", "name", "status", "progress", "mAP", "mAP50", "created")
     for run in runs:
         progress = run["progress"]
         table.add_row(run["id"], run["name"], run["status"],
@@ -204,7 +249,7 @@ def _runs_table(runs: list[Run]) -> Table:
 
 
 def _print_run(run: Run) -> None:
-    table = Table.grid(padding=(0, 2))
+    table = ServerTable.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     progress = run["progress"]
@@ -221,7 +266,7 @@ def _print_run(run: Run) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table, highlight=False)
-    history = Table("at", "status", "attempt", "message", title="history")
+    history = ServerTable("at", "status", "attempt", "message", title="history")
     for change in run["history"]:
         history.add_row(_when(change["at"]), change["status"], str(change.get("attempt") or ""),
                         change.get("message") or "")
@@ -263,7 +308,7 @@ def runs_start(
         if as_json:
             _print_json(run)
         else:
-            console.print(f"run [bold]{run['id']}[/bold] {run['status']}: {run['overview']}", highlight=False)
+            console.print(f"run [bold]{run['id']}[/bold] {run['status']}: {shown(run['overview'])}", highlight=False)
         if follow:
             final = follow_run(client, run["id"], as_json=as_json)
             raise typer.Exit(0 if final["status"] == "success" else 1)
@@ -312,7 +357,7 @@ def _print_run_change(run: Run, as_json: bool) -> None:
     if as_json:
         _print_json(run)
     else:
-        console.print(f"{run['id']} {run['status']}: {run['overview']}", highlight=False)
+        console.print(f"{run['id']} {run['status']}: {shown(run['overview'])}", highlight=False)
 
 
 @runs_app.command("compare")
@@ -365,9 +410,9 @@ def runs_remove(
     console.print(f"removed run {run_id}", highlight=False)
 
 
-def _logs_table(epochs: list[dict[str, Any]]) -> Table:
+def _logs_table(epochs: list[dict[str, Any]]) -> ServerTable:
     terms = sorted({k for e in epochs for k in e["losses"] if k != "loss"})
-    table = Table("epoch", "loss", *terms, "lr", "mAP", "mAP50", "mAP75", "time", "logged")
+    table = ServerTable("epoch", "loss", *terms, "lr", "mAP", "mAP50", "mAP75", "time", "logged")
     for e in epochs:
         m = e["metrics"]
         table.add_row(f"{e['epoch']}/{e['total_epochs']}", f"{e['loss']:.3f}",
@@ -394,7 +439,7 @@ def runs_logs(
     if epochs:
         console.print(_logs_table(epochs), highlight=False)
     if iterations:
-        table = Table("epoch", "step", "loss", "lr", "logged", title="iterations")
+        table = ServerTable("epoch", "step", "loss", "lr", "logged", title="iterations")
         for it in iterations:
             table.add_row(str(it["epoch"]), str(it["step"]), f"{it.get('loss') or 0:.3f}",
                           f"{it.get('learning_rate') or 0:.2e}", _when(it["logged_at"]))
@@ -407,8 +452,8 @@ def format_epoch(epoch: dict[str, Any]) -> str:
     losses = " ".join(f"{k} {v:.3f}" for k, v in epoch["losses"].items() if k != "loss")
     m = epoch["metrics"]
     return (f"epoch {epoch['epoch']:>3}/{epoch['total_epochs']}  loss {epoch['loss']:.3f} ({losses})  "
-            f"lr {epoch['learning_rate']:.2e}  mAP {m.get('bbox_mAP', 0):.3f} mAP50 {m.get('bbox_mAP_50', 0):.3f} "
-            f"mAP75 {m.get('bbox_mAP_75', 0):.3f}  {epoch['epoch_time_s']:.1f} s")
+            f"lr {epoch['learning_rate']:.2e}  mAP {_metric(m, 'bbox_mAP')} mAP50 {_metric(m, 'bbox_mAP_50')} "
+            f"mAP75 {_metric(m, 'bbox_mAP_75')}  {epoch['epoch_time_s']:.1f} s")
 
 
 def follow_run(client: TrainyardClient, run_id: str, *, as_json: bool = False) -> Run:
@@ -425,22 +470,22 @@ def follow_run(client: TrainyardClient, run_id: str, *, as_json: bool = False) -
         for event in client.runs.follow(run_id):
             data = event.data
             if event.event == "status":
-                message = f" {data['message']}" if data.get("message") else ""
-                progress.console.print(f"{_when(data['at'])}  [bold]{data['status']}[/bold]{message}",
+                message = f" {shown(data['message'])}" if data.get("message") else ""
+                progress.console.print(f"{_when(data['at'])}  [bold]{shown(data['status'])}[/bold]{message}",
                                        highlight=False)
                 progress.update(bar, status=data["status"])
             elif event.event == "epoch":
-                progress.console.print(format_epoch(data), highlight=False)
+                progress.console.print(shown(format_epoch(data)), highlight=False)
                 m = data["metrics"]
                 terms = " ".join(f"{k} {v:.3f}" for k, v in data["losses"].items() if k != "loss")
                 progress.update(bar, completed=data["epoch"], total=data["total_epochs"],
-                                latest=f"loss {data['loss']:.3f} ({terms}) mAP {m.get('bbox_mAP', 0):.3f} "
-                                       f"mAP50 {m.get('bbox_mAP_50', 0):.3f}")
+                                latest=f"loss {data['loss']:.3f} ({terms}) mAP {_metric(m, 'bbox_mAP')} "
+                                       f"mAP50 {_metric(m, 'bbox_mAP_50')}")
             elif event.event == "end":
                 progress.update(bar, status=data["status"])
     final = client.runs.get(run_id)
     colour = "green" if final["status"] == "success" else "red"
-    console.print(f"run {run_id} [{colour}]{final['status']}[/{colour}]: {final['overview']}", highlight=False)
+    console.print(f"run {run_id} [{colour}]{final['status']}[/{colour}]: {shown(final['overview'])}", highlight=False)
     return final
 
 
@@ -453,8 +498,8 @@ def runs_follow(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None,
     raise typer.Exit(0 if final["status"] == "success" else 1)
 
 
-def matrix_table(cm: dict[str, Any]) -> Table:
-    table = Table(title=f"confusion matrix, epoch {cm['epoch']} (rows: ground truth, columns: predicted; "
+def matrix_table(cm: dict[str, Any]) -> ServerTable:
+    table = ServerTable(title=f"confusion matrix, epoch {cm['epoch']} (rows: ground truth, columns: predicted; "
                         f"score >= {cm['score_threshold']}, IoU >= {cm['iou_threshold']})")
     table.add_column("")
     for name in cm["classes"]:
@@ -496,7 +541,7 @@ def runs_previews(
         _print_json({**previews, "files": [str(path) for path in written]} if out is not None else previews)
         return
     threshold = previews["score_threshold"]
-    table = Table("epoch", "image id", "file name", "url",
+    table = ServerTable("epoch", "image id", "file name", "url",
                   title=f"previews (predictions with score >= {threshold})" if threshold is not None else "previews")
     for item in previews["items"]:
         for image in item["images"]:
@@ -504,6 +549,23 @@ def runs_previews(
     console.print(table, highlight=False)
     if out is not None:
         console.print(f"{len(written)} PNG files under {out}", highlight=False)
+
+
+@runs_app.command("predictions")
+def runs_predictions(
+    run_id: str,
+    epoch: Annotated[int | None, typer.Option(help="an evaluated epoch [default: the latest]")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON to this file")] = None,
+    api_url: ApiUrl = None, api_key: ApiKey = None,
+) -> None:
+    """An evaluation's predictions in COCO results format, to recompute its metrics with pycocotools."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        predictions = client.runs.predictions(run_id, epoch)
+    if out is None:
+        typer.echo(json.dumps(predictions))
+        return
+    out.write_text(json.dumps(predictions))
+    console.print(f"{len(predictions)} predictions written to {out}", highlight=False)
 
 
 @runs_app.command("checkpoints")
@@ -514,7 +576,7 @@ def runs_checkpoints(run_id: str, api_url: ApiUrl = None, api_key: ApiKey = None
     if as_json:
         _print_json(stored)
         return
-    table = Table("epoch", "size", "best", "stored", "name")
+    table = ServerTable("epoch", "size", "best", "stored", "name")
     for item in stored["items"]:
         table.add_row(str(item["epoch"]), f"{item['size_bytes'] / 1e6:.1f} MB", "yes" if item["best"] else "",
                       item["stored_at"], item["name"])
@@ -533,7 +595,7 @@ def runs_metrics(
     if as_json:
         _print_json(series)
         return
-    table = Table("epoch", *series["series"])
+    table = ServerTable("epoch", *series["series"])
     for i, epoch in enumerate(series["epochs"]):
         table.add_row(str(epoch), *("-" if s[i] is None else f"{s[i]:.4g}" for s in series["series"].values()))
     console.print(table, highlight=False)
@@ -554,7 +616,7 @@ def runs_best(
         return
     console.print(f"best {best['metric']} ({best['mode']}) = {best['value']:.4f} at epoch {best['epoch']['epoch']}",
                   highlight=False)
-    console.print(format_epoch(dict(best["epoch"])), highlight=False)
+    console.print(shown(format_epoch(dict(best["epoch"]))), highlight=False)
 
 
 # -- models (registry: issue 3) -------------------------------------------------------------
@@ -567,7 +629,7 @@ def _print_models(value: Any) -> None:
         return
     columns = [c for c in ("id", "name", "run_id", "architecture", "published", "created_at")
                if any(c in i for i in items)]
-    table = Table(*columns)
+    table = ServerTable(*columns)
     for item in items:
         table.add_row(*(str(item.get(c, "")) for c in columns))
     console.print(table, highlight=False)
@@ -621,8 +683,8 @@ def models_download(
 # -- API keys -----------------------------------------------------------------------------
 
 
-def _keys_table(keys: list[Any]) -> Table:
-    table = Table("id", "name", "project", "scopes", "created", "revoked")
+def _keys_table(keys: list[Any]) -> ServerTable:
+    table = ServerTable("id", "name", "project", "scopes", "created", "revoked")
     for key in keys:
         table.add_row(key["id"], key["name"], key["project"], " ".join(key["scopes"]), _when(key["created_at"]),
                       _when(key["revoked_at"]) if key["revoked_at"] else "")
@@ -664,7 +726,7 @@ def keys_revoke(key_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_
     if as_json:
         _print_json(key)
     else:
-        console.print(f"revoked {key['id']} ({key['name']})", highlight=False)
+        console.print(f"revoked {key['id']} ({shown(key['name'])})", highlight=False)
 
 
 @keys_app.command("me")
@@ -742,9 +804,9 @@ def demo(
                     console.print(f"best epoch {best['epoch']['epoch']}: bbox mAP {best['value']:.3f}")
                 final = logs[-1]["metrics"] if logs else {}
                 console.print(f"run {run['id']} ended [bold]{run['status']}[/bold] after {len(logs)} epochs; "
-                              f"final bbox mAP {final.get('bbox_mAP', 0):.3f}, mAP50 {final.get('bbox_mAP_50', 0):.3f}")
+                              f"final bbox mAP {_metric(final, 'bbox_mAP')}, mAP50 {_metric(final, 'bbox_mAP_50')}")
                 if run["status"] != "success":
-                    console.print(f"[red]{run.get('message')}[/red]")
+                    console.print(f"[red]{shown(run.get('message'))}[/red]")
                     raise typer.Exit(1)
     except (StackError, TrainyardError) as error:
         console.print(f"[red]{error}[/red]")

@@ -124,7 +124,7 @@ class Run(TypedDict):
     device: str | None
     progress: Progress
     queue_position: int | None
-    latest_metrics: dict[str, float]
+    latest_metrics: dict[str, float | None]
     created_at: str
     updated_at: str
     started_at: str | None
@@ -171,7 +171,7 @@ class EpochLog(TypedDict):
     losses: dict[str, float]
     learning_rate: float
     epoch_time_s: float
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     logged_at: str
 
 
@@ -347,6 +347,10 @@ class _Calls:
     @staticmethod
     def run_previews(run_id: str, epoch: int | None) -> Call:
         return Call("GET", f"/v1/runs/{run_id}/previews", _params(epoch=epoch))
+
+    @staticmethod
+    def run_predictions(run_id: str, epoch: int | None) -> Call:
+        return Call("GET", f"/v1/runs/{run_id}/predictions", _params(epoch=epoch))
 
     @staticmethod
     def preview_image(run_id: str, epoch: int, image_id: int) -> Call:
@@ -593,6 +597,11 @@ class Runs(_SyncResource):
         """The run's evaluation previews (a run started with `preview=True`): per epoch, its images."""
         return cast(RunPreviews, self._send(calls.run_previews(run_id, epoch)))
 
+    def predictions(self, run_id: str, epoch: int | None = None) -> builtins.list[dict[str, Any]]:
+        """An evaluation's predictions (the latest unless `epoch`) in COCO results format: a list of
+        {image_id, category_id, bbox: [x, y, w, h], score}, what pycocotools' `COCO.loadRes` reads."""
+        return cast(builtins.list[dict[str, Any]], self._send(calls.run_predictions(run_id, epoch)))
+
     def preview_image(self, run_id: str, epoch: int, image_id: int) -> bytes:
         """One preview, the PNG's bytes."""
         return cast(bytes, self._transport.send(calls.preview_image(run_id, epoch, image_id), raw=True))
@@ -830,6 +839,9 @@ class AsyncRuns(_AsyncResource):
 
     async def previews(self, run_id: str, epoch: int | None = None) -> RunPreviews:
         return cast(RunPreviews, await self._send(calls.run_previews(run_id, epoch)))
+
+    async def predictions(self, run_id: str, epoch: int | None = None) -> builtins.list[dict[str, Any]]:
+        return cast(builtins.list[dict[str, Any]], await self._send(calls.run_predictions(run_id, epoch)))
 
     async def preview_image(self, run_id: str, epoch: int, image_id: int) -> bytes:
         return cast(bytes, await self._transport.send(calls.preview_image(run_id, epoch, image_id), raw=True))

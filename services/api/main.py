@@ -26,6 +26,7 @@ from services.api.routes import (
     run_events,
     run_results,
     runs,
+    sweeps,
     trainers,
 )
 from services.api.store import ApiStore
@@ -95,7 +96,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     install_http_telemetry(app)
     # compare first: its /v1/runs/compare must not be read as /v1/runs/{run_id}.
     for module in (compare, datasets, runs, run_results, run_events, checkpoints, architectures, trainers, keys,
-                   models):
+                   models, sweeps):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
     install_console(app)

@@ -15,10 +15,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.placement import QueuedRun, TrainerView
 from services.scheduler.state import sources_of
+from shared.bus import Refused
 from shared.events import CheckpointSaved, TrainerHeartbeat, utcnow
 from shared.specs import AcceleratorRequest
 from shared.status import RunStatus
-from shared.store import RUNS, TRAINERS, Document
+from shared.store import REPORT_HOLDER_FIELDS, RUNS, TRAINERS, Document, report_refusal
 
 # What a heartbeat tells: the same trainer process as before, a new or returning
 # trainer, or a trainer that restarted (a new process under the same id).
@@ -80,7 +81,7 @@ class SchedulerStore:
 
     async def queued_runs(self) -> list[QueuedRun]:
         fields = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1, "pending_reason": 1,
-                  "attempt": 1}
+                  "attempt": 1, "sweep.id": 1, "sweep.max_concurrent": 1}
         return [
             QueuedRun(
                 run_id=doc["_id"],
@@ -90,6 +91,8 @@ class SchedulerStore:
                 accelerator=AcceleratorRequest.model_validate(doc["spec"]["accelerator"]),
                 pending_reason=doc.get("pending_reason"),
                 attempt=int(doc.get("attempt", 0)),
+                sweep_id=(doc.get("sweep") or {}).get("id"),
+                sweep_max_concurrent=int((doc.get("sweep") or {}).get("max_concurrent", 0)),
             )
             async for doc in self.runs.find(UNASSIGNED_PENDING, fields)
         ]
@@ -99,6 +102,14 @@ class SchedulerStore:
             {"$match": {"status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]},
                         "trainer_id": {"$ne": None}}},
             {"$group": {"_id": "$project", "n": {"$sum": 1}}},
+        ]
+        return {doc["_id"]: int(doc["n"]) async for doc in await self.runs.aggregate(pipeline)}
+
+    async def active_trials_per_sweep(self) -> dict[str, int]:
+        pipeline: list[Document] = [
+            {"$match": {"status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]},
+                        "trainer_id": {"$ne": None}, "sweep.id": {"$exists": True}}},
+            {"$group": {"_id": "$sweep.id", "n": {"$sum": 1}}},
         ]
         return {doc["_id"]: int(doc["n"]) async for doc in await self.runs.aggregate(pipeline)}
 
@@ -121,7 +132,8 @@ class SchedulerStore:
 
     async def assignment_of(self, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id}, {"spec": 1, "dataset": 1, "base_model": 1, "attempt": 1,
-                                                          "queued_at": 1, "created_at": 1, "checkpoint": 1})
+                                                          "queued_at": 1, "created_at": 1, "checkpoint": 1,
+                                                          "sweep.rung_epochs": 1})
 
     async def unclaim_run(self, run_id: str, trainer_id: str, reason: str) -> None:
         """Undo a claim whose assignment was never sent (the attempt number stays used)."""
@@ -129,6 +141,14 @@ class SchedulerStore:
             {"_id": run_id, "status": str(RunStatus.PENDING), "trainer_id": trainer_id},
             {"$set": {"trainer_id": None, "pending_reason": reason, "updated_at": utcnow()}},
         )
+
+    async def check_report_holder(self, run_id: str, attempt: int, trainer_id: str, epoch: int) -> None:
+        """Raise Refused (the report is dead-lettered) unless `trainer_id` holds the run's current
+        attempt and `epoch` is one of the run's epochs."""
+        run = await self.runs.find_one({"_id": run_id}, REPORT_HOLDER_FIELDS)
+        refusal = report_refusal(run, run_id, attempt, trainer_id, [epoch])
+        if refusal:
+            raise Refused(refusal)
 
     async def record_checkpoint(self, event: CheckpointSaved) -> bool:
         """Record the newest stored checkpoint of the run's current attempt (the next attempt

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from services.trainer.checkpoints import CheckpointStoreError, RunCheckpoints
+from services.trainer.decisions import write_decision
 from services.trainer.launch import TrainingProcesses
 from services.trainer.reports import (
     EpochReport,
@@ -19,7 +20,7 @@ from services.trainer.reports import (
     TrainingJob,
     child_report_adapter,
 )
-from shared.artifacts import ArtifactCache, ArtifactNotFound, preview_name
+from shared.artifacts import ArtifactCache, ArtifactNotFound, predictions_name, preview_name
 from shared.events import (
     BaseModelRef,
     CheckpointSaved,
@@ -82,6 +83,10 @@ class TrainingSession:
         """End the attempt with `status` (a kill, a timeout, a superseded attempt)."""
         self.stop_outcome = (status, message)
         await self._terminate()
+
+    def decide(self, epoch: int, proceed: bool, message: str) -> None:
+        """ASHA's decision at a rung, for the child waiting at that epoch."""
+        write_decision(self.work_dir, epoch, proceed, message)
 
     async def release(self, reason: str) -> None:
         """Stop and hand the run back to the scheduler to resume elsewhere (drain)."""
@@ -184,6 +189,7 @@ class TrainingSession:
             world_size=world_size,
             resume_from=str(resume_from) if resume_from else None,
             base_model=base_model,
+            decision_epochs=self.assignment.decision_epochs,
         )
         if self.stop_outcome is not None or self.release_reason is not None:
             return 0, None, False  # stopped before it began
@@ -289,8 +295,9 @@ class TrainingSession:
         event = EpochLogged(
             run_id=self.run_id,
             attempt=self.assignment.attempt,
-            **report.model_dump(exclude={"kind", "previews"}),
+            **report.model_dump(exclude={"kind", "previews", "predictions"}),
             previews=await self._store_previews(report),
+            predictions=await self._store_predictions(report),
         )
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1
@@ -305,6 +312,19 @@ class TrainingSession:
         except Exception:
             # Training goes on; a resume would start from the previous stored epoch.
             log.exception("run %s: storing the checkpoint of epoch %d failed", self.run_id, report.epoch)
+
+    async def _store_predictions(self, report: EpochReport) -> str | None:
+        """The evaluation's predictions, stored before the event names them (None if that fails: the
+        epoch's report matters more)."""
+        if report.predictions is None:
+            return None
+        name = predictions_name(self.run_id, report.epoch)
+        try:
+            await self.cache.artifacts.upload_file(name, Path(report.predictions))
+        except Exception:
+            log.exception("run %s: storing the predictions of epoch %d failed", self.run_id, report.epoch)
+            return None
+        return name
 
     async def _store_previews(self, report: EpochReport) -> list[PreviewImage]:
         """The epoch's preview PNGs, stored before the event names them; none if storing fails

@@ -20,6 +20,7 @@ from shared.bus import publish_event
 from shared.events import Event, RunAccepted, RunAssigned, RunningAttempt, RunStopRequested, TrainerHeartbeat
 from shared.settings import TrainerSettings
 from shared.subjects import Subjects
+from shared.sweeps import RunRungDecided
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -68,13 +69,13 @@ class Trainer:
     @traced_events
     async def emit(self, kind: str, event: Event, dedup_key: str) -> None:
         subject = {
-            "started": self.subjects.run_started,
-            "epoch": self.subjects.epoch_logged,
-            "iterations": self.subjects.iterations_logged,
-            "completed": self.subjects.run_completed,
-            "released": self.subjects.run_released,
-            "model": self.subjects.model_registered,
-            "checkpoint": self.subjects.checkpoint_saved,
+            "started": self.subjects.run_started(self.trainer_id),
+            "epoch": self.subjects.epoch_logged(self.trainer_id),
+            "iterations": self.subjects.iterations_logged(self.trainer_id),
+            "completed": self.subjects.run_completed(self.trainer_id),
+            "released": self.subjects.run_released(self.trainer_id),
+            "model": self.subjects.model_registered(self.trainer_id),
+            "checkpoint": self.subjects.checkpoint_saved(self.trainer_id),
         }[kind]
         await publish_event(self.broker, self.subjects, subject, event, dedup_key=dedup_key)
 
@@ -94,7 +95,7 @@ class Trainer:
                                   self.emit, cache, gpu_ids)
         self.sessions[assignment.run_id] = session
         await publish_event(
-            self.broker, self.subjects, self.subjects.run_accepted,
+            self.broker, self.subjects, self.subjects.run_accepted(self.trainer_id),
             RunAccepted(run_id=assignment.run_id, attempt=assignment.attempt, trainer_id=self.trainer_id,
                         instance=self.instance),
             dedup_key=f"{assignment.run_id}:{assignment.attempt}:accepted",
@@ -129,6 +130,14 @@ class Trainer:
         log.info("stopping run %s attempt %d: %s", request.run_id, request.attempt, request.message)
         await session.stop(request.status, request.message)
 
+    def rung_decided(self, decision: RunRungDecided) -> None:
+        session = self.sessions.get(decision.run_id)
+        if session is None or session.attempt != decision.attempt:
+            return  # the attempt ended meanwhile, or the decision is for a superseded one
+        log.info("run %s attempt %d epoch %d: %s", decision.run_id, decision.attempt, decision.epoch,
+                 decision.message)
+        session.decide(decision.epoch, decision.proceed, decision.message)
+
     async def send_heartbeat(self) -> None:
         beat = TrainerHeartbeat(
             trainer_id=self.trainer_id,
@@ -140,7 +149,7 @@ class Trainer:
             version=VERSION,
             draining=self.draining,
         )
-        await self.broker.publish(beat.model_dump_json(), self.subjects.trainer_heartbeat)
+        await self.broker.publish(beat.model_dump_json(), self.subjects.trainer_heartbeat(self.trainer_id))
 
     async def heartbeat_forever(self) -> None:
         while True:
