@@ -148,6 +148,7 @@ def up(
         stack.start(SERVICES)
         console.print(f"NATS      {stack.nats_url}\nMongoDB   {stack.mongo_url}\nAPI       {stack.api_url}"
                       f"\nAPI key   {stack.api_key_file} (admin of project 'default')"
+                      f"\nconsole   {stack.signin_link()} (one-time sign-in link; `trainyard ui` for another)"
                       f"\nlogs      {stack.log_dir}\nstop with Ctrl-C or `trainyard down`")
         # Until Ctrl-C or `trainyard down`: a dead process is restarted, not a reason to stop the rest.
         while True:

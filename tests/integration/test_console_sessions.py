@@ -72,6 +72,15 @@ def test_one_time_link_works_once(stack: LocalStack) -> None:
     problem_of(browser.get("/v1/keys/me"), 401)
 
 
+def test_local_stack_link_signs_in(stack: LocalStack) -> None:
+    stack.start_servers()
+    stack.start_service("api")
+    link = stack.signin_link()
+    browser = httpx.Client(timeout=30)
+    assert browser.get(link).status_code == 303
+    assert browser.get(f"{stack.api_url}/v1/keys/me").json()["scopes"] == ["admin"]
+
+
 def test_compare_checks_its_ids(stack: LocalStack) -> None:
     stack.start_servers()
     stack.start_service("api")
