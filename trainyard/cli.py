@@ -25,7 +25,7 @@ from rich.table import Table
 
 from shared.apikeys import PROJECT_PATTERN, Scope
 from trainyard.client import Run, TrainyardClient, TrainyardError
-from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
+from trainyard.localstack import SERVICES, STATE_FILE, LocalStack, StackError, stop_recorded_stack
 from trainyard.supervisor import DEATH_WINDOW_S, MAX_DEATHS, Supervisor
 
 app = typer.Typer(help="trainyard: managed MMDetection training runs", no_args_is_help=True)
@@ -168,6 +168,26 @@ def down(data_dir: DataDir = Path(".trainyard")) -> None:
     """Stop the stack that `trainyard up` started."""
     stopped = stop_recorded_stack(data_dir)
     console.print("stopped " + ", ".join(stopped) if stopped else "no local stack is running")
+
+
+@app.command()
+def ui(data_dir: DataDir = Path(".trainyard"),
+       open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open it in the browser")] = True) -> None:
+    """Open the web console of the running local stack, signed in by a one-time link (10 minutes, once)."""
+    import webbrowser
+    from urllib.parse import urlparse
+
+    state_path = data_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if not state.get("api_url"):
+        console.print("no local stack is running (start one with `trainyard up`)")
+        raise typer.Exit(1)
+    stack = LocalStack(data_dir.resolve(), nats_url=state["nats_url"], mongo_url=state["mongo_url"],
+                       mongo_db=state.get("mongo_db", "trainyard"), api_port=urlparse(state["api_url"]).port)
+    link = stack.signin_link()
+    console.print(f"console sign-in link (one-time): {link}", highlight=False)
+    if open_browser:
+        webbrowser.open(link)
 
 
 # -- datasets -----------------------------------------------------------------------------

@@ -257,6 +257,7 @@ class LocalStack:
             "pid": os.getpid(),
             "nats_url": self.nats_url,
             "mongo_url": self.mongo_url,
+            "mongo_db": self.mongo_db,
             "api_url": self.api_url if self.api_port else None,
             "processes": {name: proc.pid for name, proc in self.processes.items()},
         }

@@ -79,6 +79,11 @@ def test_local_stack_link_signs_in(stack: LocalStack) -> None:
     browser = httpx.Client(timeout=30)
     assert browser.get(link).status_code == 303
     assert browser.get(f"{stack.api_url}/v1/keys/me").json()["scopes"] == ["admin"]
+    stack.write_state()
+    printed = CliRunner().invoke(app, ["ui", "--data-dir", str(stack.data_dir), "--no-open"])
+    assert printed.exit_code == 0, printed.output
+    link = printed.output.split("(one-time): ")[1].split()[0]
+    assert httpx.Client(timeout=30).get(link).status_code == 303
 
 
 def test_compare_checks_its_ids(stack: LocalStack) -> None:
