@@ -14,6 +14,12 @@ for wheels in "$root/../shared/wheels" "$root/shared_wheels"; do
   fi
 done
 
+# The console's browser tests drive the system Chromium; install it once (we run as root).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } \
+    || echo "setup: chromium unavailable; the browser tests will be skipped" >&2
+fi
+
 stamp="$venv/.trainyard-setup"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -23,6 +23,8 @@ REMOVED_RUNS = "removed_runs"  # metrics: a tombstone per removed run, so its la
 MIGRATIONS = "migrations"  # api: one-off data changes done at start-up, so they run once
 SWEEPS = "sweeps"  # api inserts a sweep (and its trial runs); the scheduler owns it from then on
 PROJECTS = "projects"  # api (per-project facts its listings use, e.g. the first run's time)
+CONSOLE_SESSIONS = "console_sessions"  # api: web console sign-ins (hashed session tokens)
+CONSOLE_SIGNIN_TOKENS = "console_signin_tokens"  # the local stack issues one-time links; the api consumes them
 
 
 def mongo_client(settings: CommonSettings) -> AsyncMongoClient[Document]:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from shared.apikeys import PROJECT_PATTERN, Scope
 from trainyard.client import Run, TrainyardClient, TrainyardError
-from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
+from trainyard.localstack import SERVICES, STATE_FILE, LocalStack, StackError, stop_recorded_stack
 from trainyard.supervisor import DEATH_WINDOW_S, MAX_DEATHS, Supervisor
 
 app = typer.Typer(help="trainyard: managed MMDetection training runs", no_args_is_help=True)
@@ -148,6 +148,7 @@ def up(
         stack.start(SERVICES)
         console.print(f"NATS      {stack.nats_url}\nMongoDB   {stack.mongo_url}\nAPI       {stack.api_url}"
                       f"\nAPI key   {stack.api_key_file} (admin of project 'default')"
+                      f"\nconsole   {stack.signin_link()} (one-time sign-in link; `trainyard ui` for another)"
                       f"\nlogs      {stack.log_dir}\nstop with Ctrl-C or `trainyard down`")
         # Until Ctrl-C or `trainyard down`: a dead process is restarted, not a reason to stop the rest.
         while True:
@@ -167,6 +168,26 @@ def down(data_dir: DataDir = Path(".trainyard")) -> None:
     """Stop the stack that `trainyard up` started."""
     stopped = stop_recorded_stack(data_dir)
     console.print("stopped " + ", ".join(stopped) if stopped else "no local stack is running")
+
+
+@app.command()
+def ui(data_dir: DataDir = Path(".trainyard"),
+       open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open it in the browser")] = True) -> None:
+    """Open the web console of the running local stack, signed in by a one-time link (10 minutes, once)."""
+    import webbrowser
+    from urllib.parse import urlparse
+
+    state_path = data_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if not state.get("api_url"):
+        console.print("no local stack is running (start one with `trainyard up`)")
+        raise typer.Exit(1)
+    stack = LocalStack(data_dir.resolve(), nats_url=state["nats_url"], mongo_url=state["mongo_url"],
+                       mongo_db=state.get("mongo_db", "trainyard"), api_port=urlparse(state["api_url"]).port)
+    link = stack.signin_link()
+    console.print(f"console sign-in link (one-time): {link}", highlight=False)
+    if open_browser:
+        webbrowser.open(link)
 
 
 # -- datasets -----------------------------------------------------------------------------
@@ -358,6 +379,23 @@ def _print_run_change(run: Run, as_json: bool) -> None:
         _print_json(run)
     else:
         console.print(f"{run['id']} {run['status']}: {shown(run['overview'])}", highlight=False)
+
+
+@runs_app.command("compare")
+def runs_compare(run_ids: list[str], api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """2 to 10 runs side by side: final and best metrics, and the spec fields that differ."""
+    with _api_errors(), _client(api_url, api_key) as client:
+        comparison = client.runs.compare(run_ids)
+    if as_json:
+        _print_json(comparison)
+        return
+    for run in comparison["runs"]:
+        best = ", ".join(f"{name} {b['value']:.3f} (epoch {b['epoch']})" for name, b in run["best_metrics"].items())
+        console.print(f"{run['id']}  {run['name']}  {run['status']}  {run['architecture']}  "
+                      f"epochs {run['epochs_done']}  best: {best or '-'}", highlight=False)
+    for difference in comparison["spec_differences"]:
+        console.print(f"differs  {difference['field']}: " + " | ".join(map(str, difference["values"])),
+                      highlight=False)
 
 
 @runs_app.command("kill")

@@ -17,7 +17,7 @@ import builtins
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
@@ -369,6 +369,10 @@ class _Calls:
         return Call("GET", f"/v1/runs/{run_id}/checkpoints")
 
     @staticmethod
+    def compare_runs(run_ids: Sequence[str]) -> Call:
+        return Call("GET", "/v1/runs/compare", {"ids": ",".join(run_ids)})
+
+    @staticmethod
     def model_weights(model_id: str) -> Call:
         return Call("GET", f"/v1/models/{model_id}/weights")
 
@@ -624,6 +628,10 @@ class Runs(_SyncResource):
     def checkpoints(self, run_id: str) -> dict[str, Any]:
         """The checkpoints stored for the run (the newest few and the best) and the epoch a rerun resumes after."""
         return cast(dict[str, Any], self._send(calls.run_checkpoints(run_id)))
+
+    def compare(self, run_ids: Sequence[str]) -> dict[str, Any]:
+        """2 to 10 runs side by side: series, final and best metrics, differing spec fields, config diffs."""
+        return cast(dict[str, Any], self._send(calls.compare_runs(run_ids)))
 
     def follow(self, run_id: str, last_event_id: str | None = None) -> Generator[RunEvent]:
         """Live status changes and epochs until the run ends; resumes itself after a dropped connection."""

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shared.settings import LOCAL_MONGO_OPTIONS
 
@@ -207,6 +208,25 @@ class LocalStack:
             client[self.mongo_db][API_KEYS].update_one({"_id": doc.pop("_id")}, {"$setOnInsert": doc}, upsert=True)
         return key
 
+    def signin_link(self) -> str:
+        """A one-time console sign-in link as the local admin key (10 minutes, single use)."""
+        from datetime import UTC, datetime
+
+        from pymongo import MongoClient
+
+        from shared.apikeys import parse_key
+        from shared.console import new_token, signin_path, signin_token_document
+        from shared.store import CONSOLE_SIGNIN_TOKENS
+
+        parsed = parse_key(self.ensure_admin_key())
+        assert parsed is not None and self.mongo_url
+        token = new_token()
+        client: MongoClient[dict[str, Any]] = MongoClient(self.mongo_url)
+        with client:
+            client[self.mongo_db][CONSOLE_SIGNIN_TOKENS].insert_one(
+                signin_token_document(token, parsed[0], DEFAULT_PROJECT, now=datetime.now(UTC)))
+        return self.api_url + signin_path(token)
+
     def start_service(self, service: str, name: str | None = None, **env: str) -> subprocess.Popen[bytes]:
         if service == "api":
             self.ensure_admin_key()
@@ -240,6 +260,7 @@ class LocalStack:
             "pid": os.getpid(),
             "nats_url": self.nats_url,
             "mongo_url": self.mongo_url,
+            "mongo_db": self.mongo_db,
             "api_url": self.api_url if self.api_port else None,
             "processes": {name: proc.pid for name, proc in self.processes.items()},
         }

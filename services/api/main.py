@@ -12,11 +12,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from services.api.auth import authenticate
+from services.api.console.routes import install_console
+from services.api.console.sessions import ConsoleStore
 from services.api.errors import FieldProblem, Problem, install_error_handlers, problem_responses
 from services.api.limits import BodySizeLimit
 from services.api.routes import (
     architectures,
     checkpoints,
+    compare,
     datasets,
     keys,
     models,
@@ -62,6 +65,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         client = mongo_client(settings)
         store = ApiStore(database(client, settings))
         await store.ensure_indexes()
+        console_store = ConsoleStore(database(client, settings))
+        await console_store.ensure_indexes()
+        app.state.console_store = console_store
         broker = make_broker(settings, "api")
         await broker.connect()
         await ensure_stream(broker, subjects)
@@ -88,10 +94,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     # Added after the body limit, so its metrics also count the requests the limit refuses.
     install_http_telemetry(app)
-    for module in (datasets, runs, run_results, run_events, checkpoints, architectures, trainers, keys, models,
-                   sweeps):
+    # compare first: its /v1/runs/compare must not be read as /v1/runs/{run_id}.
+    for module in (compare, datasets, runs, run_results, run_events, checkpoints, architectures, trainers, keys,
+                   models, sweeps):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
+    install_console(app)
     _install_openapi(app)
 
     async def healthz(request: Request) -> JSONResponse:

@@ -1,0 +1,99 @@
+// The console's first page: sign-in and the runs table. It calls the public API only, with the
+// session cookie; writes echo the CSRF cookie in X-CSRF-Token.
+const $ = (id) => document.getElementById(id);
+let me = null;
+let cursor = null;
+
+function csrf() {
+  const pair = document.cookie.split("; ").find((c) => c.startsWith("trainyard_csrf="));
+  return pair ? decodeURIComponent(pair.split("=")[1]) : "";
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = csrf();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const answer = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+                                     credentials: "same-origin" });
+  if (answer.status === 204) return null;
+  const data = await answer.json();
+  if (!answer.ok) throw Object.assign(new Error(data.detail || answer.statusText), { status: answer.status, data });
+  return data;
+}
+
+const may = (scope) => me && (me.scopes.includes(scope) || me.scopes.includes("admin"));
+
+function duration(seconds) {
+  if (seconds == null) return "–";
+  const s = Math.round(seconds);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+function row(run) {
+  const tr = document.createElement("tr");
+  tr.dataset.runId = run.id;
+  const cells = [run.name, new Date(run.created_at).toLocaleString(), null, null, duration(run.duration_s),
+                 run.trainer_id || "–", run.spec.architecture, run.spec.dataset_id.slice(0, 8),
+                 run.latest_metrics.bbox_mAP != null ? run.latest_metrics.bbox_mAP.toFixed(3) : "–"];
+  for (const text of cells) {
+    const td = document.createElement("td");
+    if (text !== null) td.textContent = text;
+    tr.append(td);
+  }
+  const status = tr.children[2];
+  status.textContent = run.status;  // the word itself, never the colour alone
+  status.className = `status status-${run.status}`;
+  const bar = document.createElement("progress");
+  bar.max = 100; bar.value = run.progress.percent;
+  bar.setAttribute("aria-label", `${run.name}: epoch ${run.progress.epoch} of ${run.progress.total_epochs}`);
+  tr.children[3].append(bar, ` ${run.progress.epoch}/${run.progress.total_epochs}`);
+  const actions = document.createElement("td");
+  const ended = ["success", "failed", "aborted", "terminated"].includes(run.status);
+  if (may("runs:write") && !ended) {
+    const kill = document.createElement("button");
+    kill.textContent = "Kill";
+    kill.setAttribute("aria-label", `Kill run ${run.name}`);
+    kill.addEventListener("click", async () => {
+      if (!confirm(`Kill run ${run.name}?`)) return;
+      try { await api("POST", `/v1/runs/${run.id}/kill`); await loadRuns(true); }
+      catch (error) { $("runs-error").textContent = error.message; }
+    });
+    actions.append(kill);
+  }
+  tr.append(actions);
+  return tr;
+}
+
+async function loadRuns(fresh) {
+  if (fresh) { cursor = null; $("run-rows").replaceChildren(); }
+  const params = new URLSearchParams({ limit: "50" });
+  if ($("search").value) params.set("search", $("search").value);
+  if ($("status").value) params.set("status", $("status").value);
+  if (cursor) params.set("cursor", cursor);
+  try {
+    const page = await api("GET", `/v1/runs?${params}`);
+    $("runs-error").textContent = "";
+    $("run-rows").append(...page.items.map(row));
+    cursor = page.next_cursor;
+    $("more").hidden = !cursor;
+  } catch (error) { $("runs-error").textContent = error.message; }
+}
+
+async function start() {
+  try { me = await api("GET", "/v1/keys/me"); } catch { me = null; }
+  $("sign-in").hidden = !!me;
+  $("runs").hidden = !me;
+  $("sign-out").hidden = !me;
+  $("who").textContent = me ? `project ${me.project} · ${me.scopes.join(", ")}` : "";
+  if (me) await loadRuns(true);
+}
+
+$("sign-in").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try { await api("POST", "/console/session", { key: $("key").value }); $("key").value = ""; await start(); }
+  catch (error) { $("sign-in-error").textContent = error.message; }
+});
+$("sign-out").addEventListener("click", async () => { await api("DELETE", "/console/session"); await start(); });
+$("filters").addEventListener("submit", (event) => { event.preventDefault(); loadRuns(true); });
+$("more").addEventListener("click", () => loadRuns(false));
+start();
