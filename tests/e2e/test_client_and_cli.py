@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import service_log
-from trainyard.cli import app
-from trainyard.client import AsyncTrainyardClient, NotFoundError, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import AsyncTrainyardClient, NotFoundError, TrainyardClient
+from trainyard_client.cli import app
 
 pytestmark = pytest.mark.training
 
@@ -55,7 +55,7 @@ def test_cli_and_clients_drive_a_run_start_follow_logs_matrix(stack: LocalStack,
         assert [e["epoch"] for e in client.runs.logs(run["id"], "epoch")] == [1, 2]
         matrix_json = client.runs.confusion_matrix(run["id"])
         assert matrix_json["classes"] == [*files.classes, "Background"]
-        datature = client.runs.confusion_matrix(run["id"], format="datature")
+        datature = client.runs.datature_confusion_matrix(run["id"])
         assert [column["id"] for column in datature["data"]] == matrix_json["classes"]
         best = client.runs.best_epoch(run["id"])
         assert best["metric"] == "bbox_mAP" and best["epoch"]["epoch"] in (1, 2)

@@ -1,5 +1,5 @@
 """The scheduler against real servers, driven through the API, with simulated trainers
-(trainyard.loadgen: real processes speaking the trainer protocol, training nothing)."""
+(bench.loadgen: real processes speaking the trainer protocol, training nothing)."""
 
 import asyncio
 import os
@@ -13,9 +13,9 @@ import nats
 import pytest
 
 from tests.helpers import TERMINAL, wait_status, wait_until
-from trainyard.client import ConflictError, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import ConflictError, TrainyardClient
 
 
 @pytest.fixture

@@ -1,0 +1,196 @@
+"""The `trainyard` commands that need the platform, not just the HTTP API: a local stack
+(`up`, `down`, `demo`), a trainer joining a stack (`trainer`), a project's first key
+straight into MongoDB (`keys bootstrap`) and generated datasets (`datasets synth`).
+
+The client's CLI (trainyard_client.cli) adds them when this distribution is installed.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import typer
+
+from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
+from trainyard_client import TrainyardClient, TrainyardError
+from trainyard_client.cli.common import DataDir, console, print_json
+from trainyard_client.cli.follow import follow_run
+from trainyard_client.cli.runs import show_matrix
+
+Listen = Annotated[str, typer.Option(help="address NATS, the API and /metrics listen on: 0.0.0.0 lets "
+                                          "other machines (a GPU trainer) join")]
+
+
+def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000, listen: Listen = "127.0.0.1") -> None:
+    """Start NATS, the MongoDB-wire server and the four services; Ctrl-C stops them."""
+    stack = LocalStack(data_dir.resolve(), nats_url=os.environ.get("TRAINYARD_NATS_URL"),
+                       mongo_url=os.environ.get("TRAINYARD_MONGO_URL"), api_port=api_port, listen=listen)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        stack.start(SERVICES)
+        lines = [f"NATS      {stack.nats_url}", f"MongoDB   {stack.mongo_url}", f"API       {stack.api_url}",
+                 f"API key   {stack.api_key_file} (admin of project 'default')"]
+        lines += [f"metrics   {name:<10} {url}" for name, url in sorted(stack.metrics_urls().items())]
+        if listen != "127.0.0.1" and stack.nats_url:
+            port = urlsplit(stack.nats_url).port
+            lines.append(f"join      trainyard trainer --nats-url nats://{socket.gethostname()}:{port}")
+        lines += [f"logs      {stack.log_dir}", "stop with Ctrl-C or `trainyard down`"]
+        console.print("\n".join(lines), highlight=False, markup=False)
+        while all(p.poll() is None for p in stack.processes.values()):
+            time.sleep(1)
+        dead = [name for name, p in stack.processes.items() if p.poll() is not None]
+        console.print(f"[red]{', '.join(dead)} exited; see {stack.log_dir}[/red]")
+        raise typer.Exit(1)
+    except StackError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+
+
+def down(data_dir: DataDir = Path(".trainyard")) -> None:
+    """Stop the stack that `trainyard up` started."""
+    stopped = stop_recorded_stack(data_dir)
+    console.print("stopped " + ", ".join(stopped) if stopped else f"no local stack is recorded in {data_dir}")
+
+
+def unique_trainer_id() -> str:
+    """The host name and a random suffix: two trainers on one host never share an id."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:50]
+    return f"{host}-{uuid.uuid4().hex[:8]}"
+
+
+def with_credentials(url: str, user: str | None, password: str | None) -> str:
+    if not user:
+        return url
+    parts = urlsplit(url)
+    auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return urlunsplit(parts._replace(netloc=f"{auth}@{parts.hostname}:{parts.port or 4222}"))
+
+
+def trainer(
+    nats_url: Annotated[str, typer.Option(help="the stack's NATS (credentials may ride in it: "
+                                               "nats://user:password@host:4222)", envvar="TRAINYARD_NATS_URL")],
+    nats_user: Annotated[str | None, typer.Option(help="NATS user, when not in the URL")] = None,
+    nats_password: Annotated[str | None, typer.Option(help="NATS password", envvar="TRAINYARD_NATS_PASSWORD",
+                                                      show_default=False)] = None,
+    trainer_id: Annotated[str | None, typer.Option("--id", help="[default: <host>-<random>]")] = None,
+    work_root: Annotated[Path, typer.Option(help="where attempts are trained")] = Path(".trainyard/work"),
+    accelerator: Annotated[str | None, typer.Option(help="accelerator name [default: detected]")] = None,
+    count: Annotated[int | None, typer.Option(help="accelerators to offer [default: all detected]")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads per child [default: every core]")] = None,
+    subject_prefix: Annotated[str, typer.Option(help="the stack's subject prefix", envvar="TRAINYARD_SUBJECT_PREFIX")]
+    = "",
+) -> None:
+    """Start one trainer against a stack's NATS, in the foreground, until Ctrl-C."""
+    env = {"TRAINYARD_NATS_URL": with_credentials(nats_url, nats_user, nats_password),
+           "TRAINYARD_TRAINER_ID": trainer_id or unique_trainer_id(),
+           "TRAINYARD_WORK_ROOT": str(work_root.resolve()), "TRAINYARD_SUBJECT_PREFIX": subject_prefix,
+           "PYTHONUNBUFFERED": "1"}
+    optional = {"TRAINYARD_ACCELERATOR_NAME": accelerator, "TRAINYARD_ACCELERATOR_COUNT": count,
+                "TRAINYARD_THREADS": threads}
+    env.update({name: str(value) for name, value in optional.items() if value is not None})
+    console.print(f"trainer {env['TRAINYARD_TRAINER_ID']} joining {urlsplit(nats_url).hostname}; "
+                  f"work in {env['TRAINYARD_WORK_ROOT']}", highlight=False, markup=False)
+    child = subprocess.Popen([sys.executable, "-m", "services.trainer.main"], env={**os.environ, **env})
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    try:
+        raise typer.Exit(child.wait())
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGTERM)
+        raise typer.Exit(child.wait()) from None
+
+
+def keys_bootstrap(
+    project: Annotated[str, typer.Option(help="the project the admin key is for")],
+    name: str = "bootstrap admin",
+    mongo_url: Annotated[str | None, typer.Option(help="[default: TRAINYARD_MONGO_URL]")] = None,
+    mongo_db: Annotated[str | None, typer.Option(help="[default: TRAINYARD_MONGO_DB or trainyard]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the key and its id as JSON")] = False,
+) -> None:
+    """Write a project's first admin key straight into MongoDB (for operators with database access)."""
+    from pymongo import MongoClient
+
+    from shared.apikeys import PROJECT_PATTERN, Scope, new_key
+    from shared.settings import CommonSettings
+    from shared.store import API_KEYS
+
+    if not re.match(PROJECT_PATTERN, project):
+        console.print(f"[red]project {project!r} must match {PROJECT_PATTERN}[/red]", highlight=False)
+        raise typer.Exit(2)
+    settings = CommonSettings()
+    key, doc = new_key(project, name, [Scope.ADMIN], created_by="bootstrap", now=datetime.now(UTC))
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url or settings.mongo_url, serverSelectionTimeoutMS=5000)
+    with client:
+        client[mongo_db or settings.mongo_db][API_KEYS].insert_one(doc)
+    if as_json:
+        print_json({"id": doc["_id"], "project": project, "name": name, "scopes": [str(Scope.ADMIN)], "key": key})
+        return
+    console.print(f"admin key {doc['_id']} of project {project} (shown only now):")
+    typer.echo(key)
+
+
+def datasets_synth(
+    out: Annotated[Path, typer.Option(help="directory to write the dataset to")],
+    train_images: int = 32, val_images: int = 8, size: int = 128, seed: int = 0,
+) -> None:
+    """Write a COCO dataset of generated coloured shapes (3 classes)."""
+    from trainyard.synth import write_synthetic_coco
+
+    files = write_synthetic_coco(out, train_images=train_images, val_images=val_images, size=size, seed=seed)
+    console.print(f"wrote {files.root} (classes: {', '.join(files.classes)})")
+
+
+def demo(data_dir: DataDir = Path(".trainyard"), architecture: str = "rtmdet-tiny", epochs: int = 30,
+         batch_size: int = 4) -> None:
+    """Start the local stack, train a detector on generated shapes, show its results, stop."""
+    from trainyard.synth import write_synthetic_coco
+
+    data_dir = data_dir.resolve()
+    stack = LocalStack(data_dir, nats_url=os.environ.get("TRAINYARD_NATS_URL"),
+                       mongo_url=os.environ.get("TRAINYARD_MONGO_URL"))
+    try:
+        with stack.running(SERVICES):
+            console.print(f"stack up: API {stack.api_url}, admin key in {stack.api_key_file}, logs in {stack.log_dir}")
+            files = write_synthetic_coco(data_dir / "datasets" / "shapes")
+            with TrainyardClient(stack.api_url, stack.admin_key) as client:
+                dataset = client.datasets.register("shapes", str(files.root))
+                console.print(f"dataset {dataset['id']}: {dataset['train']['image_count']} train / "
+                              f"{dataset['val']['image_count']} val images, classes {', '.join(dataset['classes'])}")
+                run = client.runs.start(name=f"demo-{architecture}", dataset_id=dataset["id"],
+                                        architecture=architecture, epochs=epochs, batch_size=batch_size)
+                console.print(f"run {run['id']} created")
+                run = follow_run(client, run["id"])
+                logs = [entry for entry in client.runs.logs(run["id"], "epoch") if entry["kind"] == "epoch"]
+                if logs:
+                    show_matrix(client.runs.confusion_matrix(run["id"]))
+                    best = client.runs.best_epoch(run["id"])
+                    console.print(f"best epoch {best['epoch']['epoch']}: bbox mAP {best['value']:.3f}")
+                final = logs[-1]["metrics"] if logs else {}
+                console.print(f"run {run['id']} ended [bold]{run['status']}[/bold] after {len(logs)} epochs; "
+                              f"final bbox mAP {final.get('bbox_mAP', 0):.3f}, mAP50 {final.get('bbox_mAP_50', 0):.3f}")
+                if run["status"] != "success":
+                    console.print(f"[red]{run.get('message')}[/red]")
+                    raise typer.Exit(1)
+    except (StackError, TrainyardError) as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+
+
+def register(app: typer.Typer, *, datasets: typer.Typer, keys: typer.Typer) -> None:
+    """Add the platform's commands to the client's `trainyard` app."""
+    for command in (up, down, demo, trainer):
+        app.command()(command)
+    keys.command("bootstrap")(keys_bootstrap)
+    datasets.command("synth")(datasets_synth)
