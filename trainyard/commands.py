@@ -127,7 +127,7 @@ def keys_bootstrap(
     from shared.store import API_KEYS
 
     if not re.match(PROJECT_PATTERN, project):
-        console.print(f"[red]project {project!r} must match {PROJECT_PATTERN}[/red]", highlight=False)
+        console.print(f"[red]project must match {PROJECT_PATTERN}: {project!r} does not[/red]", highlight=False)
         raise typer.Exit(2)
     settings = CommonSettings()
     key, doc = new_key(project, name, [Scope.ADMIN], created_by="bootstrap", now=datetime.now(UTC))

@@ -1,5 +1,6 @@
 """`trainyard keys ...`: API keys of your project (`bootstrap` comes with the platform)."""
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -11,14 +12,25 @@ from trainyard_client.types import ApiKey, CreatedApiKey, WhoAmI
 
 app = typer.Typer(help="API keys of your project (admin scope), and the first one of a project",
                   no_args_is_help=True)
-SCOPES = ("runs:read", "runs:write", "datasets:read", "datasets:write", "models:read", "models:publish",
-          "trainers:read", "admin")
+
+
+class Scope(StrEnum):
+    """The API's scopes (shared/apikeys.py; tests/unit/test_client_types.py keeps the two equal)."""
+
+    RUNS_READ = "runs:read"
+    RUNS_WRITE = "runs:write"
+    DATASETS_READ = "datasets:read"
+    DATASETS_WRITE = "datasets:write"
+    MODELS_READ = "models:read"
+    MODELS_PUBLISH = "models:publish"
+    TRAINERS_READ = "trainers:read"
+    ADMIN = "admin"
 
 
 def _table(keys: list[ApiKey]) -> None:
     made = common.table("id", "name", "scopes", "created", "revoked")
     for key in keys:
-        made.add_row(key["id"][:common.SHORT_ID], key["name"], " ".join(key["scopes"]), when(key["created_at"]),
+        made.add_row(key["id"], key["name"], " ".join(key["scopes"]), when(key["created_at"]),
                      when(key["revoked_at"]) if key["revoked_at"] else "")
     show_table(made)
 
@@ -30,10 +42,10 @@ def show_created(created: CreatedApiKey) -> None:
 
 @api_command(app, "create", show_created)
 def create(client: TrainyardClient, name: str,
-           scope: Annotated[list[str], typer.Option("--scope", help=f"a scope to grant (repeatable): "
-                                                                    f"{', '.join(SCOPES)}")]) -> CreatedApiKey:
+           scope: Annotated[list[Scope], typer.Option("--scope", help="a scope to grant (repeatable)")],
+           ) -> CreatedApiKey:
     """A new key in your project (needs admin); the key is printed once, only its hash is kept."""
-    return client.keys.create(name, scope)
+    return client.keys.create(name, [str(s) for s in scope])
 
 
 @api_command(app, "list", _table)
