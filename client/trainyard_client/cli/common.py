@@ -20,6 +20,8 @@ from trainyard_client.calls import DEFAULT_DATA_DIR
 console = Console(soft_wrap=True)
 WIDTH = 80
 SHORT_ID = 8
+# The API finds runs by the first 4 or more digits of their id (services/api/search.py).
+MIN_RUN_PREFIX = 4
 
 DataDir = Annotated[Path, typer.Option(help="the local stack's data dir: its API URL and admin key are read "
                                             "from it", envvar="TRAINYARD_DATA_DIR")]
@@ -124,6 +126,9 @@ def run_id(client: TrainyardClient, given: str) -> str:
     """A run's full id from its full id or any unambiguous start of it."""
     if is_full_id(given):
         return given
+    if len(given) < MIN_RUN_PREFIX:
+        raise CliError(f"run id {given!r}: give at least {MIN_RUN_PREFIX} of its digits (the API searches ids "
+                       "from 4)")
     runs = client.runs.list(search=given, limit=100)["items"]
     return pick_id("run", given, ((r["id"], f"{r['name']} ({r['status']})") for r in runs))
 
