@@ -19,13 +19,15 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import typer
+from rich.console import Console
 
 from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
 from trainyard_client import TrainyardClient, TrainyardError
-from trainyard_client.cli.common import DataDir, console, print_json
-from trainyard_client.cli.follow import follow_run
-from trainyard_client.cli.runs import show_matrix
 
+# Not imported from trainyard_client.cli: that package adds these commands when it loads,
+# so importing it from here would be circular; the CLI's helpers are imported where used.
+console = Console(soft_wrap=True)
+DataDir = Annotated[Path, typer.Option(help="where the local stack keeps all its data", envvar="TRAINYARD_DATA_DIR")]
 Listen = Annotated[str, typer.Option(help="address NATS, the API and /metrics listen on: 0.0.0.0 lets "
                                           "other machines (a GPU trainer) join")]
 
@@ -135,6 +137,8 @@ def keys_bootstrap(
     with client:
         client[mongo_db or settings.mongo_db][API_KEYS].insert_one(doc)
     if as_json:
+        from trainyard_client.cli.common import print_json
+
         print_json({"id": doc["_id"], "project": project, "name": name, "scopes": [str(Scope.ADMIN)], "key": key})
         return
     console.print(f"admin key {doc['_id']} of project {project} (shown only now):")
@@ -156,6 +160,8 @@ def demo(data_dir: DataDir = Path(".trainyard"), architecture: str = "rtmdet-tin
          batch_size: int = 4) -> None:
     """Start the local stack, train a detector on generated shapes, show its results, stop."""
     from trainyard.synth import write_synthetic_coco
+    from trainyard_client.cli.follow import follow_run
+    from trainyard_client.cli.runs import show_matrix
 
     data_dir = data_dir.resolve()
     stack = LocalStack(data_dir, nats_url=os.environ.get("TRAINYARD_NATS_URL"),
