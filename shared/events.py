@@ -95,6 +95,8 @@ class RunAssigned(RunEvent):
     base_model: BaseModelRef | None = None
     # The newest checkpoint of the run's earlier attempts (checkpoint.saved): training continues from it.
     resume_from: StoredCheckpoint | None = None
+    # A sweep trial under ASHA: after these epochs the child waits for run.rung_decided.
+    decision_epochs: list[int] = Field(default_factory=list)
 
 
 class RunAccepted(RunEvent):

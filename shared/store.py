@@ -20,6 +20,7 @@ MODELS = "models"  # metrics registers them; the api toggles `published`
 API_KEYS = "api_keys"  # api (/v1/keys) and the operator's `trainyard keys bootstrap`
 REMOVED_RUNS = "removed_runs"  # metrics: a tombstone per removed run, so its late events are dropped
 MIGRATIONS = "migrations"  # api: one-off data changes done at start-up, so they run once
+SWEEPS = "sweeps"  # api inserts a sweep (and its trial runs); the scheduler owns it from then on
 PROJECTS = "projects"  # api (per-project facts its listings use, e.g. the first run's time)
 
 

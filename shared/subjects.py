@@ -19,7 +19,7 @@ class Subjects:
     @property
     def stream_subjects(self) -> list[str]:
         return [self._s("run.>"), self._s("epoch.>"), self._s("model.>"), self._s("iteration.>"),
-                self._s("checkpoint.>"), self._s("deadletter.>")]
+                self._s("checkpoint.>"), self._s("sweep.>"), self._s("deadletter.>")]
 
     @property
     def run_created(self) -> str:
@@ -73,6 +73,26 @@ class Subjects:
     @property
     def run_released(self) -> str:
         return self._s("run.released")
+
+    @property
+    def sweep_created(self) -> str:
+        return self._s("sweep.created")
+
+    @property
+    def sweep_kill_requested(self) -> str:
+        return self._s("sweep.kill_requested")
+
+    @property
+    def sweep_trial_stopped(self) -> str:
+        return self._s("sweep.trial_stopped")
+
+    @property
+    def sweep_completed(self) -> str:
+        return self._s("sweep.completed")
+
+    def run_rung_decided(self, trainer_id: str) -> str:
+        # ASHA's decision for a trial at a rung, to the trainer holding it.
+        return self._s(f"run.rung_decided.{trainer_id}")
 
     def run_stop_requested(self, trainer_id: str) -> str:
         return self._s(f"run.stop_requested.{trainer_id}")

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared import events
+from shared import events, sweeps
 from shared.bus import DUPLICATE_WINDOW_S
 from shared.subjects import Subjects
 
@@ -71,6 +71,18 @@ def channels() -> list[Channel]:
         Channel("runStopRequested", s.run_stop_requested("{trainer_id}"), events.RunStopRequested, ("scheduler",),
                 ("trainer",), "The scheduler asks a trainer to stop an attempt, and says how it ends.",
                 parameters=trainer),
+        Channel("runRungDecided", s.run_rung_decided("{trainer_id}"), sweeps.RunRungDecided, ("scheduler",),
+                ("trainer",), "ASHA's decision for a sweep trial that reported a rung's epoch: the training child "
+                "waits for it there, then continues or ends the run successfully.", parameters=trainer),
+        Channel("sweepCreated", s.sweep_created, sweeps.SweepCreated, ("api",), (),
+                "A user started a hyperparameter sweep; its trials are runs, each announced by run.created."),
+        Channel("sweepKillRequested", s.sweep_kill_requested, sweeps.SweepKillRequested, ("api",), ("scheduler",),
+                "A user killed a sweep: the scheduler kills every trial that has not ended."),
+        Channel("sweepTrialStopped", s.sweep_trial_stopped, sweeps.SweepTrialStopped, ("scheduler",), (),
+                "ASHA stopped a trial at a rung (it ends successfully there, epochs, checkpoints and model kept), "
+                "with the rung, the metric's value and why."),
+        Channel("sweepCompleted", s.sweep_completed, sweeps.SweepCompleted, ("scheduler",), (),
+                "Every trial of a sweep ended (or it was killed): its status and best trial."),
         Channel("runReleased", s.run_released, events.RunReleased, ("trainer",), ("scheduler",),
                 "A draining trainer stopped an attempt after its last checkpoint and hands the run back."),
         Channel("trainerHeartbeat", s.trainer_heartbeat, events.TrainerHeartbeat, ("trainer",), ("scheduler",),

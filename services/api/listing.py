@@ -77,6 +77,21 @@ async def _runs_by_id_prefix(store: ApiStore, project: str, prefix: str, status:
     if cursor is not None:
         raise InvalidCursor("a search by run id has no further pages")
     found = await store.runs_by_id_prefix(project, prefix, str(status) if status else None, MAX_ID_MATCHES)
+    return _one_page(found, sort, limit)
+
+
+async def runs_of_sweep(store: ApiStore, project: str, sweep_id: str, *, status: RunStatus | None, sort: RunSort,
+                        limit: int, cursor: str | None) -> Page:
+    """A sweep's trials (at most 200, SweepSpec.trials): a single page, in order."""
+    if cursor is not None:
+        raise InvalidCursor("a sweep's trials have no further pages")
+    query: Document = {"project": project, "sweep.id": sweep_id}
+    if status is not None:
+        query["status"] = str(status)
+    return _one_page(await store.runs.find(query).limit(MAX_ID_MATCHES).to_list(), sort, limit)
+
+
+def _one_page(found: list[Document], sort: RunSort, limit: int) -> Page:
     if sort in ("status", "-status"):
         order = [str(s) for s in (STATUS_ORDER if sort == "status" else tuple(reversed(STATUS_ORDER)))]
         found.sort(key=lambda d: (order.index(d["status"]) if d["status"] in order else len(order),

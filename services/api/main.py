@@ -23,6 +23,7 @@ from services.api.routes import (
     run_events,
     run_results,
     runs,
+    sweeps,
     trainers,
 )
 from services.api.store import ApiStore
@@ -87,7 +88,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     # Added after the body limit, so its metrics also count the requests the limit refuses.
     install_http_telemetry(app)
-    for module in (datasets, runs, run_results, run_events, checkpoints, architectures, trainers, keys, models):
+    for module in (datasets, runs, run_results, run_events, checkpoints, architectures, trainers, keys, models,
+                   sweeps):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
     _install_openapi(app)

@@ -27,6 +27,7 @@ from shared.store import (
     MODELS,
     PROJECTS,
     RUNS,
+    SWEEPS,
     TRAINERS,
     Document,
 )
@@ -46,6 +47,7 @@ class ApiStore:
         self.projects = db[PROJECTS]
         self.models = db[MODELS]
         self.migrations = db[MIGRATIONS]
+        self.sweeps = db[SWEEPS]
 
     async def ensure_indexes(self) -> None:
         newest = [("created_at", DESCENDING), ("_id", DESCENDING)]
@@ -58,6 +60,8 @@ class ApiStore:
                                      name="project_search_created")
         await self.add_missing_search_keys()
         await self.datasets.create_index([("project", ASCENDING), *newest], name="project_created")
+        await self.sweeps.create_index([("project", ASCENDING), *newest], name="project_created")
+        await self.runs.create_index([("project", ASCENDING), ("sweep.id", ASCENDING)], name="project_sweep")
         await self.api_keys.create_index([("project", ASCENDING), ("created_at", ASCENDING)], name="project_created")
 
     # -- keys --------------------------------------------------------------

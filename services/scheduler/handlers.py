@@ -8,10 +8,12 @@ from faststream.nats import NatsBroker, NatsMessage, NatsRouter
 from pydantic import BaseModel
 
 from services.scheduler.scheduling import Scheduler
+from services.scheduler.sweeps import SweepKeeper
 from shared.bus import decode_event, redelivered_on_storage_error
 from shared.bus import durable_subscriber as shared_durable_subscriber
 from shared.events import (
     CheckpointSaved,
+    EpochLogged,
     RunAccepted,
     RunCompleted,
     RunCreated,
@@ -23,12 +25,13 @@ from shared.events import (
     utcnow,
 )
 from shared.subjects import Subjects
+from shared.sweeps import SweepKillRequested
 
 log = logging.getLogger(__name__)
 EventT = TypeVar("EventT", bound=BaseModel)
 
 
-def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -> NatsRouter:
+def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) -> NatsRouter:
     router = NatsRouter()
     store, lifecycle = scheduler.store, scheduler.lifecycle
 
@@ -122,6 +125,21 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects) -
     @durable_subscriber(subjects.checkpoint_saved, "scheduler-checkpoint-saved")
     async def on_checkpoint_saved(message: NatsMessage) -> None:
         await handle(message, CheckpointSaved, "scheduler-checkpoint-saved", checkpoint)
+
+    async def sweep_epoch(event: EpochLogged) -> None:
+        await sweeps.epoch_logged(event)
+
+    async def kill_sweep(event: SweepKillRequested) -> None:
+        await sweeps.kill(event.sweep_id)
+
+    # Every trial's metrics (ASHA's rungs, the best trial); epochs of other runs are skipped.
+    @durable_subscriber(subjects.epoch_logged, "scheduler-sweep-epochs")
+    async def on_epoch_logged(message: NatsMessage) -> None:
+        await handle(message, EpochLogged, "scheduler-sweep-epochs", sweep_epoch)
+
+    @durable_subscriber(subjects.sweep_kill_requested, "scheduler-sweep-kill-requested")
+    async def on_sweep_kill_requested(message: NatsMessage) -> None:
+        await handle(message, SweepKillRequested, "scheduler-sweep-kill-requested", kill_sweep)
 
     @router.subscriber(subjects.trainer_heartbeat)
     async def on_trainer_heartbeat(message: NatsMessage) -> None:

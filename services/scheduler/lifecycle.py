@@ -92,10 +92,15 @@ class RunLifecycle:
                              guard={"attempt": event.attempt, "trainer_id": event.trainer_id,
                                     "status": str(RunStatus.PENDING)},
                              fields={"started_at": event.occurred_at, "pending_reason": None})
+        message = event.message
+        if event.status == RunStatus.SUCCESS and message is None:
+            # A sweep trial that ASHA stopped at a rung says so (the decision was stored with it).
+            run = await self.store.run(event.run_id)
+            message = ((run or {}).get("sweep") or {}).get("stop_message")
         moved = await self._move(
-            event.run_id, RunStatus(event.status), event.message, previous=None,
+            event.run_id, RunStatus(event.status), message, previous=None,
             guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
-            fields={"completed_at": event.occurred_at, "message": event.message, "pending_reason": None,
+            fields={"completed_at": event.occurred_at, "message": message, "pending_reason": None,
                     "epochs_completed": event.epochs_completed},
         )
         await self.store.release_trainer(event.trainer_id, event.run_id)

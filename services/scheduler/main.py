@@ -8,6 +8,7 @@ from services.scheduler.handlers import build_router
 from services.scheduler.lifecycle import RunLifecycle
 from services.scheduler.scheduling import Scheduler
 from services.scheduler.store import SchedulerStore
+from services.scheduler.sweeps import SweepKeeper
 from services.scheduler.telemetry import refresh_gauges_forever
 from shared.bus import make_broker
 from shared.settings import SchedulerSettings
@@ -22,8 +23,10 @@ def build_app(settings: SchedulerSettings) -> FastStream:
     client = mongo_client(settings)
     store = SchedulerStore(database(client, settings))
     broker = make_broker(settings, "scheduler")
-    scheduler = Scheduler(store, RunLifecycle(store, broker, subjects, settings.aging_s), broker, subjects, settings)
-    broker.include_router(build_router(broker, scheduler, subjects))
+    lifecycle = RunLifecycle(store, broker, subjects, settings.aging_s)
+    sweeps = SweepKeeper(database(client, settings), lifecycle, broker, subjects)
+    scheduler = Scheduler(store, lifecycle, broker, subjects, settings, sweeps)
+    broker.include_router(build_router(broker, scheduler, subjects, sweeps))
     app = FastStream(broker)
     tasks: set[asyncio.Task[None]] = set()
 

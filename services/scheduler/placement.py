@@ -24,6 +24,9 @@ class QueuedRun:
     accelerator: AcceleratorRequest
     pending_reason: str | None = None
     attempt: int = 0
+    # A sweep's trial: at most `sweep_max_concurrent` of the sweep's trials hold trainers at once.
+    sweep_id: str | None = None
+    sweep_max_concurrent: int = 0
 
 
 @dataclass(frozen=True)

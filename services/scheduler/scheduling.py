@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.scheduler.lifecycle import RunLifecycle
 from services.scheduler.placement import NotPlaced, Placement, QueuedRun, place, queue_order
 from services.scheduler.store import SchedulerStore
+from services.scheduler.sweeps import SweepKeeper
 from services.scheduler.telemetry import traced_assignment
 from shared.bus import publish_event
 from shared.events import BaseModelRef, RunAssigned, RunStopRequested, StoredCheckpoint, TrainerHeartbeat, utcnow
@@ -37,8 +38,9 @@ MIN_EXECUTION_TIMEOUT_S = RunSpec.model_fields["execution_timeout_s"].metadata[0
 
 class Scheduler:
     def __init__(self, store: SchedulerStore, lifecycle: RunLifecycle, broker: NatsBroker, subjects: Subjects,
-                 settings: SchedulerSettings) -> None:
+                 settings: SchedulerSettings, sweeps: SweepKeeper | None = None) -> None:
         self.store = store
+        self.sweeps = sweeps
         self.lifecycle = lifecycle
         self.broker = broker
         self.subjects = subjects
@@ -61,6 +63,7 @@ class Scheduler:
                 return 0  # nothing can be placed; the periodic pass keeps reasons current
             queued = await self.store.queued_runs()
             active = await self.store.active_runs_per_project()
+            active_trials = await self.store.active_trials_per_sweep()
             limit = self.settings.project_max_active_runs
             assigned = 0
             depth: dict[str, int] = {}
@@ -69,6 +72,9 @@ class Scheduler:
                 if limit and active.get(run.project, 0) >= limit:
                     decision: Placement | NotPlaced = NotPlaced(
                         f"project {run.project} is at its limit of {limit} active runs")
+                elif run.sweep_id and active_trials.get(run.sweep_id, 0) >= run.sweep_max_concurrent:
+                    decision = NotPlaced(f"sweep {run.sweep_id} has {run.sweep_max_concurrent} trials training "
+                                         f"(its max_concurrent)")
                 else:
                     decision = place(run.accelerator, online)
                 if isinstance(decision, NotPlaced):
@@ -83,6 +89,8 @@ class Scheduler:
                 if await self._assign(run, decision.trainer_id):
                     assigned += 1
                     active[run.project] = active.get(run.project, 0) + 1
+                    if run.sweep_id:
+                        active_trials[run.sweep_id] = active_trials.get(run.sweep_id, 0) + 1
                 online = [replace(t, free=t.free - run.accelerator.count) if t.trainer_id == decision.trainer_id
                           else t for t in online]
             # Names seen before are set too, so an emptied queue reads 0, not its last depth.
@@ -109,6 +117,7 @@ class Scheduler:
             dataset=DatasetLayout.model_validate(claimed["dataset"]),
             base_model=BaseModelRef.model_validate(claimed["base_model"]) if claimed.get("base_model") else None,
             resume_from=StoredCheckpoint.model_validate(claimed["checkpoint"]) if claimed.get("checkpoint") else None,
+            decision_epochs=list((claimed.get("sweep") or {}).get("rung_epochs", [])),
         )
         try:
             await publish_event(self.broker, self.subjects, self.subjects.run_assigned(trainer_id), event,
@@ -146,6 +155,8 @@ class Scheduler:
             await self.lifecycle.reset_attempt(
                 run, "not_accepted", f"trainer {run['trainer_id']} did not accept the assignment in time")
             self.request_placement()
+        if self.sweeps is not None:
+            await self.sweeps.watch(now)
         async for run in self.store.runs_started_before(now - timedelta(seconds=MIN_EXECUTION_TIMEOUT_S)):
             limit_s = int(run["spec"].get("execution_timeout_s", 3600))
             if (now - run["started_at"]).total_seconds() > limit_s:

@@ -80,7 +80,7 @@ class SchedulerStore:
 
     async def queued_runs(self) -> list[QueuedRun]:
         fields = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1, "pending_reason": 1,
-                  "attempt": 1}
+                  "attempt": 1, "sweep.id": 1, "sweep.max_concurrent": 1}
         return [
             QueuedRun(
                 run_id=doc["_id"],
@@ -90,6 +90,8 @@ class SchedulerStore:
                 accelerator=AcceleratorRequest.model_validate(doc["spec"]["accelerator"]),
                 pending_reason=doc.get("pending_reason"),
                 attempt=int(doc.get("attempt", 0)),
+                sweep_id=(doc.get("sweep") or {}).get("id"),
+                sweep_max_concurrent=int((doc.get("sweep") or {}).get("max_concurrent", 0)),
             )
             async for doc in self.runs.find(UNASSIGNED_PENDING, fields)
         ]
@@ -99,6 +101,14 @@ class SchedulerStore:
             {"$match": {"status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]},
                         "trainer_id": {"$ne": None}}},
             {"$group": {"_id": "$project", "n": {"$sum": 1}}},
+        ]
+        return {doc["_id"]: int(doc["n"]) async for doc in await self.runs.aggregate(pipeline)}
+
+    async def active_trials_per_sweep(self) -> dict[str, int]:
+        pipeline: list[Document] = [
+            {"$match": {"status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]},
+                        "trainer_id": {"$ne": None}, "sweep.id": {"$exists": True}}},
+            {"$group": {"_id": "$sweep.id", "n": {"$sum": 1}}},
         ]
         return {doc["_id"]: int(doc["n"]) async for doc in await self.runs.aggregate(pipeline)}
 
@@ -121,7 +131,8 @@ class SchedulerStore:
 
     async def assignment_of(self, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id}, {"spec": 1, "dataset": 1, "base_model": 1, "attempt": 1,
-                                                          "queued_at": 1, "created_at": 1, "checkpoint": 1})
+                                                          "queued_at": 1, "created_at": 1, "checkpoint": 1,
+                                                          "sweep.rung_epochs": 1})
 
     async def unclaim_run(self, run_id: str, trainer_id: str, reason: str) -> None:
         """Undo a claim whose assignment was never sent (the attempt number stays used)."""

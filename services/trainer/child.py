@@ -86,6 +86,7 @@ def train(job: TrainingJob, write: ReportWriter) -> str | None:
 
     from services.trainer.hooks import TrainyardReportHook
     from services.trainer.mmdet_config import build_config
+    from services.trainer.rungs import TrainyardRungHook  # noqa: F401  (registers it in MMEngine's HOOKS)
     from services.trainer.transfer import prepare_base_weights
 
     torch.set_num_threads(job.threads)

@@ -7,6 +7,7 @@ from services.trainer.worker import Trainer
 from shared.bus import decode_event, durable_subscriber
 from shared.events import RunAssigned, RunStopRequested
 from shared.subjects import Subjects
+from shared.sweeps import RunRungDecided
 
 # While busy, an assignment waits this long before it is offered again (the
 # scheduler sends it elsewhere if it stays unaccepted).
@@ -32,5 +33,14 @@ def build_router(broker: NatsBroker, trainer: Trainer, subjects: Subjects) -> Na
         request = await decode_event(message, RunStopRequested, broker=broker, subjects=subjects, consumer=stops)
         if request is not None:
             await trainer.stop(request)
+
+    decisions = f"trainer-{trainer.trainer_id}-rung-decisions"
+
+    @durable_subscriber(router, subjects, subjects.run_rung_decided(trainer.trainer_id), decisions)
+    async def on_run_rung_decided(message: NatsMessage) -> None:
+        decision = await decode_event(message, RunRungDecided, broker=broker, subjects=subjects,
+                                      consumer=decisions)
+        if decision is not None:
+            trainer.rung_decided(decision)
 
     return router

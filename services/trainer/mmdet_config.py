@@ -198,6 +198,9 @@ def build_config(job: TrainingJob) -> Config:
             "patience_metric": watched if spec.patience else None,
             "patience": spec.patience,
         })
+    if job.decision_epochs:
+        cfg.custom_hooks.append({"type": "TrainyardRungHook", "epochs": job.decision_epochs,
+                                 "work_dir": job.work_dir})
     _distribute(cfg, job)
     # Resuming restores epoch, optimizer, schedule and EMA, so epochs continue
     # where the earlier attempt's last checkpoint left them.

@@ -33,6 +33,8 @@ class TrainingJob(BaseModel):
     resume_from: str | None = None
     # Weights to start from (transfer learning); ignored when resuming.
     base_model: BaseModelRef | None = None
+    # A sweep trial under ASHA: the epochs after which it waits for the scheduler's rung decision.
+    decision_epochs: list[int] = Field(default_factory=list)
 
 
 class StartedReport(BaseModel):

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from services.trainer.checkpoints import CheckpointStoreError, RunCheckpoints
+from services.trainer.decisions import write_decision
 from services.trainer.launch import TrainingProcesses
 from services.trainer.reports import (
     EpochReport,
@@ -82,6 +83,10 @@ class TrainingSession:
         """End the attempt with `status` (a kill, a timeout, a superseded attempt)."""
         self.stop_outcome = (status, message)
         await self._terminate()
+
+    def decide(self, epoch: int, proceed: bool, message: str) -> None:
+        """ASHA's decision at a rung, for the child waiting at that epoch."""
+        write_decision(self.work_dir, epoch, proceed, message)
 
     async def release(self, reason: str) -> None:
         """Stop and hand the run back to the scheduler to resume elsewhere (drain)."""
@@ -184,6 +189,7 @@ class TrainingSession:
             world_size=world_size,
             resume_from=str(resume_from) if resume_from else None,
             base_model=base_model,
+            decision_epochs=self.assignment.decision_epochs,
         )
         if self.stop_outcome is not None or self.release_reason is not None:
             return 0, None, False  # stopped before it began

@@ -21,6 +21,7 @@ from shared.bus import publish_event
 from shared.events import Event, RunAccepted, RunAssigned, RunningAttempt, RunStopRequested, TrainerHeartbeat
 from shared.settings import TrainerSettings
 from shared.subjects import Subjects
+from shared.sweeps import RunRungDecided
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -132,6 +133,14 @@ class Trainer:
             return
         log.info("stopping run %s attempt %d: %s", request.run_id, request.attempt, request.message)
         await session.stop(request.status, request.message)
+
+    def rung_decided(self, decision: RunRungDecided) -> None:
+        session = self.sessions.get(decision.run_id)
+        if session is None or session.attempt != decision.attempt:
+            return  # the attempt ended meanwhile, or the decision is for a superseded one
+        log.info("run %s attempt %d epoch %d: %s", decision.run_id, decision.attempt, decision.epoch,
+                 decision.message)
+        session.decide(decision.epoch, decision.proceed, decision.message)
 
     async def send_heartbeat(self) -> None:
         beat = TrainerHeartbeat(

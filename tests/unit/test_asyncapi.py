@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from shared import events
+from shared import events, sweeps
 from shared.subjects import Subjects
 from trainyard.asyncapi import channels, document, render
 
@@ -22,8 +22,8 @@ def test_docs_asyncapi_yaml_is_up_to_date() -> None:
 
 def test_every_event_and_every_subject_is_documented() -> None:
     event_models = {
-        cls for _, cls in inspect.getmembers(events, inspect.isclass)
-        if issubclass(cls, events.Event) and cls not in (events.Event, events.RunEvent)
+        cls for module in (events, sweeps) for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, events.Event) and cls not in (events.Event, events.RunEvent, sweeps.SweepEvent)
     }
     assert event_models == {c.message for c in channels()}
     subject_names = {name for name, _ in inspect.getmembers(Subjects) if not name.startswith("_")}

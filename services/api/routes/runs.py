@@ -1,4 +1,3 @@
-import asyncio
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -6,20 +5,18 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi import Path as PathParam
 
 from services.api.auth import RunsReader, RunsWriter
-from services.api.dataset_validation import recheck
 from services.api.deps import ArtifactStore, Bus, Store, SubjectNames
 from services.api.errors import Conflict, NotFound, Unprocessable, problem_responses
-from services.api.listing import RunSort, page_of_runs
+from services.api.listing import RunSort, page_of_runs, runs_of_sweep
 from services.api.models import RunList, RunOut
 from services.api.pagination import InvalidCursor
-from services.api.search import search_keys
+from services.api.run_creation import checked_base_model, checked_dataset, run_document
 from services.api.views import run_out
 from shared.artifacts import run_prefix
 from shared.bus import publish_event
-from shared.events import RunCreated, RunKillRequested, RunRemoved, RunRerunRequested, new_id, utcnow
+from shared.events import RunCreated, RunKillRequested, RunRemoved, RunRerunRequested, utcnow
 from shared.specs import ObjectId, RunSpec
 from shared.status import TERMINAL_STATUSES, RunStatus
-from shared.telemetry import run_trace_context
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403))
 RunId = Annotated[ObjectId, PathParam(description="the run's id")]
@@ -44,47 +41,15 @@ async def existing_run(store: Store, project: str, run_id: str) -> dict[str, Any
 @router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(400, 413))
 async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
     """Create a training run; the scheduler queues and places it."""
-    dataset = await store.dataset(caller.project, spec.dataset_id)
-    if dataset is None:
-        raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}",
-                            [{"field": "dataset_id", "message": "no such dataset", "value": spec.dataset_id}])
-    # Files on shared storage can change after registration: a broken dataset is
-    # refused here, before the run takes a place in the queue or an accelerator.
-    problems = await asyncio.to_thread(recheck, dataset["layout"], dataset.get("fingerprint"))
-    if problems:
-        first = problems[0]
-        raise Unprocessable(f"dataset {spec.dataset_id} changed since it was registered and is no longer valid: "
-                            f"{first.file}: {first.message}", [p.as_dict() for p in problems])
-    base_model = None
-    if spec.base_model_id is not None:
-        model = await store.model(caller.project, spec.base_model_id)
-        if model is None:
-            raise Unprocessable(f"base_model_id: no model with id {spec.base_model_id!r}",
-                                [{"field": "base_model_id", "message": "no such model", "value": spec.base_model_id}])
-        if model["architecture"] != spec.architecture:
-            raise Unprocessable(
-                f"base_model_id: model {spec.base_model_id} is a {model['architecture']}, the run a "
-                f"{spec.architecture}", [{"field": "base_model_id", "message": "architecture differs",
-                                          "value": spec.base_model_id}])
-        base_model = {"id": model["_id"], "checkpoint": model["checkpoint"], "classes": model["classes"]}
-    now = utcnow()
-    doc: dict[str, Any] = {
-        "_id": new_id(), "project": caller.project, "name": spec.name, "spec": spec.model_dump(mode="json"),
-        "dataset": dataset["layout"], "base_model": base_model, "status": str(RunStatus.CREATED), "attempt": 0,
-        "trainer_id": None,
-        "pending_reason": None, "message": None, "created_at": now, "updated_at": now,
-        "created_by": caller.key_id,
-        "history": [{"status": str(RunStatus.CREATED), "at": now, "message": None, "attempt": None}],
-    }
-    doc["search_keys"] = search_keys(spec.name, doc["_id"])
-    # The scheduler continues this request's trace whenever it handles the run.
-    doc["trace_context"] = run_trace_context(doc["_id"])
+    dataset = await checked_dataset(store, caller.project, spec.dataset_id)
+    base_model = await checked_base_model(store, caller.project, spec)
+    doc = run_document(caller.project, spec, dataset, base_model, caller.key_id)
     await store.insert_run(doc)
     # If this publish is lost, the scheduler still finds the run in `created` and queues it.
     await publish_event(bus, subjects, subjects.run_created,
                         RunCreated(run_id=doc["_id"], project=caller.project, spec=spec),
                         dedup_key=f"{doc['_id']}:created")
-    return run_out(doc, None, now)
+    return run_out(doc, None, doc["created_at"])
 
 
 @router.get("")
@@ -97,11 +62,17 @@ async def list_runs(
                                                "in lifecycle order (newest first within a status)")] = "-created_at",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: CursorParam | None = None,
+    sweep_id: Annotated[ObjectId | None, Query(description="only the trials of this sweep (one page: a sweep "
+                                                           "has at most 200)")] = None,
 ) -> RunList:
     """The project's runs, a page at a time; follow `next_cursor` for the next page."""
     try:
-        page = await page_of_runs(store, caller.project, status=status_filter, search=search, sort=sort,
-                                  limit=limit, cursor=cursor, now=utcnow())
+        if sweep_id is not None:
+            page = await runs_of_sweep(store, caller.project, sweep_id, status=status_filter, sort=sort,
+                                       limit=limit, cursor=cursor)
+        else:
+            page = await page_of_runs(store, caller.project, status=status_filter, search=search, sort=sort,
+                                      limit=limit, cursor=cursor, now=utcnow())
     except InvalidCursor as error:
         raise Unprocessable(f"cursor: {error}", [{"field": "query.cursor", "message": str(error)}]) from error
     latest = await store.latest_epochs([doc["_id"] for doc in page.items])
