@@ -1,5 +1,6 @@
 """Under the local stack every service serves /metrics, on ports the stack records and prints."""
 
+import functools
 import json
 
 import httpx
@@ -22,5 +23,5 @@ def test_scheduler_metrics_and_api_serve_metrics_on_recorded_ports(stack: LocalS
     urls = json.loads((stack.data_dir / "stack.json").read_text())["metrics_urls"]
     assert set(urls) == {"scheduler", "metrics", "api"} and urls == stack.metrics_urls()
     for service, url in urls.items():
-        wait_until(lambda url=url: _answers(url), 30, f"{service}'s /metrics")
+        wait_until(functools.partial(_answers, url), 30, f"{service}'s /metrics")
         assert "python_info" in httpx.get(url, follow_redirects=True).text, service
