@@ -42,7 +42,7 @@ class RunClock:
     def update(self, run: Run) -> None:
         self.fetched_at = datetime.now(UTC)
         self.trained_s = run["duration_s"] or 0.0
-        self.running = run["status"] == "running"
+        self.running = run["status"] == "in_progress"
 
     def elapsed_s(self) -> float:
         if not self.running:
