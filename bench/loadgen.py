@@ -124,7 +124,7 @@ class LoadGenerator:
 async def run_load_generator(args: argparse.Namespace) -> None:
     settings = CommonSettings()
     subjects = Subjects(settings.subject_prefix)
-    broker = NatsBroker(settings.nats_url, name="trainyard-loadgen")
+    broker = NatsBroker(settings.nats_servers, name="trainyard-loadgen")
     trainers = [
         FakeTrainer(f"{args.name}-{i}", args.accelerator, args.count, args.behaviour, args.run_seconds)
         for i in range(args.trainers)

@@ -10,6 +10,7 @@ Names are paths, one place spells them:
     runs/<run>/checkpoints/attempt_<a>/epoch_<n>.pth     MMEngine checkpoints (resume)
     runs/<run>/checkpoints/attempt_<a>/manifest.json     what that attempt keeps, the run's best
     runs/<run>/previews/epoch_<n>/<image>.png
+    runs/<run>/predictions/epoch_<n>.bbox.json           an evaluation's predictions (COCO results)
     models/<model>.pth                       a registered model's weights
 """
 
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +55,7 @@ TRANSFER_SECONDS = Histogram(
 TRANSFER_BYTES = Counter(
     "trainyard_artifact_bytes_total", "Bytes stored into or fetched from the artifact store", ["operation", "kind"],
 )
-KINDS = ("checkpoint", "manifest", "model", "preview", "other")
+KINDS = ("checkpoint", "manifest", "model", "preview", "predictions", "other")
 for _operation in ("store", "fetch"):
     for _kind in KINDS:  # exported from the start, so dashboards and alerts see zeros, not gaps
         TRANSFER_SECONDS.labels(_operation, _kind)
@@ -65,6 +67,8 @@ def kind_of(name: str) -> str:
         return "model"
     if "/previews/" in name:
         return "preview"
+    if "/predictions/" in name:
+        return "predictions"
     if name.endswith(MANIFEST):
         return "manifest"
     return "checkpoint" if "/checkpoints/" in name else "other"
@@ -106,6 +110,10 @@ def manifest_name(run_id: str, attempt: int) -> str:
 
 def preview_name(run_id: str, epoch: int, image_id: int) -> str:
     return f"{run_prefix(run_id)}previews/epoch_{epoch}/{image_id}.png"
+
+
+def predictions_name(run_id: str, epoch: int) -> str:
+    return f"{run_prefix(run_id)}predictions/epoch_{epoch}.bbox.json"
 
 
 def model_weights_name(model_id: str) -> str:
@@ -293,6 +301,6 @@ def _digest_file(path: Path) -> Path:
     return path.with_name(f".{path.name}.digest")
 
 
-def describe_checkpoint(epoch: int, metrics: dict[str, float]) -> str:
+def describe_checkpoint(epoch: int, metrics: Mapping[str, float | None]) -> str:
     """An object's description: the epoch and what it scored, readable in `nats object ls`."""
     return json.dumps({"epoch": epoch, "metrics": metrics}, sort_keys=True)

@@ -45,7 +45,7 @@ DEAD_LETTERED = Counter(
 
 def make_broker(settings: CommonSettings, service: str, registry: CollectorRegistry = REGISTRY) -> NatsBroker:
     return NatsBroker(
-        settings.nats_url,
+        settings.nats_servers,
         name=f"trainyard-{service}",
         # FastStream logs every message it handles (a heartbeat every 2 s per trainer): DEBUG, not INFO.
         log_level=logging.DEBUG,

@@ -161,10 +161,16 @@ class EpochLogged(RunEvent):
     loss: FiniteFloat = Field(description="mean total training loss over the epoch")
     learning_rate: FiniteFloat
     epoch_time_s: FiniteFloat
-    metrics: dict[str, FiniteFloat] = Field(
-        default_factory=dict, description="COCO bbox metrics: bbox_mAP, bbox_mAP_50, bbox_mAP_75, ..."
+    metrics: dict[str, FiniteFloat | None] = Field(
+        default_factory=dict,
+        description="COCO bbox metrics (bbox_mAP, bbox_mAP_50, ..., bbox_AR_100, AP/<class>, precision_50, ...): "
+                    "every one for an evaluated epoch, null where COCO's is undefined (-1); none between evaluations",
     )
     confusion_matrix: ConfusionMatrix | None = None
+    predictions: str | None = Field(
+        None, description="the evaluation's predictions (COCO results JSON) in the artifact store, stored before "
+                          "the event"
+    )
     previews: list[PreviewImage] = Field(
         default_factory=list, description="the evaluation's previews (spec.preview), stored before the event"
     )

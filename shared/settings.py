@@ -9,6 +9,8 @@ LOCAL_MONGO_OPTIONS = "retryWrites=false&maxIdleTimeMS=240000"
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
 
+    # One URL, or several comma-separated (the nodes of a NATS cluster: the
+    # client fails over between them).
     nats_url: str = "nats://127.0.0.1:4222"
     # The local server needs retryWrites off (write throughput) and idle
     # connections recycled before its 300 s idle cut-off.
@@ -19,6 +21,10 @@ class CommonSettings(BaseSettings):
     # Where /metrics is served for Prometheus; port 0 disables it.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
 
 class SchedulerSettings(CommonSettings):

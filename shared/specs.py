@@ -25,6 +25,7 @@ class AcceleratorRequest(Strict):
 # (docs/architecture.md, "COCO metrics"); val_loss is lower-is-better, the rest higher.
 TrackedMetric = Literal[
     "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l",
+    "bbox_AR_1", "bbox_AR_10", "bbox_AR_100", "bbox_AR_s", "bbox_AR_m", "bbox_AR_l",
     "precision_50", "recall_50", "val_loss",
 ]
 LOWER_IS_BETTER = frozenset({"val_loss"})

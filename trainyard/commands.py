@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 
 from trainyard.localstack import SERVICES, LocalStack, StackError, stop_recorded_stack
+from trainyard.supervisor import DEATH_WINDOW_S, MAX_DEATHS, Supervisor
 from trainyard_client import TrainyardClient, TrainyardError
 
 # Not imported from trainyard_client.cli: that package adds these commands when it loads,
@@ -32,11 +33,25 @@ Listen = Annotated[str, typer.Option(help="address NATS, the API and /metrics li
                                           "other machines (a GPU trainer) join")]
 
 
-def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000, listen: Listen = "127.0.0.1") -> None:
-    """Start NATS, the MongoDB-wire server and the four services; Ctrl-C stops them."""
+def up(
+    data_dir: DataDir = Path(".trainyard"),
+    api_port: int = 8000,
+    listen: Listen = "127.0.0.1",
+    max_deaths: Annotated[int, typer.Option(help="give up on a process that dies this many times within the window",
+                                            min=1)] = MAX_DEATHS,
+    death_window_s: Annotated[float, typer.Option(help="the window of --max-deaths, in seconds", min=1)]
+    = DEATH_WINDOW_S,
+) -> None:
+    """Start NATS, the MongoDB-wire server and the four services, and keep them running: a process
+    that dies is restarted in place. Ctrl-C or `trainyard down` stops them."""
     stack = LocalStack(data_dir.resolve(), nats_url=os.environ.get("TRAINYARD_NATS_URL"),
                        mongo_url=os.environ.get("TRAINYARD_MONGO_URL"), api_port=api_port, listen=listen)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def report(line: str) -> None:
+        console.print(f"{datetime.now(UTC):%H:%M:%S} {line}", highlight=False)
+
+    supervisor = Supervisor(stack, report=report, max_deaths=max_deaths, window_s=death_window_s)
     try:
         stack.start(SERVICES)
         lines = [f"NATS      {stack.nats_url}", f"MongoDB   {stack.mongo_url}", f"API       {stack.api_url}",
@@ -47,11 +62,10 @@ def up(data_dir: DataDir = Path(".trainyard"), api_port: int = 8000, listen: Lis
             lines.append(f"join      trainyard trainer --nats-url nats://{socket.gethostname()}:{port}")
         lines += [f"logs      {stack.log_dir}", "stop with Ctrl-C or `trainyard down`"]
         console.print("\n".join(lines), highlight=False, markup=False)
-        while all(p.poll() is None for p in stack.processes.values()):
-            time.sleep(1)
-        dead = [name for name, p in stack.processes.items() if p.poll() is not None]
-        console.print(f"[red]{', '.join(dead)} exited; see {stack.log_dir}[/red]")
-        raise typer.Exit(1)
+        # Until Ctrl-C or `trainyard down`: a dead process is restarted, not a reason to stop the rest.
+        while True:
+            supervisor.check()
+            time.sleep(0.5)
     except StackError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from error
@@ -160,6 +174,7 @@ def demo(data_dir: DataDir = Path(".trainyard"), architecture: str = "rtmdet-tin
          batch_size: int = 4) -> None:
     """Start the local stack, train a detector on generated shapes, show its results, stop."""
     from trainyard.synth import write_synthetic_coco
+    from trainyard_client.cli.common import metric
     from trainyard_client.cli.follow import follow_run
     from trainyard_client.cli.runs import show_matrix
 
@@ -185,7 +200,7 @@ def demo(data_dir: DataDir = Path(".trainyard"), architecture: str = "rtmdet-tin
                     console.print(f"best epoch {best['epoch']['epoch']}: bbox mAP {best['value']:.3f}")
                 final = logs[-1]["metrics"] if logs else {}
                 console.print(f"run {run['id']} ended [bold]{run['status']}[/bold] after {len(logs)} epochs; "
-                              f"final bbox mAP {final.get('bbox_mAP', 0):.3f}, mAP50 {final.get('bbox_mAP_50', 0):.3f}")
+                              f"final bbox mAP {metric(final, 'bbox_mAP')}, mAP50 {metric(final, 'bbox_mAP_50')}")
                 if run["status"] != "success":
                     console.print(f"[red]{run.get('message')}[/red]")
                     raise typer.Exit(1)

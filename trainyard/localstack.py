@@ -23,6 +23,8 @@ SERVICES = ("metrics", "scheduler", "api", "trainer")
 DEFAULT_PROJECT = "default"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["API_KEY_FILE", "DEFAULT_PROJECT", "SERVICES", "STATE_FILE", "LocalStack", "StackError"]
+# How long a stop waits for processes to end on SIGTERM before it kills them.
+STOP_TIMEOUT_S = 15.0
 
 
 class StackError(RuntimeError):
@@ -95,6 +97,9 @@ class LocalStack:
     metrics_ports: dict[str, int] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # How each process was started, so a supervisor restarts it exactly so:
+    # same arguments, ports, data dir and environment.
+    launches: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
 
     @property
     def log_dir(self) -> Path:
@@ -107,19 +112,35 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
+        full_env = {**os.environ, **(env or {})}
+        self.launches[name] = (list(argv), full_env)
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env=full_env,
                 # Own process group: Ctrl-C in a terminal reaches the stack's
                 # owner, which then stops children in order.
                 start_new_session=True,
             )
         self.processes[name] = proc
         return proc
+
+    def restart_process(self, name: str) -> subprocess.Popen[bytes]:
+        """Start `name` again as it was started the first time (its old process must have ended).
+
+        Does not wait for it to be ready: the services reconnect by themselves,
+        and a process that dies again at once is just one more death to the supervisor.
+        """
+        argv, env = self.launches[name]
+        old = self.processes.get(name)
+        if old is not None and old.poll() is None:
+            raise StackError(f"{name} (pid {old.pid}) is still running")
+        with (self.log_dir / f"{name}.log").open("ab") as out:
+            out.write(f"\n--- restarted by the local stack at {time.strftime('%H:%M:%S')} ---\n".encode())
+        return self._spawn(name, argv, env)
 
     def start_servers(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -243,23 +264,30 @@ class LocalStack:
             urls["api"] = f"{self.api_url}/metrics"
         return urls
 
-    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> None:
+        self.stop_processes([name], sig, timeout)
+
+    def stop_processes(self, names: list[str], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Signal them all at once, then wait for all under one deadline: the stop takes at
+        most `timeout` however many there are (one by one, a stack whose database server
+        had died took about a minute, each service spending its own timeout on it)."""
+        procs = [proc for name in names if (proc := self.processes.pop(name, None)) is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def stop(self) -> None:
         # Services first, servers last, so nothing loses its connection mid-write.
-        for name in [n for n in reversed(list(self.processes)) if n not in ("nats", "mongo")]:
-            self.stop_process(name)
-        for name in ("mongo", "nats"):
-            self.stop_process(name)
+        self.stop_processes([n for n in reversed(list(self.processes)) if n not in ("nats", "mongo")])
+        self.stop_processes([n for n in ("mongo", "nats") if n in self.processes])
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / STATE_FILE).unlink()
 

@@ -84,7 +84,7 @@ class Run(TypedDict):
     device: str | None
     progress: Progress
     queue_position: int | None
-    latest_metrics: dict[str, float]
+    latest_metrics: dict[str, float | None]
     created_at: str
     updated_at: str
     started_at: str | None
@@ -131,7 +131,8 @@ class EpochLog(TypedDict):
     losses: dict[str, float]
     learning_rate: float
     epoch_time_s: float
-    metrics: dict[str, float]
+    # null where an evaluation leaves a metric undefined (no box of that size, say).
+    metrics: dict[str, float | None]
     logged_at: str
 
 
@@ -213,6 +214,15 @@ class RunPreviews(TypedDict):
     run_id: str
     score_threshold: float | None
     items: list[EpochPreviews]
+
+
+class Prediction(TypedDict):
+    """One detection of an evaluation, in COCO results format (what pycocotools' `COCO.loadRes` reads)."""
+
+    image_id: int
+    category_id: int
+    bbox: list[float]
+    score: float
 
 
 class RunConfig(TypedDict):
@@ -313,7 +323,7 @@ class Model(TypedDict):
     checkpoint: str
     epochs: int
     best_epoch: int | None
-    best_metrics: dict[str, float]
+    best_metrics: dict[str, float | None]
     base_model_id: str | None
     published: bool
     created_at: str

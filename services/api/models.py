@@ -81,7 +81,8 @@ class RunOut(BaseModel):
     queue_position: int | None = Field(
         None, description="place among runs waiting for the same accelerators, in the order the scheduler "
                           "takes them (priority, with waiting time counted as priority: aging)")
-    latest_metrics: dict[str, float] = Field(default_factory=dict)
+    latest_metrics: dict[str, float | None] = Field(
+        default_factory=dict, description="the latest epoch's COCO metrics; null: undefined for that evaluation")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -104,7 +105,9 @@ class EpochLog(BaseModel):
     losses: dict[str, float]
     learning_rate: float
     epoch_time_s: float
-    metrics: dict[str, float]
+    metrics: dict[str, float | None] = Field(description=(
+        "COCO bbox metrics: every one for an evaluated epoch (none between evaluations); null where COCO's "
+        "is undefined (-1: no ground truth of that size or class, crowd-only ground truth)"))
     logged_at: datetime
 
 
@@ -300,7 +303,7 @@ class ModelOut(BaseModel):
     checkpoint: str = Field(description="the weights in the artifact store; download: GET /v1/models/{id}/weights")
     epochs: int
     best_epoch: int | None = Field(description="the epoch with the highest bbox_mAP")
-    best_metrics: dict[str, float]
+    best_metrics: dict[str, float | None]
     base_model_id: str | None = Field(description="the model this one was fine-tuned from")
     published: bool
     created_at: datetime
@@ -315,5 +318,5 @@ class BestEpochOut(BaseModel):
     metric: str
     epoch: int
     value: float
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     losses: dict[str, float]

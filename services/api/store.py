@@ -193,6 +193,11 @@ class ApiStore:
         query = {"run_id": run_id, "$or": [{"epoch": {"$gt": epoch}}, {"attempt": {"$gt": attempt}}]}
         return await self.epochs.find(query, {"_id": 0}).sort("epoch", ASCENDING).to_list()
 
+    async def predictions_of(self, run_id: str) -> dict[int, str]:
+        """Epoch -> the object name of its evaluation's predictions, for every epoch that has them."""
+        docs = await self.epochs.find({"run_id": run_id}, {"_id": 0, "epoch": 1, "predictions": 1}).to_list()
+        return {int(doc["epoch"]): doc["predictions"] for doc in docs if doc.get("predictions")}
+
     async def previews_of(self, run_id: str, epoch: int | None) -> list[Document]:
         """The epochs (one, or all) that have previews: epoch, attempt, previews, their score threshold."""
         query: dict[str, Any] = {"run_id": run_id}
@@ -254,8 +259,11 @@ class ApiStore:
         )
 
     async def best_epoch_by(self, run_id: str, metric: str) -> Document | None:
-        return await self.epochs.find_one({"run_id": run_id, f"metrics.{metric}": {"$exists": True}}, {"_id": 0},
-                                          sort=[(f"metrics.{metric}", DESCENDING), ("epoch", ASCENDING)])
+        """The epoch with the highest `metric`, the earliest among equals; one where it is undefined
+        (null) never wins (a sort would rank null below every number, and pick it when nothing else is)."""
+        scored = [doc for doc in await self.epochs_of(run_id)
+                  if isinstance(doc.get("metrics", {}).get(metric), int | float)]
+        return max(scored, key=lambda doc: doc["metrics"][metric], default=None)
 
     async def list_trainers(self) -> list[Document]:
         return await self.trainers.find().sort("_id", ASCENDING).to_list()

@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -90,6 +90,7 @@ class MetricsStore:
             # Names in the artifact store; the api serves the PNGs from there.
             "previews": [preview.model_dump() for preview in event.previews],
             "preview_score_threshold": event.preview_score_threshold,
+            "predictions": event.predictions,
             "logged_at": event.occurred_at,
             "event_id": event.event_id,
         }
@@ -129,10 +130,15 @@ class MetricsStore:
         return await self.epochs.count_documents({"run_id": run_id})
 
     async def best_epoch(self, run_id: str, metric: str = "bbox_mAP") -> Document | None:
-        """The epoch with the highest `metric` (the earliest among equals)."""
-        return await self.epochs.find_one(
-            {"run_id": run_id}, {"_id": 0}, sort=[(f"metrics.{metric}", DESCENDING), ("epoch", ASCENDING)]
-        )
+        """The epoch with the highest `metric` (the earliest among equals); an epoch where it is
+        undefined (null) or missing never wins. Chosen here, not by a sort: null sorts below every
+        number, so a run with no defined value would name a null epoch best."""
+        best: Document | None = None
+        async for doc in self.epochs.find({"run_id": run_id}, {"_id": 0}).sort("epoch", ASCENDING):
+            value = doc.get("metrics", {}).get(metric)
+            if isinstance(value, int | float) and (best is None or value > best["metrics"][metric]):
+                best = doc
+        return best
 
     async def register_model(self, event: ModelRegistered) -> bool:
         """Record a trained model once per run, with its best epoch; True when new."""

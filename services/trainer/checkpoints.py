@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from shared.artifacts import (
@@ -42,7 +43,7 @@ class CheckpointStoreError(RuntimeError):
     """The artifact store cannot give a run what it needs to start."""
 
 
-def improves(spec: RunSpec, epoch: int, name: str, metrics: dict[str, float],
+def improves(spec: RunSpec, epoch: int, name: str, metrics: Mapping[str, float | None],
              best: BestCheckpoint | None) -> BestCheckpoint | None:
     """The new best when this evaluation beats `best` on the watched metric (ties keep the earlier one,
     as MMEngine's CheckpointHook does)."""
@@ -51,7 +52,7 @@ def improves(spec: RunSpec, epoch: int, name: str, metrics: dict[str, float],
     metric = spec.watched_metric
     value = metrics.get(metric)
     if value is None:
-        return None  # an epoch without evaluation
+        return None  # an epoch without evaluation, or the metric undefined in this one: never the best
     if best is not None and best.metric == metric:
         better = value < best.value if metric in LOWER_IS_BETTER else value > best.value
         if not better:
@@ -84,7 +85,8 @@ class RunCheckpoints:
                 f"to resume from: {error}"
             ) from error
 
-    async def store_epoch(self, epoch: int, metrics: dict[str, float], work_dir: Path) -> StoredCheckpoint | None:
+    async def store_epoch(self, epoch: int, metrics: Mapping[str, float | None],
+                          work_dir: Path) -> StoredCheckpoint | None:
         """Store the checkpoint of a reported epoch, keep what the policy keeps; what was stored."""
         path = work_dir / f"epoch_{epoch}.pth"
         if not path.is_file():

@@ -1,29 +1,43 @@
 """COCO bbox metrics computed from a predictions file, so anyone can recompute them.
 
 Each evaluation writes its predictions as a COCO results JSON
-(`predictions/epoch_<N>.bbox.json` in the attempt's work dir: a list of
-`{image_id, category_id, bbox: [x, y, w, h], score}`). The reported metrics
-are exactly what pycocotools' COCOeval gives on that file against the
-validation annotation file, with `params.imgIds` = every image of the
-annotation file and `params.catIds` = the run's classes (by name), unrounded
-(CocoMetric rounds to 3 decimals, which no recomputation could match):
+(`predictions/epoch_<N>.bbox.json` in the attempt's work dir, then the
+artifact store: a list of `{image_id, category_id, bbox: [x, y, w, h], score}`).
+The reported metrics are exactly what pycocotools' COCOeval gives on that file
+against the validation annotation file, with its default parameters (maxDets
+1, 10, 100), `params.imgIds` = every image of the annotation file and
+`params.catIds` = the run's classes (by name), unrounded (CocoMetric rounds to
+3 decimals, which no recomputation could match).
 
-- bbox_mAP, bbox_mAP_50, bbox_mAP_75, bbox_mAP_s/m/l: `stats[0..5]`; a size
-  range without ground truth (-1) is left out.
+Every evaluation reports every key below. A value is None (JSON null) where
+COCOeval gives -1, "undefined": nothing of that kind is in the ground truth
+(a size range without boxes, a class without validation boxes, or crowd-only
+ground truth, which COCO ignores). It is 0.0 where COCOeval gives 0, e.g.
+every defined metric when nothing was predicted (pycocotools' `loadRes`
+refuses an empty list; an empty results set is evaluated instead, which is
+what COCOeval makes of it).
+
+- bbox_mAP, bbox_mAP_50, bbox_mAP_75, bbox_mAP_s/m/l: `stats[0..5]`.
+- bbox_AR_1, bbox_AR_10, bbox_AR_100, bbox_AR_s/m/l: `stats[6..11]` (the size
+  ranges at 100 detections).
 - AP/<class>: the class's AP over IoU 0.50:0.95 (area all, 100 detections),
-  the mean of `eval["precision"][:, :, k, 0, 2]` over entries > -1; a class
-  without validation boxes is left out. "." and "$" in a class name become "_"
-  (MongoDB field names).
+  the mean of `eval["precision"][:, :, k, 0, 2]` over entries > -1. "." and
+  "$" in a class name become "_" (MongoDB field names).
 - precision_50, recall_50: at IoU 0.5 (area all, 100 detections), for each class
   with validation boxes the point of COCOeval's interpolated precision/recall
   curve (`eval["precision"][0, :, k, 0, 2]` over `params.recThrs`, -1 read as 0)
   with the best F1 = 2PR/(P+R) (the first such point; P = R = 0 when no point
   has a positive F1), then the mean over those classes.
+
+Detections per image: COCO's 100, for every architecture (the 100 best scores
+of each class in an image count). The generated config gives MMDetection's
+CocoMetric the same `proposal_nums` (1, 10, 100), so train.log agrees.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from collections.abc import Sequence
@@ -33,9 +47,14 @@ from typing import Any
 import numpy as np
 
 # COCOeval.stats index -> reported name.
-STATS_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
-# Reported as 0.0 when there is nothing to evaluate (no prediction at all).
-ALWAYS_REPORTED = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75")
+STATS_KEYS = (
+    "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l",
+    "bbox_AR_1", "bbox_AR_10", "bbox_AR_100", "bbox_AR_s", "bbox_AR_m", "bbox_AR_l",
+)
+# COCOeval's params.maxDets, and CocoMetric's proposal_nums in every generated config.
+MAX_DETECTIONS = (1, 10, 100)
+
+Metrics = dict[str, float | None]
 
 
 def predictions_to_coco(
@@ -60,40 +79,59 @@ def metric_name(class_name: str) -> str:
     return "AP/" + class_name.replace(".", "_").replace("$", "_")
 
 
-def evaluate(ann_file: str, predictions_file: str, classes: Sequence[str]) -> dict[str, float]:
+def metric_names(classes: Sequence[str]) -> list[str]:
+    """Every key an evaluation reports, for these classes."""
+    return [*STATS_KEYS, *(metric_name(name) for name in classes), "precision_50", "recall_50"]
+
+
+def _defined(value: float) -> float | None:
+    return float(value) if value > -1 else None
+
+
+def _results(gt: Any, results: list[dict[str, Any]]) -> Any:
+    """`gt.loadRes(results)`, also for no results (which loadRes refuses): the same images and
+    categories, no detections."""
+    from pycocotools.coco import COCO
+
+    if results:
+        return gt.loadRes(results)
+    empty = COCO()
+    empty.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]),
+                     "annotations": []}
+    empty.createIndex()
+    return empty
+
+
+def evaluate(ann_file: str, predictions_file: str, classes: Sequence[str]) -> Metrics:
     """The metrics above, from the files alone."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     results = json.loads(Path(predictions_file).read_text())
-    if not results:  # loadRes cannot take an empty list; nothing predicted scores 0
-        return dict.fromkeys(ALWAYS_REPORTED, 0.0)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and tables
         gt = COCO(ann_file)
-        dt = gt.loadRes(results)
-        cocoeval = COCOeval(gt, dt, "bbox")
+        cocoeval = COCOeval(gt, _results(gt, results), "bbox")
         cocoeval.params.imgIds = sorted(gt.getImgIds())
         cocoeval.params.catIds = category_ids(ann_file, classes)
+        cocoeval.params.maxDets = list(MAX_DETECTIONS)
         cocoeval.evaluate()
         cocoeval.accumulate()
         cocoeval.summarize()
-    metrics = {name: float(value) for name, value in zip(STATS_KEYS, cocoeval.stats, strict=False) if value >= 0}
-    for name in ALWAYS_REPORTED:
-        metrics.setdefault(name, 0.0)
+    metrics: Metrics = {name: _defined(value) for name, value in zip(STATS_KEYS, cocoeval.stats, strict=True)}
     precision = cocoeval.eval["precision"]  # [IoU, recall point, class, area, max dets]
     recall_points = np.asarray(cocoeval.params.recThrs)
     best_p, best_r = [], []
     for k, name in enumerate(classes):
         curve = precision[:, :, k, 0, 2]
         if not (curve > -1).any():
-            continue  # no validation box of this class: not measured
+            metrics[metric_name(name)] = None  # no validation box of this class: not measurable
+            continue
         metrics[metric_name(name)] = float(curve[curve > -1].mean())
         p = np.clip(curve[0], 0.0, None)
         f1 = np.where(p + recall_points > 0, 2 * p * recall_points / np.maximum(p + recall_points, 1e-12), 0.0)
         i = int(np.argmax(f1))
         best_p.append(float(p[i]) if f1[i] > 0 else 0.0)
         best_r.append(float(recall_points[i]) if f1[i] > 0 else 0.0)
-    if best_p:
-        metrics["precision_50"] = float(np.mean(best_p))
-        metrics["recall_50"] = float(np.mean(best_r))
+    metrics["precision_50"] = float(np.mean(best_p)) if best_p else None
+    metrics["recall_50"] = float(np.mean(best_r)) if best_r else None
     return metrics

@@ -26,7 +26,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from services.trainer.coco_eval import category_ids, evaluate, predictions_to_coco
+from services.trainer.coco_eval import Metrics, category_ids, evaluate, predictions_to_coco
 from services.trainer.confusion import confusion_matrix, to_event
 from services.trainer.previews import PREVIEW_SCORE_THRESHOLD, choose_images, preview_path, render_preview
 from services.trainer.reports import EpochReport, IterationsReport, PreviewFile
@@ -183,7 +183,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
                 )
             )
 
-    def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+    def after_val_epoch(self, runner: Any, metrics: dict[str, float | None] | None = None) -> None:
         # `metrics` (CocoMetric's, rounded to 3 decimals) is only logged: the report's come from coco_eval.
         if self._iters == 0 or self._epoch == self._reported:
             return  # a validation outside training (runner.val()), or one already reported
@@ -191,7 +191,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         # Every rank's predictions, in dataset order (without the sampler's padding), on rank 0.
         self._preds = collect_results(self._preds, len(dataset), device="cpu") or []
         val_loss = _sum_over_ranks({"sum": self._val_loss_sum, "batches": float(self._val_batches)})
-        reported: dict[str, float] = {}
+        reported: Metrics = {}
         if is_main_process():
             classes = list(dataset.metainfo["classes"])
             assert self._gt is not None
@@ -199,12 +199,14 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
             reported = self._coco_metrics(runner, classes)
             if val_loss["batches"]:
                 reported["val_loss"] = val_loss["sum"] / val_loss["batches"]
-            report = self._report(runner, reported, matrix)
+            report = self._report(runner, reported, matrix).model_copy(
+                update={"predictions": str(predictions_path(runner.work_dir, self._epoch))})
             if self.preview_images > 0:
                 report = report.model_copy(update={"previews": self._render_previews(runner, classes),
                                                    "preview_score_threshold": PREVIEW_SCORE_THRESHOLD})
             self.write(report)
-        # CheckpointHook's save_best and TrainyardStopHook read these on every rank.
+        # CheckpointHook's save_best and TrainyardStopHook read these on every rank; both skip
+        # an undefined (None) value, and save_best needs its key present.
         reported = _from_rank_0(reported)
         if metrics is not None:
             metrics.update({METRIC_PREFIX + k: v for k, v in reported.items()})
@@ -272,7 +274,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         self._val_loss_sum += total
         self._val_batches += 1
 
-    def _coco_metrics(self, runner: Any, classes: list[str]) -> dict[str, float]:
+    def _coco_metrics(self, runner: Any, classes: list[str]) -> Metrics:
         """Keep this evaluation's predictions as COCO results JSON and compute the
         reported metrics from that file with pycocotools (see coco_eval), so they
         can be recomputed exactly from what is stored."""
@@ -283,7 +285,7 @@ class TrainyardReportHook(Hook):  # type: ignore[misc]
         path.write_text(json.dumps(results))
         return evaluate(ann_file, str(path), classes)
 
-    def _report(self, runner: Any, metrics: dict[str, float], matrix: ConfusionMatrix | None) -> EpochReport:
+    def _report(self, runner: Any, metrics: Metrics, matrix: ConfusionMatrix | None) -> EpochReport:
         losses = {k: v / self._iters for k, v in self._loss_sums.items()}
         total = losses.pop("loss", None)
         return EpochReport(
@@ -314,7 +316,7 @@ class TrainyardStopHook(Hook):  # type: ignore[misc]
         self._best: float | None = None
         self._stale = 0
 
-    def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+    def after_val_epoch(self, runner: Any, metrics: dict[str, float | None] | None = None) -> None:
         metrics = metrics or {}
         reason = None
         if self.limit_metric is not None and self.limit_value is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from mmengine.config import Config
 
+from services.trainer.coco_eval import MAX_DETECTIONS
 from services.trainer.hooks import METRIC_PREFIX  # importing registers the Trainyard hooks used below
 from services.trainer.reports import TrainingJob
 from services.trainer.transfer import BASE_WEIGHTS_FILE
@@ -93,8 +94,8 @@ def build_config(job: TrainingJob) -> Config:
     family = _FAMILIES[arch.family]
     cfg = Config.fromfile(str(mmdet_config_dir() / arch.base_config))
     classes = tuple(dataset.classes)
-    train_images = _check_annotations(dataset.train.annotations, classes, "train")
-    _check_annotations(dataset.val.annotations, classes, "val")
+    train_images, train_ann = check_annotations(dataset.train.annotations, classes, "train", job.work_dir)
+    _, val_ann = check_annotations(dataset.val.annotations, classes, "val", job.work_dir)
 
     # Model: our classes, no downloads.
     # Two-stage detectors classify in the RoI head; single-stage ones in bbox_head.
@@ -122,8 +123,8 @@ def build_config(job: TrainingJob) -> Config:
 
     # Data: absolute paths, our classes (CocoDataset maps categories by name),
     # one process (no workers: tiny sets, and the trainer budgets threads).
-    splits = {"train_dataloader": dataset.train, "val_dataloader": dataset.val}
-    for key, split in splits.items():
+    splits = {"train_dataloader": (dataset.train, train_ann), "val_dataloader": (dataset.val, val_ann)}
+    for key, (split, ann_file) in splits.items():
         loader = cfg[key]
         loader.batch_size = spec.batch_size
         loader.num_workers = spec.workers
@@ -132,11 +133,14 @@ def build_config(job: TrainingJob) -> Config:
         # YOLOX wraps its train set in a MultiImageMixDataset (for Mosaic).
         leaf = loader.dataset.dataset if "dataset" in loader.dataset else loader.dataset
         leaf.data_root = dataset.root
-        leaf.ann_file = split.annotations
+        leaf.ann_file = ann_file
         leaf.data_prefix = {"img": split.images}
         leaf.metainfo = {"classes": classes}
-    cfg.val_evaluator.ann_file = dataset.val.annotations
+    cfg.val_evaluator.ann_file = val_ann
     cfg.val_evaluator.classwise = True  # per-class AP in the log (the report computes its own, unrounded)
+    # One detections-per-image rule for every architecture: COCO's maxDets, as the report computes them
+    # (CocoMetric's default 100, 300, 1000 would log mAP_50/75/s/m/l at 1000).
+    cfg.val_evaluator.proposal_nums = list(MAX_DETECTIONS)
     cfg.test_dataloader = cfg.val_dataloader
     cfg.test_evaluator = cfg.val_evaluator
     _rescale_pipelines(cfg, spec.input_size / family.native_size)
@@ -268,8 +272,16 @@ def _replace_norm(node: Any, old: str, new: str) -> None:
             _replace_norm(value, old, new)
 
 
-def _check_annotations(path: str, classes: tuple[str, ...], split: str) -> int:
-    """Number of images with at least one box; raises DatasetError naming the file."""
+def check_annotations(path: str, classes: tuple[str, ...], split: str, work_dir: str) -> tuple[int, str]:
+    """Number of images with at least one box, and the annotation file to train and evaluate on;
+    raises DatasetError naming the file.
+
+    CocoDataset and CocoMetric number labels in the order the file lists its
+    categories, not in the order of `classes` (registration's: by category id).
+    A file listing them in another order is trained on through a copy under the
+    work dir that lists them in class order: ids, images and annotations are
+    unchanged, so predictions (by category id) and their metrics are the same
+    against the user's file, and every label names the right class."""
     try:
         coco = json.loads(Path(path).read_text())
         names = [c["name"] for c in coco["categories"]]
@@ -279,16 +291,20 @@ def _check_annotations(path: str, classes: tuple[str, ...], split: str) -> int:
         raise DatasetError(f"dataset {split} annotation file {path}: not found") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"dataset {split} annotation file {path}: not COCO JSON ({exc!r})") from None
-    # CocoDataset numbers labels in the file's category order, not in the order
-    # of `classes`: a different order would put the wrong names on labels.
-    present = [n for n in names if n in classes]
-    if present != list(classes):
-        missing = [c for c in classes if c not in names]
-        why = f"categories {missing} not in the file" if missing else f"order differs from the file's {present}"
-        raise DatasetError(f"dataset {split} annotation file {path}: classes {list(classes)}: {why}")
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise DatasetError(f"dataset {split} annotation file {path}: classes {list(classes)}: "
+                           f"categories {missing} not in the file")
     if n_images == 0:
         raise DatasetError(f"dataset {split} annotation file {path}: no image has an annotation")
-    return n_images
+    if [n for n in names if n in classes] == list(classes):
+        return n_images, path
+    rank = {name: i for i, name in enumerate(classes)}
+    coco["categories"] = sorted(coco["categories"], key=lambda c: rank.get(c["name"], len(rank)))
+    copy = Path(work_dir) / "annotations" / f"{split}.json"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(json.dumps(coco))
+    return n_images, str(copy)
 
 
 def _drop_pretrained(node: Any) -> None:

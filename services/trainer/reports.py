@@ -63,8 +63,11 @@ class EpochReport(BaseModel):
     loss: FiniteFloat
     learning_rate: FiniteFloat
     epoch_time_s: FiniteFloat
-    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    # None: undefined for this evaluation (COCOeval's -1; services/trainer/coco_eval.py).
+    metrics: dict[str, FiniteFloat | None] = Field(default_factory=dict)
     confusion_matrix: ConfusionMatrix | None = None
+    # The evaluation's predictions, COCO results JSON under the work dir.
+    predictions: str | None = None
     # spec.preview: the evaluation's preview PNGs, and the score from which predictions are drawn.
     previews: list[PreviewFile] = Field(default_factory=list)
     preview_score_threshold: float | None = None

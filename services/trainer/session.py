@@ -20,7 +20,7 @@ from services.trainer.reports import (
     TrainingJob,
     child_report_adapter,
 )
-from shared.artifacts import ArtifactCache, ArtifactNotFound, preview_name
+from shared.artifacts import ArtifactCache, ArtifactNotFound, predictions_name, preview_name
 from shared.events import (
     BaseModelRef,
     CheckpointSaved,
@@ -295,8 +295,9 @@ class TrainingSession:
         event = EpochLogged(
             run_id=self.run_id,
             attempt=self.assignment.attempt,
-            **report.model_dump(exclude={"kind", "previews"}),
+            **report.model_dump(exclude={"kind", "previews", "predictions"}),
             previews=await self._store_previews(report),
+            predictions=await self._store_predictions(report),
         )
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1
@@ -311,6 +312,19 @@ class TrainingSession:
         except Exception:
             # Training goes on; a resume would start from the previous stored epoch.
             log.exception("run %s: storing the checkpoint of epoch %d failed", self.run_id, report.epoch)
+
+    async def _store_predictions(self, report: EpochReport) -> str | None:
+        """The evaluation's predictions, stored before the event names them (None if that fails: the
+        epoch's report matters more)."""
+        if report.predictions is None:
+            return None
+        name = predictions_name(self.run_id, report.epoch)
+        try:
+            await self.cache.artifacts.upload_file(name, Path(report.predictions))
+        except Exception:
+            log.exception("run %s: storing the predictions of epoch %d failed", self.run_id, report.epoch)
+            return None
+        return name
 
     async def _store_previews(self, report: EpochReport) -> list[PreviewImage]:
         """The epoch's preview PNGs, stored before the event names them; none if storing fails

@@ -94,7 +94,7 @@ def traced_events(emit: EmitFn[TrainerT]) -> EmitFn[TrainerT]:
             "trainyard.epoch": event.epoch,
             "trainyard.total_epochs": event.total_epochs,
             "trainyard.loss": event.loss,
-            **{f"trainyard.metrics.{name}": value for name, value in event.metrics.items()},
+            **{f"trainyard.metrics.{name}": value for name, value in event.metrics.items() if value is not None},
         }
         with tracer().start_as_current_span("train epoch", start_time=started_ns, attributes=attributes):
             await emit(self, kind, event, dedup_key)

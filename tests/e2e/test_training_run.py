@@ -1,5 +1,6 @@
 """All four services as processes on the real servers, training a real detector on the CPU."""
 
+import json
 import math
 import time
 from pathlib import Path
@@ -8,12 +9,14 @@ import pytest
 import torch
 from pymongo import MongoClient
 
+from services.trainer.coco_eval import metric_names
 from tests.conftest import service_log
 from tests.helpers import wait_status, wait_until
 from tests.integration.test_transfer import drop_class
+from tests.unit.test_coco_eval import expected, pycocotools_eval
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
-from trainyard_client import InvalidRequest, TrainyardClient
+from trainyard_client import InvalidRequest, NotFoundError, TrainyardClient
 
 pytestmark = pytest.mark.training
 
@@ -22,6 +25,10 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
     stack.start(("metrics", "scheduler", "api"))
     stack.start_service("trainer", TRAINYARD_TRAINER_ID="cpu-trainer-1", TRAINYARD_THREADS="1")
     files = write_synthetic_coco(tmp_path / "shapes", train_images=8, val_images=4, size=64)
+    # The files list their categories out of id order: trained and evaluated all the same.
+    for split in (files.layout().train, files.layout().val):
+        coco = json.loads(Path(split.annotations).read_text())
+        Path(split.annotations).write_text(json.dumps({**coco, "categories": coco["categories"][::-1]}))
     with TrainyardClient(stack.api_url, stack.admin_key) as client:
         dataset = client.datasets.register("shapes", str(files.root))
         run = client.runs.start({"name": "e2e", "dataset_id": dataset["id"], "architecture": "rtmdet-tiny",
@@ -44,7 +51,8 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
             assert {"loss_cls", "loss_bbox"} <= epoch["losses"].keys()
             assert all(math.isfinite(v) for v in [epoch["loss"], *epoch["losses"].values()])
             for key in ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75"):
-                assert 0.0 <= epoch["metrics"][key] <= 1.0
+                value = epoch["metrics"][key]
+                assert value is not None and 0.0 <= value <= 1.0
         assert run["progress"] == {"epoch": 2, "total_epochs": 2, "percent": 100.0}
 
         # Iteration logs (every step here: 8 images, batch 4, 2 epochs) reach the metrics service.
@@ -58,6 +66,22 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
         finally:
             mongo.close()
         assert [(d["step"], d["epoch"]) for d in steps] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+
+        # Anyone can recompute every served metric from the served predictions with plain pycocotools.
+        classes = list(files.classes)
+        val_annotations = files.layout().val.annotations
+        ids = {c["name"]: c["id"] for c in json.loads(Path(val_annotations).read_text())["categories"]}
+        for epoch in logs:
+            served = client.runs.predictions(run["id"], epoch["epoch"])
+            assert served, "the tiny model predicted nothing: nothing to recompute"
+            results = [dict(p) for p in served]
+            recomputed = expected(pycocotools_eval(val_annotations, results, [ids[c] for c in classes]), classes)
+            assert set(epoch["metrics"]) == set(metric_names(classes))  # every metric, none missing
+            for name, value in recomputed.items():
+                assert epoch["metrics"][name] == value, name  # exactly: the same computation on the same file
+        assert client.runs.predictions(run["id"]) == client.runs.predictions(run["id"], 2)  # the latest by default
+        with pytest.raises(NotFoundError, match=r"no predictions for epoch 9: .*\[1, 2\]"):
+            client.runs.predictions(run["id"], 9)
 
         matrix = client.runs.confusion_matrix(run["id"])
         assert matrix["epoch"] == 2

@@ -46,7 +46,8 @@ def test_one_epoch_of_each_architecture(tmp_path: Path, architecture: str) -> No
     assert all(math.isfinite(v) for v in [epoch.loss, *epoch.losses.values()])
     assert epoch.learning_rate > 0
     assert "bbox_mAP" in epoch.metrics and epoch.confusion_matrix is not None
-    assert math.isfinite(epoch.metrics["val_loss"]) and epoch.metrics["val_loss"] > 0
+    val_loss = epoch.metrics["val_loss"]
+    assert val_loss is not None and math.isfinite(val_loss) and val_loss > 0
     assert isinstance(finished, FinishedReport) and finished.checkpoint and Path(finished.checkpoint).is_file()
     assert finished.best_checkpoint and Path(finished.best_checkpoint).is_file()
     print(f"{architecture}: one epoch through the child in {took:.1f} s")

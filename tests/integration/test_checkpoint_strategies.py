@@ -22,7 +22,7 @@ def test_a_reached_limit_stops_the_run_early_with_success(tmp_path: Path) -> Non
     assert [r.kind for r in reports] == ["started", "epoch", "finished"]
     epoch, finished = reports[1], reports[2]
     assert isinstance(epoch, EpochReport) and epoch.epoch == 1 and epoch.total_epochs == 5
-    assert epoch.metrics["val_loss"] > 0
+    assert (epoch.metrics["val_loss"] or 0.0) > 0
     assert "reached the limit" in log
     assert isinstance(finished, FinishedReport) and finished.checkpoint and Path(finished.checkpoint).is_file()
     # lowest_val_loss keeps that epoch's checkpoint as the best one.

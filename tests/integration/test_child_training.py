@@ -77,7 +77,8 @@ def test_one_epoch_of_rtmdet_tiny(tmp_path: Path) -> None:
     assert epoch.loss == pytest.approx(sum(epoch.losses.values()), rel=1e-6)
     assert epoch.learning_rate > 0 and epoch.epoch_time_s > 0
     for key in ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75"):
-        assert 0.0 <= epoch.metrics[key] <= 1.0
+        value = epoch.metrics[key]
+        assert value is not None and 0.0 <= value <= 1.0
     matrix = epoch.confusion_matrix
     assert matrix is not None
     assert matrix.classes == ["circle", "square", "triangle", "Background"]

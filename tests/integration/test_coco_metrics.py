@@ -47,4 +47,4 @@ def test_reported_map_is_recomputed_from_the_stored_predictions(tmp_path: Path) 
         per_class = {k: v for k, v in report.metrics.items() if k.startswith("AP/")}
         assert per_class and set(per_class) <= {f"AP/{c}" for c in classes}
         assert {"precision_50", "recall_50"} <= report.metrics.keys()
-        assert all(0.0 <= v <= 1.0 for v in report.metrics.values())
+        assert all(v is None or 0.0 <= v <= 1.0 for v in report.metrics.values())

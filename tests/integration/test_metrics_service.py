@@ -136,3 +136,29 @@ async def test_iteration_logs_are_stored_once_per_step(stack: LocalStack, bus: t
     docs = await client[stack.mongo_db].iterations.find({"run_id": "run-it"}).sort("step", 1).to_list()
     assert [(d["step"], d["loss"]) for d in docs] == [(10, 1.0), (20, 1.0), (30, 1.0)]
     await client.close()
+
+
+async def test_an_undefined_metric_never_wins_the_best_epoch(stack: LocalStack) -> None:
+    from services.api.store import ApiStore
+    from services.metrics.store import MetricsStore
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)
+    try:
+        db = client[stack.mongo_db]
+        metrics_store, api_store = MetricsStore(db), ApiStore(db)
+        # bbox_mAP_l undefined (null) in epochs 1 and 3, 0.0 in epoch 2; absent between evaluations (epoch 4).
+        values: list[float | None] = [None, 0.0, None]
+        await db.epochs.insert_many([{"run_id": "nulls", "epoch": n, "metrics": {"bbox_mAP": 0.1 * n,
+                                                                               "bbox_mAP_l": value}}
+                                     for n, value in enumerate(values, start=1)]
+                                    + [{"run_id": "nulls", "epoch": 4, "metrics": {}}])
+        await db.epochs.insert_many([{"run_id": "all-null", "epoch": n, "metrics": {"bbox_mAP_l": None}}
+                                     for n in (1, 2)])
+        for store in (metrics_store.best_epoch, api_store.best_epoch_by):
+            best = await store("nulls", "bbox_mAP_l")
+            assert best is not None and best["epoch"] == 2, store
+            assert await store("all-null", "bbox_mAP_l") is None, store
+            top = await store("nulls", "bbox_mAP")
+            assert top is not None and top["epoch"] == 3
+    finally:
+        await client.close()

@@ -17,6 +17,7 @@ from shared.artifacts import (
     checkpoint_name,
     manifest_name,
     model_weights_name,
+    predictions_name,
     preview_name,
     run_prefix,
 )
@@ -98,6 +99,7 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
             await artifacts.upload_bytes(checkpoint_name(rid, 1, 2), b"weights and optimizer")
             await artifacts.upload_bytes(manifest_name(rid, 1), b"{}")
             await artifacts.upload_bytes(preview_name(rid, 2, 1), b"\x89PNG...")
+            await artifacts.upload_bytes(predictions_name(rid, 2), b"[]")
         await artifacts.upload_bytes(model_weights_name(MODEL_ID), b"weights")
         full = {"epochs": 2, "iterations": 2, "confusion_matrices": 2}
         for rid in (run_id, kept_id):
@@ -111,7 +113,7 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
             await client.runs.remove(run_id)
         assert again.value.detail == f"no run with id {run_id!r}"
         assert await artifacts.names(run_prefix(run_id)) == []
-        assert len(await artifacts.names(run_prefix(kept_id))) == 3
+        assert len(await artifacts.names(run_prefix(kept_id))) == 4
         assert await artifacts.read(model_weights_name(MODEL_ID)) == b"weights"
         none = dict.fromkeys(PER_RUN, 0)
         await until(lambda: _counts_are(db, run_id, none), "the metrics service to delete the run's data")

@@ -46,6 +46,7 @@ from trainyard_client.types import (
     Model,
     ModelBestEpoch,
     ModelPage,
+    Prediction,
     Run,
     RunCheckpoints,
     RunConfig,
@@ -210,6 +211,10 @@ class Runs(SyncResource):
     def previews(self, run_id: str, epoch: int | None = None) -> RunPreviews:
         """The run's evaluation previews (a run started with `preview=True`): per epoch, its images."""
         return cast(RunPreviews, self._send(calls.run(run_id, "previews", epoch=epoch)))
+
+    def predictions(self, run_id: str, epoch: int | None = None) -> builtins.list[Prediction]:
+        """An evaluation's predictions (the latest unless `epoch`) in COCO results format."""
+        return cast(builtins.list[Prediction], self._send(calls.run(run_id, "predictions", epoch=epoch)))
 
     def preview_image(self, run_id: str, epoch: int, image_id: int) -> bytes:
         """One preview, the PNG's bytes."""

@@ -172,7 +172,8 @@ def when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else "-"
 
 
-def metric(values: dict[str, float], name: str) -> str:
+def metric(values: dict[str, float | None], name: str) -> str:
+    """A metric for a table: "-" when not reported or undefined (null) in that evaluation."""
     value = values.get(name)
     return f"{value:.3f}" if value is not None else "-"
 

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from trainyard_client import TrainyardClient, TrainyardError
-from trainyard_client.cli.common import console, duration, when
+from trainyard_client.cli.common import console, duration, metric, when
 from trainyard_client.types import EpochLog, Run
 
 # How often the bar asks for the run's newest iteration log.
@@ -22,8 +22,8 @@ def format_epoch(epoch: EpochLog) -> str:
     """One epoch in one line under 80 columns."""
     m = epoch["metrics"]
     return (f"epoch {epoch['epoch']:>3}/{epoch['total_epochs']}  loss {epoch['loss']:.3f}  "
-            f"lr {epoch['learning_rate']:.1e}  mAP {m.get('bbox_mAP', 0):.3f}  "
-            f"mAP50 {m.get('bbox_mAP_50', 0):.3f}  {epoch['epoch_time_s']:.1f}s")
+            f"lr {epoch['learning_rate']:.1e}  mAP {metric(m, 'bbox_mAP')}  "
+            f"mAP50 {metric(m, 'bbox_mAP_50')}  {epoch['epoch_time_s']:.1f}s")
 
 
 def steps_per_epoch(client: TrainyardClient, run: Run) -> int:

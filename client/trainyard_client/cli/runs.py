@@ -318,6 +318,25 @@ def previews(client: TrainyardClient, run: RunId,
     return listed
 
 
+@app.command("predictions")
+def predictions(
+    run: RunId,
+    epoch: Annotated[int | None, typer.Option(help="an evaluated epoch [default: the latest]")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON to this file")] = None,
+    api_url: common.ApiUrl = None, api_key: common.ApiKey = None, data_dir: common.DataDir = Path(".trainyard"),
+) -> None:
+    """An evaluation's predictions in COCO results format, to recompute its metrics with pycocotools."""
+    import json
+
+    with common.reported_errors(), TrainyardClient(api_url, api_key, data_dir=data_dir) as client:
+        found = client.runs.predictions(common.run_id(client, run), epoch)
+    if out is None:
+        typer.echo(json.dumps(found))
+        return
+    out.write_text(json.dumps(found))
+    console.print(f"{len(found)} predictions written to {out}", highlight=False)
+
+
 def show_checkpoints(stored: RunCheckpoints) -> None:
     made = common.table("epoch", "attempt", "size", "best", "stored")
     for item in stored["items"]:

@@ -30,6 +30,17 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses
 MetricName = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
 MAX_ITERATION_LOGS = 10_000
 EpochNumber = Annotated[int, PathParam(ge=1, le=100_000, description="an evaluated epoch")]
+# COCO results format, what pycocotools' COCO.loadRes reads (inline: the document has no component for it).
+COCO_RESULTS_SCHEMA: dict[str, Any] = {"type": "array", "items": {
+    "type": "object", "required": ["image_id", "category_id", "bbox", "score"],
+    "properties": {
+        "image_id": {"type": "integer", "description": "the image's id in the validation annotations"},
+        "category_id": {"type": "integer", "description": "the predicted category's id in the annotations"},
+        "bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                 "description": "[x, y, width, height] in pixels"},
+        "score": {"type": "number"},
+    },
+}}
 ImageId = Annotated[int, PathParam(ge=0, le=2**62, description="the image's id in the validation annotations")]
 
 
@@ -161,3 +172,32 @@ async def get_preview_image(run_id: RunId, epoch: EpochNumber, image_id: ImageId
     except ArtifactNotFound:
         raise Gone(f"run {run_id}: preview {image['object_name']} is no longer in the artifact store") from None
     return Response(content=png, media_type="image/png")
+
+
+@router.get(
+    "/{run_id}/predictions",
+    response_class=Response,
+    responses={**problem_responses(410), 200: {
+        "content": {"application/json": {"schema": COCO_RESULTS_SCHEMA}},
+        "description": "the evaluation's predictions, a COCO results JSON list"}},
+)
+async def get_predictions(
+    run_id: RunId, caller: RunsReader, store: Store, artifacts: ArtifactStore,
+    epoch: Annotated[int | None, Query(ge=1, le=100_000, description="an evaluated epoch; default the latest")] = None,
+) -> Response:
+    """One evaluation's predictions in COCO results format (`{image_id, category_id, bbox: [x, y, w, h], score}`),
+    exactly what its metrics were computed from: pycocotools' `COCOeval` on them against the validation
+    annotations gives the same numbers (docs/architecture.md, "COCO metrics")."""
+    await existing_run(store, caller.project, run_id)
+    stored = await store.predictions_of(run_id)
+    if not stored:
+        raise ApiError(404, f"run {run_id} has no predictions: none of its epochs has been evaluated yet")
+    chosen = max(stored) if epoch is None else epoch
+    if chosen not in stored:
+        raise ApiError(404, f"run {run_id} has no predictions for epoch {epoch}: evaluated epochs with "
+                            f"predictions are {sorted(stored)}")
+    try:
+        data = await artifacts.read(stored[chosen])
+    except ArtifactNotFound:
+        raise Gone(f"run {run_id}: predictions {stored[chosen]} are no longer in the artifact store") from None
+    return Response(content=data, media_type="application/json", headers={"X-Trainyard-Epoch": str(chosen)})
