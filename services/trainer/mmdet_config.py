@@ -223,7 +223,7 @@ def build_config(job: TrainingJob) -> Config:
 
 _STOCK_VARIABLES = {"max_epochs", "stage2_num_epochs", "num_last_epochs", "data_root", "base_lr", "interval",
                     "train_batch_size_per_gpu", "train_num_workers", "val_batch_size_per_gpu", "val_num_workers",
-                    "img_scale", "img_scales", "close_mosaic_epochs"}
+                    "img_scale", "img_scales", "close_mosaic_epochs", "train_dataset"}
 
 
 def dist_backend(device: str) -> str:
