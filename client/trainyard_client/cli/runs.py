@@ -57,7 +57,8 @@ def show_run(run: Run) -> None:
         ("trainer", run["trainer_id"] or "-"), ("device", run["device"] or "-"), ("attempts", str(run["attempt"])),
         ("duration", common.duration(run["duration_s"])), ("created", when(run["created_at"])),
         ("updated", when(run["updated_at"])),
-        ("metrics", "  ".join(f"{k} {v:.3f}" for k, v in sorted(run["latest_metrics"].items())) or "-"),
+        ("metrics", "  ".join(f"{k} {metric(run['latest_metrics'], k)}" for k in sorted(run["latest_metrics"]))
+         or "-"),
     ]
     for name, value in rows:
         grid.add_row(name, value)
