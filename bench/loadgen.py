@@ -13,9 +13,9 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
-from faststream.nats import NatsBroker, NatsMessage
+from faststream.nats import NatsBroker
 
-from shared.bus import decode_event, durable_subscriber, ensure_stream, publish_event
+from shared.bus import durable_subscriber, ensure_stream, make_broker, publish_event
 from shared.events import (
     Accelerator,
     RunAccepted,
@@ -65,10 +65,8 @@ class LoadGenerator:
         consumer = f"trainer-{trainer.trainer_id}-assignments"
 
         @durable_subscriber(self.broker, self.subjects, self.subjects.run_assigned(trainer.trainer_id), consumer)
-        async def on_assigned(message: NatsMessage) -> None:
-            event = await decode_event(message, RunAssigned, broker=self.broker, subjects=self.subjects,
-                                       consumer=consumer)
-            if event is None or trainer.behaviour == "ignore" or event.run_id in trainer.running:
+        async def on_assigned(event: RunAssigned) -> None:
+            if trainer.behaviour == "ignore" or event.run_id in trainer.running:
                 return
             trainer.running[event.run_id] = event.attempt
             trainer.stops[event.run_id] = asyncio.Event()
@@ -79,19 +77,18 @@ class LoadGenerator:
         stops = f"trainer-{trainer.trainer_id}-stops"
 
         @durable_subscriber(self.broker, self.subjects, self.subjects.run_stop_requested(trainer.trainer_id), stops)
-        async def on_stop(message: NatsMessage) -> None:
-            event = await decode_event(message, RunStopRequested, broker=self.broker, subjects=self.subjects,
-                                       consumer=stops)
-            if event is not None and trainer.running.get(event.run_id) == event.attempt:
+        async def on_stop(event: RunStopRequested) -> None:
+            if trainer.running.get(event.run_id) == event.attempt:
                 trainer.stops[event.run_id].set()
 
     async def _play(self, trainer: FakeTrainer, event: RunAssigned) -> None:
         ids = {"run_id": event.run_id, "attempt": event.attempt, "trainer_id": trainer.trainer_id}
         key = f"{event.run_id}:{event.attempt}"
         try:
-            await publish_event(self.broker, self.subjects, self.subjects.run_accepted, RunAccepted(**ids),
+            await publish_event(self.broker, self.subjects, self.subjects.run_accepted(trainer.trainer_id),
+                                RunAccepted(**ids),
                                 dedup_key=f"{key}:accepted")
-            await publish_event(self.broker, self.subjects, self.subjects.run_started,
+            await publish_event(self.broker, self.subjects, self.subjects.run_started(trainer.trainer_id),
                                 RunStarted(**ids, device="loadgen"), dedup_key=f"{key}:started")
             stop = trainer.stops[event.run_id]
             seconds = None if trainer.behaviour == "hang" else trainer.run_seconds
@@ -100,7 +97,7 @@ class LoadGenerator:
                 status, message = RunStatus.TERMINATED, "stopped on request"
             except TimeoutError:
                 status, message = RunStatus.SUCCESS, None
-            await publish_event(self.broker, self.subjects, self.subjects.run_completed,
+            await publish_event(self.broker, self.subjects, self.subjects.run_completed(trainer.trainer_id),
                                 RunCompleted(**ids, status=status, message=message),
                                 dedup_key=f"{key}:completed")
         finally:
@@ -117,14 +114,14 @@ class LoadGenerator:
                     running=[RunningAttempt(run_id=r, attempt=a) for r, a in trainer.running.items()],
                     free=trainer.free,
                 )
-                await self.broker.publish(beat.model_dump_json(), self.subjects.trainer_heartbeat)
+                await self.broker.publish(beat.model_dump_json(), self.subjects.trainer_heartbeat(trainer.trainer_id))
             await asyncio.sleep(self.heartbeat_s)
 
 
 async def run_load_generator(args: argparse.Namespace) -> None:
     settings = CommonSettings()
     subjects = Subjects(settings.subject_prefix)
-    broker = NatsBroker(settings.nats_servers, name="trainyard-loadgen")
+    broker = make_broker(settings, "loadgen")
     trainers = [
         FakeTrainer(f"{args.name}-{i}", args.accelerator, args.count, args.behaviour, args.run_seconds)
         for i in range(args.trainers)

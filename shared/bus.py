@@ -1,13 +1,15 @@
 """NATS helpers every service uses: the broker, the stream, durable consumers,
-publishing with de-duplication, and decoding with dead-lettering."""
+publishing with de-duplication, and decoding with dead-lettering (one middleware)."""
 
-import contextlib
+import inspect
 import json
 import logging
-from collections.abc import Iterator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, get_type_hints
 
+from faststream import BaseMiddleware, ContextRepo
 from faststream.exceptions import NackMessage
+from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
@@ -15,7 +17,7 @@ from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 
 from shared.events import DeadLetter, Event
@@ -23,8 +25,6 @@ from shared.settings import CommonSettings
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
-
-EventT = TypeVar("EventT", bound=BaseModel)
 
 # Redelivery is what makes delivery at-least-once; the cap keeps a message
 # that can never succeed from looping for ever (it is dead-lettered below).
@@ -38,9 +38,12 @@ PUBLISH_ATTEMPTS = 3
 
 DEAD_LETTERED = Counter(
     "trainyard_dead_lettered_events_total",
-    "Events a consumer could not decode and set aside",
-    ["consumer"],
+    "Events a consumer set aside: undecodable, or refused (e.g. a report from a trainer not holding the run)",
+    ["consumer", "reason"],
 )
+# Events are small (an epoch with an 80-class confusion matrix is about 30 KB); NATS itself refuses
+# messages over its max_payload (1 MiB by default).
+MAX_EVENT_BYTES = 512 * 1024
 
 
 def make_broker(settings: CommonSettings, service: str, registry: CollectorRegistry = REGISTRY) -> NatsBroker:
@@ -52,6 +55,8 @@ def make_broker(settings: CommonSettings, service: str, registry: CollectorRegis
         middlewares=[
             NatsTelemetryMiddleware(),
             NatsPrometheusMiddleware(registry=registry, app_name=service, metrics_prefix="trainyard_bus"),
+            # Last, so innermost: what it sets aside counts as handled for the spans and bus metrics.
+            DeadLetters(Subjects(settings.subject_prefix), service),
         ],
     )
 
@@ -80,29 +85,6 @@ def pull() -> PullSub:
     return PullSub(batch_size=16, timeout=2.0)
 
 
-def durable_subscriber(router: NatsRouter | NatsBroker, subjects: Subjects, subject: str, consumer: str) -> Any:
-    """The one subscription policy for events that must not be lost: a durable pull consumer on the
-    event stream, acked after the handler, nacked (redelivered) when it raises."""
-    return router.subscriber(
-        subject,
-        stream=event_stream(subjects),
-        durable=consumer,
-        config=durable(consumer),
-        pull_sub=pull(),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
-
-
-@contextlib.contextmanager
-def redelivered_on_storage_error(what: str) -> Iterator[None]:
-    """Storage down or failing: nack with a pause, so the message comes back instead of being lost."""
-    try:
-        yield
-    except PyMongoError as error:
-        log.warning("%s failed, the message will be redelivered: %s", what, error)
-        raise NackMessage(delay=STORAGE_RETRY_DELAY_S) from error
-
-
 async def publish_event(
     broker: NatsBroker, subjects: Subjects, subject: str, event: Event, *, dedup_key: str | None = None
 ) -> None:
@@ -123,6 +105,78 @@ async def publish_event(
                         "publishing again", subject)
 
 
+class Undecodable(Exception):
+    """A message whose body is not the subscriber's event: too large, not JSON, not the model."""
+
+
+class Refused(Exception):
+    """A well-formed event a consumer must not act on, e.g. a report from a trainer that does
+    not hold the run's current attempt. Raised by a handler; the message is set aside."""
+
+
+def payload_model(handler: Callable[..., Any]) -> type[BaseModel]:
+    """The event type a handler takes: the annotation of its first parameter."""
+    hints = get_type_hints(handler)
+    first = next(iter(inspect.signature(handler).parameters), None)
+    model = hints.get(first) if first else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"{handler.__qualname__}: its first parameter must be annotated with an event model")
+    return model
+
+
+def payload_decoder(model: type[BaseModel]) -> Callable[[StreamMessage[Any]], Awaitable[BaseModel]]:
+    """A FastStream decoder that turns a body into `model` or raises Undecodable, whatever went wrong.
+
+    FastStream's own decoder runs json.loads, which a deeply nested body turns into a RecursionError
+    before any handler runs; pydantic's JSON parser has a depth limit and reports invalid UTF-8 as a
+    validation error instead.
+    """
+
+    async def decode(message: StreamMessage[Any]) -> BaseModel:
+        body: bytes = message.body
+        if len(body) > MAX_EVENT_BYTES:
+            raise Undecodable(f"the event is {len(body)} bytes, over the limit of {MAX_EVENT_BYTES}")
+        try:
+            return model.model_validate_json(body)
+        except Exception as error:
+            raise Undecodable(f"not a valid {model.__name__}: {error}") from error
+
+    return decode
+
+
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
+
+
+def durable_subscriber(
+    router: NatsRouter | NatsBroker, subjects: Subjects, subject: str, consumer: str
+) -> Callable[[HandlerT], Any]:
+    """The one subscription policy for events that must not be lost: a durable pull consumer on the
+    event stream, acked after the handler, nacked (redelivered) when it raises. The handler takes the
+    decoded event as its first parameter (its annotation says which model)."""
+
+    def register(handler: HandlerT) -> Any:
+        return router.subscriber(
+            subject,
+            stream=event_stream(subjects),
+            durable=consumer,
+            config=durable(consumer),
+            pull_sub=pull(),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=payload_decoder(payload_model(handler)),
+        )(handler)
+
+    return register
+
+
+def core_subscriber(router: NatsRouter | NatsBroker, subject: str) -> Callable[[HandlerT], Any]:
+    """A core NATS subscription (nothing stored, nothing redelivered) with the same decoding."""
+
+    def register(handler: HandlerT) -> Any:
+        return router.subscriber(subject, decoder=payload_decoder(payload_model(handler)))(handler)
+
+    return register
+
+
 def _dead_letter_key(message: NatsMessage, consumer: str, letter: DeadLetter) -> str:
     """Keyed by a stream message's place in the stream, so a redelivery of the same bad
     message (its ack lost, say) is not set aside twice; core NATS messages have no place."""
@@ -133,35 +187,64 @@ def _dead_letter_key(message: NatsMessage, consumer: str, letter: DeadLetter) ->
     return f"dead:{consumer}:{metadata.stream}:{metadata.sequence.stream}"
 
 
-async def decode_event(
-    message: NatsMessage,
-    model: type[EventT],
-    *,
-    broker: NatsBroker,
-    subjects: Subjects,
-    consumer: str,
-) -> EventT | None:
-    """The event in a message, or None after setting a malformed message aside.
+class DeadLetters:
+    """The broker middleware that sets aside what a consumer cannot or must not handle, for every
+    subscriber of a service: an undecodable body (Undecodable, from payload_decoder), a trainer
+    report whose subject names another trainer than the event, and an event its handler refused
+    (Refused). Each goes to deadletter.<subject> with the reason and the payload, is counted, and
+    is acked: it is never retried and the consumer goes on. A storage error instead nacks with a
+    pause, so the message comes back."""
 
-    A malformed event must never stop a consumer, nor be redelivered for ever:
-    it goes to deadletter.<subject> with the error, and the caller acks it.
-    """
-    raw: bytes = message.body
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as error:
-        subject = message.raw_message.subject
-        log.warning("dead-lettering a malformed %s on %s: %s", model.__name__, subject, error)
-        DEAD_LETTERED.labels(consumer=consumer).inc()
-        letter = DeadLetter(
-            subject=subject,
-            consumer=consumer,
-            error=str(error)[:4000],
-            payload=raw[:65536].decode("utf-8", errors="replace"),
-        )
-        await publish_event(broker, subjects, subjects.dead_letter(subject), letter,
-                            dedup_key=_dead_letter_key(message, consumer, letter))
-        return None
+    def __init__(self, subjects: Subjects, service: str) -> None:
+        self.subjects = subjects
+        self.service = service
+
+    def __call__(self, msg: Any, /, *, context: ContextRepo) -> "_DeadLetterScope":
+        return _DeadLetterScope(msg, context=context, owner=self)
+
+
+class _DeadLetterScope(BaseMiddleware):
+    def __init__(self, msg: Any, /, *, context: ContextRepo, owner: DeadLetters) -> None:
+        super().__init__(msg, context=context)
+        self.owner = owner
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        try:
+            event = await msg.decode()
+        except Exception as error:  # whatever a decoder raises, the message is set aside
+            return await self._set_aside(msg, "undecodable", str(error))
+        subject: str = msg.raw_message.subject
+        sender = self.owner.subjects.reporting_trainer(subject)
+        claimed = getattr(event, "trainer_id", sender)
+        if sender is not None and claimed != sender:
+            return await self._set_aside(msg, "refused", f"published by trainer {sender} for trainer {claimed}")
+        try:
+            return await call_next(msg)
+        except Refused as refusal:
+            return await self._set_aside(msg, "refused", str(refusal))
+        except PyMongoError as error:
+            log.warning("storage failed on %s, the message will be redelivered: %s", subject, error)
+            raise NackMessage(delay=STORAGE_RETRY_DELAY_S) from error
+
+    def _consumer(self, msg: StreamMessage[Any]) -> str:
+        try:
+            return str(msg.raw_message.metadata.consumer)
+        except NatsError:
+            subscriber = self.context.get("handler_")
+            return f"{self.owner.service}:{getattr(subscriber, 'subject', '?')}"
+
+    async def _set_aside(self, msg: StreamMessage[Any], reason: str, error: str) -> None:
+        subject: str = msg.raw_message.subject
+        consumer = self._consumer(msg)
+        raw: bytes = msg.body
+        log.warning("dead-lettering a message on %s (%s): %s", subject, reason, error[:500])
+        DEAD_LETTERED.labels(consumer=consumer, reason=reason).inc()
+        letter = DeadLetter(subject=subject, consumer=consumer, reason=reason, error=error[:4000],
+                            payload=raw[:65536].decode("utf-8", errors="replace"))
+        broker = self.context.get("broker")
+        assert isinstance(broker, NatsBroker), "dead letters need the service's broker in the context"
+        await publish_event(broker, self.owner.subjects, self.owner.subjects.dead_letter(subject), letter,
+                            dedup_key=_dead_letter_key(msg, consumer, letter))  # type: ignore[arg-type]
 
 
 async def ensure_stream(broker: NatsBroker, subjects: Subjects) -> None:

@@ -283,9 +283,12 @@ class TrainerHeartbeat(Event):
 
 
 class DeadLetter(Event):
-    """A message a consumer could not decode: kept for people, never retried."""
+    """A message a consumer set aside: kept for people, never retried."""
 
     subject: str
     consumer: str
-    error: str
-    payload: str
+    reason: Literal["undecodable", "refused"] = Field(
+        "undecodable", description="undecodable: not the subscriber's event; refused: a well-formed event the "
+                                   "consumer must not act on (a report from a trainer not holding the run)")
+    error: str = Field(description="what was wrong, for people")
+    payload: str = Field(description="the message body (up to 64 KiB, invalid UTF-8 replaced)")

@@ -1,5 +1,6 @@
 """MongoDB access shared by every service: one client factory, the collection names."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -30,3 +31,26 @@ def mongo_client(settings: CommonSettings) -> AsyncMongoClient[Document]:
 
 def database(client: AsyncMongoClient[Document], settings: CommonSettings) -> AsyncDatabase[Document]:
     return client[settings.mongo_db]
+
+
+# What a report check reads of a run.
+REPORT_HOLDER_FIELDS = {"attempt": 1, "trainer_id": 1, "spec.epochs": 1}
+
+
+def report_refusal(run: Document | None, run_id: str, attempt: int, trainer_id: str,
+                   epochs: Iterable[int]) -> str | None:
+    """Why a trainer's report of a run must not be acted on, or None when `trainer_id` holds the
+    run's current attempt and every epoch is one of the run's (1..spec.epochs). `run` is the run's
+    document (REPORT_HOLDER_FIELDS at least), None when there is none."""
+    if run is None:
+        return f"no run {run_id}"
+    current, holder = int(run.get("attempt", 0)), run.get("trainer_id")
+    if attempt != current:
+        return f"attempt {attempt} of run {run_id} is not its current attempt ({current})"
+    if trainer_id != holder:
+        return f"attempt {attempt} of run {run_id} is held by trainer {holder}, not {trainer_id}"
+    total = int((run.get("spec") or {}).get("epochs", 0))
+    outside = [epoch for epoch in epochs if not 1 <= epoch <= total]
+    if outside:
+        return f"epoch {outside[0]} is outside run {run_id}'s epochs 1..{total}"
+    return None

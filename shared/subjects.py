@@ -2,6 +2,10 @@
 
 from dataclasses import dataclass
 
+# Subjects a trainer publishes, each followed by the trainer's id.
+TRAINER_REPORTS = ("run.accepted", "run.started", "epoch.logged", "iteration.logged", "run.completed",
+                   "run.released", "model.registered", "checkpoint.saved", "trainer.heartbeat")
+
 
 @dataclass(frozen=True)
 class Subjects:
@@ -25,22 +29,45 @@ class Subjects:
     def run_created(self) -> str:
         return self._s("run.created")
 
-    @property
-    def run_started(self) -> str:
-        return self._s("run.started")
+    # What a trainer reports is published under its own id (<report>.<trainer id>): NATS lets each
+    # trainer's credentials publish only its own subjects, and consumers read the sender from the
+    # subject. Called without an id, each gives the pattern consumers subscribe to.
 
-    @property
-    def epoch_logged(self) -> str:
-        return self._s("epoch.logged")
+    def run_started(self, trainer_id: str = "*") -> str:
+        return self._s(f"run.started.{trainer_id}")
 
-    @property
-    def iterations_logged(self) -> str:
+    def epoch_logged(self, trainer_id: str = "*") -> str:
+        return self._s(f"epoch.logged.{trainer_id}")
+
+    def iterations_logged(self, trainer_id: str = "*") -> str:
         # A batch of training-loss logs every spec.log_interval iterations.
-        return self._s("iteration.logged")
+        return self._s(f"iteration.logged.{trainer_id}")
 
-    @property
-    def run_completed(self) -> str:
-        return self._s("run.completed")
+    def run_completed(self, trainer_id: str = "*") -> str:
+        return self._s(f"run.completed.{trainer_id}")
+
+    def model_registered(self, trainer_id: str = "*") -> str:
+        return self._s(f"model.registered.{trainer_id}")
+
+    def checkpoint_saved(self, trainer_id: str = "*") -> str:
+        return self._s(f"checkpoint.saved.{trainer_id}")
+
+    def run_accepted(self, trainer_id: str = "*") -> str:
+        return self._s(f"run.accepted.{trainer_id}")
+
+    def run_released(self, trainer_id: str = "*") -> str:
+        return self._s(f"run.released.{trainer_id}")
+
+    def trainer_heartbeat(self, trainer_id: str = "*") -> str:
+        # Core NATS, not JetStream: a lost heartbeat is replaced by the next one.
+        return self._s(f"trainer.heartbeat.{trainer_id}")
+
+    def reporting_trainer(self, subject: str) -> str | None:
+        """The trainer a trainer report was published by (its subject's last token), None for
+        any other subject."""
+        name = subject.removeprefix(self.prefix + ".") if self.prefix else subject
+        report, _, trainer_id = name.rpartition(".")
+        return trainer_id if report in TRAINER_REPORTS and trainer_id else None
 
     @property
     def run_status_changed(self) -> str:
@@ -57,22 +84,6 @@ class Subjects:
     @property
     def run_removed(self) -> str:
         return self._s("run.removed")
-
-    @property
-    def model_registered(self) -> str:
-        return self._s("model.registered")
-
-    @property
-    def checkpoint_saved(self) -> str:
-        return self._s("checkpoint.saved")
-
-    @property
-    def run_accepted(self) -> str:
-        return self._s("run.accepted")
-
-    @property
-    def run_released(self) -> str:
-        return self._s("run.released")
 
     @property
     def sweep_created(self) -> str:
@@ -99,11 +110,6 @@ class Subjects:
 
     def run_assigned(self, trainer_id: str) -> str:
         return self._s(f"run.assigned.{trainer_id}")
-
-    @property
-    def trainer_heartbeat(self) -> str:
-        # Core NATS, not JetStream: a lost heartbeat is replaced by the next one.
-        return self._s("trainer.heartbeat")
 
     def dead_letter(self, subject: str) -> str:
         return self._s(f"deadletter.{subject.removeprefix(self.prefix + '.') if self.prefix else subject}")

@@ -2,13 +2,13 @@
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 from shared.apikeys import Scope, new_key
 from shared.store import API_KEYS
@@ -61,3 +61,14 @@ def problem_of(response: httpx.Response, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == status and body["detail"], body
     return body
+
+
+async def record_assignment(stack: LocalStack, run_ids: Iterable[str], trainer_id: str, attempt: int = 1) -> None:
+    """Store what the scheduler stores when it gives a run's attempt to a trainer, for tests that publish a
+    trainer's reports themselves: consumers accept reports only from the trainer holding the attempt."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url)
+    try:
+        await client[stack.mongo_db].runs.update_many(
+            {"_id": {"$in": list(run_ids)}}, {"$set": {"trainer_id": trainer_id, "attempt": attempt}})
+    finally:
+        await client.close()

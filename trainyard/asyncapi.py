@@ -38,27 +38,36 @@ def channels() -> list[Channel]:
     """Every subject, who publishes it and who consumes it; addresses come from Subjects itself."""
     s = Subjects()
     trainer = (("trainer_id", "the trainer's id"),)
+    # A trainer publishes only under its own id (its NATS credentials allow nothing else), and
+    # consumers accept a report only from the trainer holding the run's current attempt.
+    reporter = (("trainer_id", "the publishing trainer's id: its NATS user may publish only under it"),)
     return [
         Channel("runCreated", s.run_created, events.RunCreated, ("api",), ("scheduler",),
                 "A user created a run; the scheduler queues it."),
         Channel("runAssigned", s.run_assigned("{trainer_id}"), events.RunAssigned, ("scheduler",), ("trainer",),
                 "An attempt of a run goes to one trainer, with the dataset's layout.", parameters=trainer),
-        Channel("runAccepted", s.run_accepted, events.RunAccepted, ("trainer",), ("scheduler",),
-                "The trainer took the assignment; the scheduler stops waiting to retry it elsewhere."),
-        Channel("runStarted", s.run_started, events.RunStarted, ("trainer",), ("scheduler",),
-                "Training of an attempt began on a device."),
-        Channel("epochLogged", s.epoch_logged, events.EpochLogged, ("trainer",), ("metrics",),
+        Channel("runAccepted", s.run_accepted("{trainer_id}"), events.RunAccepted, ("trainer",), ("scheduler",),
+                "The trainer took the assignment; the scheduler stops waiting to retry it elsewhere.",
+                parameters=reporter),
+        Channel("runStarted", s.run_started("{trainer_id}"), events.RunStarted, ("trainer",), ("scheduler",),
+                "Training of an attempt began on a device.", parameters=reporter),
+        Channel("epochLogged", s.epoch_logged("{trainer_id}"), events.EpochLogged, ("trainer",), ("metrics",),
                 "An epoch finished: mean losses, learning rate, COCO metrics, and the confusion matrix "
-                "when it was evaluated."),
-        Channel("runCompleted", s.run_completed, events.RunCompleted, ("trainer",), ("scheduler",),
-                "The one terminal event of an attempt; it carries the final status."),
-        Channel("iterationLogged", s.iterations_logged, events.IterationsLogged, ("trainer",), ("metrics",),
-                "Training losses every log_interval steps, in batches: `{step, loss, losses, learning_rate}`."),
-        Channel("checkpointSaved", s.checkpoint_saved, events.CheckpointSaved, ("trainer",), ("scheduler",),
+                "when it was evaluated.", parameters=reporter),
+        Channel("runCompleted", s.run_completed("{trainer_id}"), events.RunCompleted, ("trainer",), ("scheduler",),
+                "The one terminal event of an attempt; it carries the final status.", parameters=reporter),
+        Channel("iterationLogged", s.iterations_logged("{trainer_id}"), events.IterationsLogged,
+                ("trainer",), ("metrics",),
+                "Training losses every log_interval steps, in batches: `{step, loss, losses, learning_rate}`.",
+                parameters=reporter),
+        Channel("checkpointSaved", s.checkpoint_saved("{trainer_id}"), events.CheckpointSaved,
+                ("trainer",), ("scheduler",),
                 "A reported epoch's checkpoint is in the artifact store (NATS object store TRAINYARD_ARTIFACTS); "
-                "the scheduler records the current attempt's newest, which the next attempt resumes from."),
-        Channel("modelRegistered", s.model_registered, events.ModelRegistered, ("trainer",), ("metrics",),
-                "A successful run produced a trained model: its weights, classes and lineage."),
+                "the scheduler records the current attempt's newest, which the next attempt resumes from.",
+                parameters=reporter),
+        Channel("modelRegistered", s.model_registered("{trainer_id}"), events.ModelRegistered,
+                ("trainer",), ("metrics",),
+                "A successful run produced a trained model: its weights, classes and lineage.", parameters=reporter),
         Channel("runStatusChanged", s.run_status_changed, events.RunStatusChanged, ("scheduler",), (),
                 "Every status transition of a run, terminal ones too: what integrations follow."),
         Channel("runKillRequested", s.run_kill_requested, events.RunKillRequested, ("api",), ("scheduler",),
@@ -83,13 +92,16 @@ def channels() -> list[Channel]:
                 "with the rung, the metric's value and why."),
         Channel("sweepCompleted", s.sweep_completed, sweeps.SweepCompleted, ("scheduler",), (),
                 "Every trial of a sweep ended (or it was killed): its status and best trial."),
-        Channel("runReleased", s.run_released, events.RunReleased, ("trainer",), ("scheduler",),
-                "A draining trainer stopped an attempt after its last checkpoint and hands the run back."),
-        Channel("trainerHeartbeat", s.trainer_heartbeat, events.TrainerHeartbeat, ("trainer",), ("scheduler",),
+        Channel("runReleased", s.run_released("{trainer_id}"), events.RunReleased, ("trainer",), ("scheduler",),
+                "A draining trainer stopped an attempt after its last checkpoint and hands the run back.",
+                parameters=reporter),
+        Channel("trainerHeartbeat", s.trainer_heartbeat("{trainer_id}"), events.TrainerHeartbeat,
+                ("trainer",), ("scheduler",),
                 "A trainer's accelerators, free capacity and running attempts, every few seconds. "
-                "Core NATS, not stored: a lost heartbeat is replaced by the next.", durable=False),
+                "Core NATS, not stored: a lost heartbeat is replaced by the next.", durable=False, parameters=reporter),
         Channel("deadLetter", s.dead_letter("{subject}"), events.DeadLetter, ("any consumer",), (),
-                "A message a consumer could not decode, with the error and the payload; kept for people.",
+                "A message a consumer set aside, undecodable or refused (a report from a trainer not holding the "
+                "run), with the reason, the error and the payload; kept for people.",
                 parameters=(("subject", "the subject the message was published on"),)),
     ]
 

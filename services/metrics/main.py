@@ -17,7 +17,7 @@ def build_app(settings: MetricsSettings) -> FastStream:
     client = mongo_client(settings)
     store = MetricsStore(database(client, settings))
     broker = make_broker(settings, "metrics")
-    broker.include_router(build_router(broker, store, subjects))
+    broker.include_router(build_router(store, subjects))
     app = FastStream(broker)
 
     @app.on_startup

@@ -1,5 +1,6 @@
 """The metrics service's collections: epoch logs and confusion matrices, one per (run, epoch)."""
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pymongo import ASCENDING
@@ -7,9 +8,20 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.metrics.telemetry import traced_ingest
+from shared.bus import Refused
 from shared.events import EpochLogged, IterationsLogged, ModelRegistered, RunRemoved, utcnow
 from shared.status import TERMINAL_STATUSES
-from shared.store import CONFUSION_MATRICES, EPOCHS, ITERATIONS, MODELS, REMOVED_RUNS, RUNS, Document
+from shared.store import (
+    CONFUSION_MATRICES,
+    EPOCHS,
+    ITERATIONS,
+    MODELS,
+    REMOVED_RUNS,
+    REPORT_HOLDER_FIELDS,
+    RUNS,
+    Document,
+    report_refusal,
+)
 
 # What a run.removed finds: the run's document is gone (remove its data now), still there as
 # a finished run (the api has not deleted it yet: wait), or active again (the removal lost a
@@ -26,17 +38,24 @@ class MetricsStore:
         self.iterations = db[ITERATIONS]
         self.removed_runs = db[REMOVED_RUNS]
 
-    async def is_superseded(self, run_id: str, attempt: int) -> bool:
-        """True when the run has moved on to a newer attempt, or was removed.
+    async def report_standing(self, run_id: str, attempt: int, trainer_id: str,
+                              epochs: Iterable[int]) -> Literal["current", "removed"]:
+        """Whether a trainer's report of a run may be stored; raises Refused (the report is
+        dead-lettered) unless `trainer_id` holds the run's current attempt and every epoch is
+        one of the run's.
 
-        The attempt number is a fencing token: a trainer presumed lost that comes back
-        must not overwrite its successor. A removed run's trainer may still report an
-        epoch while it stops; the run's tombstone keeps that from being stored again.
+        The attempt number is a fencing token: a trainer presumed lost that comes back must
+        not overwrite its successor, and no trainer may report for a run it was never given.
+        A removed run's trainer may still report an epoch while it stops: "removed" (its
+        tombstone) says to drop that quietly.
         """
-        run = await self.runs.find_one({"_id": run_id}, {"attempt": 1})
-        if run is None:
-            return await self.removed_runs.find_one({"_id": run_id}, {"_id": 1}) is not None
-        return int(run.get("attempt", 0)) > attempt
+        run = await self.runs.find_one({"_id": run_id}, REPORT_HOLDER_FIELDS)
+        if run is None and await self.removed_runs.find_one({"_id": run_id}, {"_id": 1}) is not None:
+            return "removed"
+        refusal = report_refusal(run, run_id, attempt, trainer_id, epochs)
+        if refusal:
+            raise Refused(refusal)
+        return "current"
 
     async def removal_state(self, run_id: str) -> RemovalState:
         run = await self.runs.find_one({"_id": run_id}, {"status": 1})

@@ -1,15 +1,13 @@
 """Bus handlers of the scheduler: decode an event, call the lifecycle or ask for placement."""
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from faststream.nats import NatsBroker, NatsMessage, NatsRouter
-from pydantic import BaseModel
+from faststream.nats import NatsMessage, NatsRouter
 
 from services.scheduler.scheduling import Scheduler
 from services.scheduler.sweeps import SweepKeeper
-from shared.bus import decode_event, redelivered_on_storage_error
+from shared.bus import core_subscriber
 from shared.bus import durable_subscriber as shared_durable_subscriber
 from shared.events import (
     CheckpointSaved,
@@ -28,20 +26,11 @@ from shared.subjects import Subjects
 from shared.sweeps import SweepKillRequested
 
 log = logging.getLogger(__name__)
-EventT = TypeVar("EventT", bound=BaseModel)
 
 
-def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) -> NatsRouter:
+def build_router(scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) -> NatsRouter:
     router = NatsRouter()
     store, lifecycle = scheduler.store, scheduler.lifecycle
-
-    async def handle(message: NatsMessage, model: type[EventT], consumer: str,
-                     action: Callable[[EventT], Awaitable[None]]) -> None:
-        event = await decode_event(message, model, broker=broker, subjects=subjects, consumer=consumer)
-        if event is None:
-            return
-        with redelivered_on_storage_error(f"{consumer} handling run {getattr(event, 'run_id', '-')}"):
-            await action(event)
 
     def durable_subscriber(subject: str, consumer: str) -> Any:
         return shared_durable_subscriber(router, subjects, subject, consumer)
@@ -89,60 +78,38 @@ def build_router(broker: NatsBroker, scheduler: Scheduler, subjects: Subjects, s
         if news != "known" and not beat.draining:
             scheduler.request_placement()
 
-    @durable_subscriber(subjects.run_created, "scheduler-run-created")
-    async def on_run_created(message: NatsMessage) -> None:
-        await handle(message, RunCreated, "scheduler-run-created", queue)
-
-    @durable_subscriber(subjects.run_accepted, "scheduler-run-accepted")
-    async def on_run_accepted(message: NatsMessage) -> None:
-        await handle(message, RunAccepted, "scheduler-run-accepted", accept)
-
-    @durable_subscriber(subjects.run_started, "scheduler-run-started")
-    async def on_run_started(message: NatsMessage) -> None:
-        await handle(message, RunStarted, "scheduler-run-started", start)
-
-    @durable_subscriber(subjects.run_completed, "scheduler-run-completed")
-    async def on_run_completed(message: NatsMessage) -> None:
-        await handle(message, RunCompleted, "scheduler-run-completed", complete)
-
-    @durable_subscriber(subjects.run_released, "scheduler-run-released")
-    async def on_run_released(message: NatsMessage) -> None:
-        await handle(message, RunReleased, "scheduler-run-released", release)
-
-    @durable_subscriber(subjects.run_kill_requested, "scheduler-run-kill-requested")
-    async def on_run_kill_requested(message: NatsMessage) -> None:
-        await handle(message, RunKillRequested, "scheduler-run-kill-requested", kill)
-
-    @durable_subscriber(subjects.run_rerun_requested, "scheduler-run-rerun-requested")
-    async def on_run_rerun_requested(message: NatsMessage) -> None:
-        await handle(message, RunRerunRequested, "scheduler-run-rerun-requested", rerun)
-
     async def checkpoint(event: CheckpointSaved) -> None:
+        await store.check_report_holder(event.run_id, event.attempt, event.trainer_id, event.checkpoint.epoch)
         if not await store.record_checkpoint(event):
-            log.info("not recording checkpoint of epoch %d of run %s attempt %d: not the current attempt",
+            log.info("not recording checkpoint of epoch %d of run %s attempt %d: not newer than the recorded one",
                      event.checkpoint.epoch, event.run_id, event.attempt)
 
-    @durable_subscriber(subjects.checkpoint_saved, "scheduler-checkpoint-saved")
-    async def on_checkpoint_saved(message: NatsMessage) -> None:
-        await handle(message, CheckpointSaved, "scheduler-checkpoint-saved", checkpoint)
+    # Decoding, dead-lettering, the trainer-id check of trainer reports and the storage guard
+    # are the bus's (shared.bus.DeadLetters); each handler takes its event.
+    for subject, consumer, action in (
+        (subjects.run_created, "scheduler-run-created", queue),
+        (subjects.run_accepted(), "scheduler-run-accepted", accept),
+        (subjects.run_started(), "scheduler-run-started", start),
+        (subjects.run_completed(), "scheduler-run-completed", complete),
+        (subjects.run_released(), "scheduler-run-released", release),
+        (subjects.run_kill_requested, "scheduler-run-kill-requested", kill),
+        (subjects.run_rerun_requested, "scheduler-run-rerun-requested", rerun),
+        (subjects.checkpoint_saved(), "scheduler-checkpoint-saved", checkpoint),
+    ):
+        durable_subscriber(subject, consumer)(action)
 
-    async def sweep_epoch(event: EpochLogged) -> None:
+    async def sweep_epoch(event: EpochLogged, message: NatsMessage) -> None:
+        # ASHA acts on a trial's metrics: only the trainer holding the trial's attempt may report them.
+        sender = subjects.reporting_trainer(message.raw_message.subject) or ""
+        await store.check_report_holder(event.run_id, event.attempt, sender, event.epoch)
         await sweeps.epoch_logged(event)
 
     async def kill_sweep(event: SweepKillRequested) -> None:
         await sweeps.kill(event.sweep_id)
 
     # Every trial's metrics (ASHA's rungs, the best trial); epochs of other runs are skipped.
-    @durable_subscriber(subjects.epoch_logged, "scheduler-sweep-epochs")
-    async def on_epoch_logged(message: NatsMessage) -> None:
-        await handle(message, EpochLogged, "scheduler-sweep-epochs", sweep_epoch)
-
-    @durable_subscriber(subjects.sweep_kill_requested, "scheduler-sweep-kill-requested")
-    async def on_sweep_kill_requested(message: NatsMessage) -> None:
-        await handle(message, SweepKillRequested, "scheduler-sweep-kill-requested", kill_sweep)
-
-    @router.subscriber(subjects.trainer_heartbeat)
-    async def on_trainer_heartbeat(message: NatsMessage) -> None:
-        await handle(message, TrainerHeartbeat, "scheduler-heartbeats", heartbeat)
+    durable_subscriber(subjects.epoch_logged(), "scheduler-sweep-epochs")(sweep_epoch)
+    durable_subscriber(subjects.sweep_kill_requested, "scheduler-sweep-kill-requested")(kill_sweep)
+    core_subscriber(router, subjects.trainer_heartbeat())(heartbeat)
 
     return router

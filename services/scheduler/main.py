@@ -26,7 +26,7 @@ def build_app(settings: SchedulerSettings) -> FastStream:
     lifecycle = RunLifecycle(store, broker, subjects, settings.aging_s)
     sweeps = SweepKeeper(database(client, settings), lifecycle, broker, subjects)
     scheduler = Scheduler(store, lifecycle, broker, subjects, settings, sweeps)
-    broker.include_router(build_router(broker, scheduler, subjects, sweeps))
+    broker.include_router(build_router(scheduler, subjects, sweeps))
     app = FastStream(broker)
     tasks: set[asyncio.Task[None]] = set()
 

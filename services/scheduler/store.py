@@ -15,10 +15,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.placement import QueuedRun, TrainerView
 from services.scheduler.state import sources_of
+from shared.bus import Refused
 from shared.events import CheckpointSaved, TrainerHeartbeat, utcnow
 from shared.specs import AcceleratorRequest
 from shared.status import RunStatus
-from shared.store import RUNS, TRAINERS, Document
+from shared.store import REPORT_HOLDER_FIELDS, RUNS, TRAINERS, Document, report_refusal
 
 # What a heartbeat tells: the same trainer process as before, a new or returning
 # trainer, or a trainer that restarted (a new process under the same id).
@@ -140,6 +141,14 @@ class SchedulerStore:
             {"_id": run_id, "status": str(RunStatus.PENDING), "trainer_id": trainer_id},
             {"$set": {"trainer_id": None, "pending_reason": reason, "updated_at": utcnow()}},
         )
+
+    async def check_report_holder(self, run_id: str, attempt: int, trainer_id: str, epoch: int) -> None:
+        """Raise Refused (the report is dead-lettered) unless `trainer_id` holds the run's current
+        attempt and `epoch` is one of the run's epochs."""
+        run = await self.runs.find_one({"_id": run_id}, REPORT_HOLDER_FIELDS)
+        refusal = report_refusal(run, run_id, attempt, trainer_id, [epoch])
+        if refusal:
+            raise Refused(refusal)
 
     async def record_checkpoint(self, event: CheckpointSaved) -> bool:
         """Record the newest stored checkpoint of the run's current attempt (the next attempt

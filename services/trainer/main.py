@@ -17,7 +17,7 @@ def build_app(settings: TrainerSettings) -> FastStream:
     subjects = Subjects(settings.subject_prefix)
     broker = make_broker(settings, "trainer")
     trainer = Trainer(settings, broker, subjects)
-    broker.include_router(build_router(broker, trainer, subjects))
+    broker.include_router(build_router(trainer, subjects))
     app = FastStream(broker)
     tasks: set[asyncio.Task[None]] = set()
 

@@ -73,13 +73,13 @@ class Trainer:
     @traced_events
     async def emit(self, kind: str, event: Event, dedup_key: str) -> None:
         subject = {
-            "started": self.subjects.run_started,
-            "epoch": self.subjects.epoch_logged,
-            "iterations": self.subjects.iterations_logged,
-            "completed": self.subjects.run_completed,
-            "released": self.subjects.run_released,
-            "model": self.subjects.model_registered,
-            "checkpoint": self.subjects.checkpoint_saved,
+            "started": self.subjects.run_started(self.trainer_id),
+            "epoch": self.subjects.epoch_logged(self.trainer_id),
+            "iterations": self.subjects.iterations_logged(self.trainer_id),
+            "completed": self.subjects.run_completed(self.trainer_id),
+            "released": self.subjects.run_released(self.trainer_id),
+            "model": self.subjects.model_registered(self.trainer_id),
+            "checkpoint": self.subjects.checkpoint_saved(self.trainer_id),
         }[kind]
         await publish_event(self.broker, self.subjects, subject, event, dedup_key=dedup_key)
 
@@ -99,7 +99,7 @@ class Trainer:
                                   self.emit, cache, gpu_ids)
         self.sessions[assignment.run_id] = session
         await publish_event(
-            self.broker, self.subjects, self.subjects.run_accepted,
+            self.broker, self.subjects, self.subjects.run_accepted(self.trainer_id),
             RunAccepted(run_id=assignment.run_id, attempt=assignment.attempt, trainer_id=self.trainer_id,
                         instance=self.instance),
             dedup_key=f"{assignment.run_id}:{assignment.attempt}:accepted",
@@ -153,7 +153,7 @@ class Trainer:
             version=VERSION,
             draining=self.draining,
         )
-        await self.broker.publish(beat.model_dump_json(), self.subjects.trainer_heartbeat)
+        await self.broker.publish(beat.model_dump_json(), self.subjects.trainer_heartbeat(self.trainer_id))
 
     async def heartbeat_forever(self) -> None:
         while True:

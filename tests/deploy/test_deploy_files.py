@@ -23,7 +23,7 @@ SERVICES: dict[str, type[BaseSettings]] = {
 OTEL_VARIABLES = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
                   "OTEL_RESOURCE_ATTRIBUTES"}
 OTHER_KNOWN = {"PYTHONUNBUFFERED"}
-NATS_USERS_RE = re.compile(r"\{ user: (\w+), password: \$(\w+)")
+NATS_USERS_RE = re.compile(r"\{ user: ([\w-]+), password: \$(\w+)")
 
 
 def _yaml(path: Path) -> Any:
@@ -99,9 +99,11 @@ def test_compose_service_uses_its_image_and_only_its_settings(compose: dict[str,
     assert spec["image"].startswith(f"trainyard/{service}:")
     env: dict[str, str] = spec["environment"]
     assert_known_env(service, set(env), "compose.yaml")
-    user = re.match(r"nats://(\w+):\$\{(\w+)\}@nats:4222$", env["TRAINYARD_NATS_URL"])
-    assert user and user.group(1) == service, "each service connects as its own NATS user"
-    assert nats_accounts()[service] == user.group(2)
+    user = re.match(r"nats://([\w-]+):\$\{(\w+)\}@nats:4222$", env["TRAINYARD_NATS_URL"])
+    # A trainer's NATS user is its trainer id: it may publish only under that id.
+    expected = env["TRAINYARD_TRAINER_ID"] if service == "trainer" else service
+    assert user and user.group(1) == expected, "each service connects as its own NATS user"
+    assert nats_accounts()[expected] == user.group(2)
     if service != "trainer":
         assert env["TRAINYARD_MONGO_URL"].startswith("mongodb://mongo:27017/") and "replicaSet=rs0" in env[
             "TRAINYARD_MONGO_URL"]
@@ -233,8 +235,17 @@ def test_k8s_workload_uses_its_image_settings_secrets_and_ports(
         names.append(var["name"])
     helpers = {ref for v in values.values() for ref in re.findall(r"\$\((\w+)\)", v)}
     assert_known_env(service, set(names), f"k8s {service}", helpers)
-    user = re.match(r"nats://(\w+):\$\(NATS_PASSWORD\)@nats\.trainyard\.svc:4222$", values["TRAINYARD_NATS_URL"])
-    assert user and user.group(1) == service and service in nats_accounts()
+    if service == "trainer":
+        # Its user is its pod name (the trainer id), its password that key of the mounted secret.
+        command = " ".join(container["command"])
+        assert 'nats://$TRAINYARD_TRAINER_ID:$(cat /etc/trainyard/nats/$TRAINYARD_TRAINER_ID)@nats.trainyard.svc:4222' \
+            in command
+        replicas = next(d for d in manifests if d["metadata"]["name"] == "trainer" and d["kind"] == "StatefulSet")
+        pods = {f"trainer-{n}" for n in range(replicas["spec"]["replicas"])}
+        assert pods <= set(nats_accounts()) and pods <= set(secrets["trainyard-nats-passwords"])
+    else:
+        user = re.match(r"nats://(\w+):\$\(NATS_PASSWORD\)@nats\.trainyard\.svc:4222$", values["TRAINYARD_NATS_URL"])
+        assert user and user.group(1) == service and service in nats_accounts()
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     port_setting = "TRAINYARD_PORT" if service == "api" else "TRAINYARD_METRICS_PORT"

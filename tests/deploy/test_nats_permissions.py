@@ -25,8 +25,9 @@ from trainyard_client import TrainyardClient
 
 NATS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 CONFIG = NATS_DIR / "nats-server.conf"
-USERS = ("api", "scheduler", "trainer", "metrics", "operator", "system")
-TRAINER_ID = "perm-trainer-1"
+USERS = ("api", "scheduler", "trainer-0", "trainer-1", "metrics", "operator", "system")
+# Each trainer has a user of its own, named by its trainer id.
+TRAINER_ID = "trainer-0"
 
 
 @dataclass
@@ -42,7 +43,7 @@ def secured_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredNa
     """nats-server with the deploy config as is; only ports, store and passwords are the test's."""
     root = tmp_path_factory.mktemp("secured-nats")
     port, monitor = free_port(), free_port()
-    env = {**os.environ, **{f"NATS_{user.upper()}_PASSWORD": f"pw-{user}" for user in USERS}}
+    env = {**os.environ, **{f"NATS_{user.upper().replace('-', '_')}_PASSWORD": f"pw-{user}" for user in USERS}}
     # The store directory is the one line that differs (the flag -sd cannot override the file).
     text = CONFIG.read_text()
     assert text.count("store_dir: /data") == 1
@@ -92,13 +93,21 @@ def _permission_errors(url: str, publish: str = "", request: str = "") -> list[s
 
 
 @pytest.mark.parametrize(("user", "subject"), [
-    ("trainer", "run.created"),
-    ("trainer", "run.assigned.some-trainer"),
+    ("trainer-0", "run.created"),
+    ("trainer-0", "run.assigned.some-trainer"),
     ("metrics", "run.completed"),
     ("api", "run.assigned.some-trainer"),
     ("api", "epoch.logged"),
     ("scheduler", "run.created"),
-    ("trainer", "run.stop_requested.some-trainer"),
+    ("trainer-0", "run.stop_requested.some-trainer"),
+    # A trainer reports only under its own id: never as another trainer, nor without one.
+    ("trainer-0", "epoch.logged.trainer-1"),
+    ("trainer-0", "epoch.logged"),
+    ("trainer-1", "model.registered.trainer-0"),
+    ("trainer-0", "checkpoint.saved.trainer-1"),
+    ("trainer-0", "run.completed.trainer-1"),
+    ("trainer-1", "trainer.heartbeat.trainer-0"),
+    ("trainer-0", "iteration.logged.trainer-1"),
     ("api", "run.released"),
     ("metrics", "run.kill_requested"),
 ])
@@ -107,10 +116,18 @@ def test_a_service_cannot_publish_what_another_owns(secured_nats: SecuredNats, u
     assert any("permissions violation" in e.lower() for e in errors), errors
 
 
-def test_a_trainer_cannot_pull_from_another_services_consumer(secured_nats: SecuredNats) -> None:
-    errors = _permission_errors(secured_nats.url("trainer"),
-                                request="$JS.API.CONSUMER.MSG.NEXT.TRAINYARD.scheduler-run-created")
+@pytest.mark.parametrize("consumer", ["scheduler-run-created", "metrics-epochs", "trainer-trainer-1-assignments",
+                                      "trainer-trainer-1-stops"])
+def test_a_trainer_cannot_pull_from_another_consumer(secured_nats: SecuredNats, consumer: str) -> None:
+    errors = _permission_errors(secured_nats.url("trainer-0"),
+                                request=f"$JS.API.CONSUMER.MSG.NEXT.TRAINYARD.{consumer}")
     assert any("permissions violation" in e.lower() for e in errors), errors
+
+
+@pytest.mark.parametrize("subject", ["epoch.logged.trainer-0", "trainer.heartbeat.trainer-0",
+                                     "model.registered.trainer-0"])
+def test_a_trainer_may_publish_its_own_reports(secured_nats: SecuredNats, subject: str) -> None:
+    assert _permission_errors(secured_nats.url("trainer-0"), publish=subject) == []
 
 
 def test_trainer_and_api_use_the_artifact_store_with_their_own_credentials(
@@ -126,7 +143,7 @@ def test_trainer_and_api_use_the_artifact_store_with_their_own_credentials(
 
         checkpoint = tmp_path / "epoch_1.pth"
         checkpoint.write_bytes(os.urandom(CHUNK_BYTES + 1000))
-        trainer = NatsBroker(secured_nats.url("trainer"), error_cb=on_error)
+        trainer = NatsBroker(secured_nats.url("trainer-0"), error_cb=on_error)
         api = NatsBroker(secured_nats.url("api"), error_cb=on_error)
         await trainer.connect()
         await api.connect()
@@ -155,7 +172,7 @@ def test_trainer_and_api_use_the_artifact_store_with_their_own_credentials(
 
 def test_wrong_password_is_refused(secured_nats: SecuredNats) -> None:
     with pytest.raises(Exception, match=r"(?i)authorization"):
-        _permission_errors(f"nats://trainer:wrong@127.0.0.1:{secured_nats.port}", publish="run.started")
+        _permission_errors(f"nats://trainer-0:wrong@127.0.0.1:{secured_nats.port}", publish="run.started.trainer-0")
 
 
 def test_services_run_end_to_end_with_their_own_credentials(
@@ -173,7 +190,7 @@ def test_services_run_end_to_end_with_their_own_credentials(
     try:
         for service in ("metrics", "scheduler", "api"):
             stack.start_service(service, TRAINYARD_NATS_URL=secured_nats.url(service))
-        stack.start_service("trainer", TRAINYARD_NATS_URL=secured_nats.url("trainer"), TRAINYARD_TRAINER_ID=TRAINER_ID,
+        stack.start_service("trainer", TRAINYARD_NATS_URL=secured_nats.url(TRAINER_ID), TRAINYARD_TRAINER_ID=TRAINER_ID,
                             TRAINYARD_ACCELERATOR_NAME="CPU", TRAINYARD_ACCELERATOR_COUNT="1", TRAINYARD_THREADS="1")
         _until(lambda: db.trainers.find_one({"_id": TRAINER_ID}) is not None, "the scheduler never saw a heartbeat")
 
@@ -190,15 +207,17 @@ def test_services_run_end_to_end_with_their_own_credentials(
             assert client.runs.get(run["id"])["trainer_id"] == TRAINER_ID
 
         async def publish_epoch_as_trainer() -> None:
-            broker = NatsBroker(secured_nats.url("trainer"))
+            broker = NatsBroker(secured_nats.url(TRAINER_ID))
             await broker.connect()
             try:
                 epoch = EpochLogged(run_id=run["id"], attempt=1, epoch=1, total_epochs=1, losses={"loss_cls": 1.0},
                                     loss=1.0, learning_rate=0.01, epoch_time_s=1.0)
-                await publish_event(broker, Subjects(), Subjects().epoch_logged, epoch, dedup_key="perm-epoch-1")
+                await publish_event(broker, Subjects(), Subjects().epoch_logged(TRAINER_ID), epoch,
+                                    dedup_key="perm-epoch-1")
                 steps = IterationsLogged(run_id=run["id"], attempt=1, steps=[
                     IterationLog(step=1, epoch=1, loss=1.0, losses={"loss_cls": 1.0}, learning_rate=0.01)])
-                await publish_event(broker, Subjects(), Subjects().iterations_logged, steps, dedup_key="perm-it-1")
+                await publish_event(broker, Subjects(), Subjects().iterations_logged(TRAINER_ID), steps,
+                                    dedup_key="perm-it-1")
             finally:
                 await broker.stop()
 

@@ -7,9 +7,22 @@ from faststream.nats import NatsBroker
 from pymongo import AsyncMongoClient
 
 from shared.bus import publish_event
-from shared.events import ConfusionMatrix, DeadLetter, EpochLogged, IterationLog, IterationsLogged
+from shared.events import ConfusionMatrix, EpochLogged, IterationLog, IterationsLogged
 from shared.subjects import Subjects
 from trainyard.localstack import LocalStack
+
+TRAINER = "trainer-a"
+
+
+async def insert_run(stack: LocalStack, run_id: str, *, attempt: int = 1, trainer_id: str = TRAINER,
+                     epochs: int = 3) -> None:
+    """The run document the scheduler keeps: which trainer holds which attempt, and the run's epochs."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)
+    try:
+        await client[stack.mongo_db].runs.insert_one(
+            {"_id": run_id, "attempt": attempt, "trainer_id": trainer_id, "spec": {"epochs": epochs}})
+    finally:
+        await client.close()
 
 
 def epoch(n: int, loss: float = 1.0) -> EpochLogged:
@@ -39,14 +52,15 @@ async def wait_for_count(stack: LocalStack, collection: str, query: dict[str, ob
 async def test_redelivered_epoch_is_stored_once(stack: LocalStack, bus: tuple[NatsBroker, Subjects]) -> None:
     stack.start_service("metrics")
     broker, subjects = bus
+    await insert_run(stack, "run-1")
     first = epoch(1, loss=1.0)
     # Distinct message ids get past the stream's de-duplication: the consumer
     # sees the same epoch twice, as after a redelivery, the second with other values.
-    await publish_event(broker, subjects, subjects.epoch_logged, first, dedup_key="delivery-1")
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), first, dedup_key="delivery-1")
     assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 1) == 1
-    await publish_event(broker, subjects, subjects.epoch_logged, first, dedup_key="delivery-2")
-    await publish_event(broker, subjects, subjects.epoch_logged, epoch(1, loss=9.0), dedup_key="delivery-3")
-    await publish_event(broker, subjects, subjects.epoch_logged, epoch(2), dedup_key="delivery-4")
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), first, dedup_key="delivery-2")
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), epoch(1, loss=9.0), dedup_key="delivery-3")
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), epoch(2), dedup_key="delivery-4")
 
     assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 2) == 2
     await asyncio.sleep(0.5)  # give a wrongly stored duplicate the chance to appear
@@ -59,35 +73,6 @@ async def test_redelivered_epoch_is_stored_once(stack: LocalStack, bus: tuple[Na
     await client.close()
 
 
-async def test_malformed_event_is_dead_lettered_and_consumer_goes_on(
-    stack: LocalStack, bus: tuple[NatsBroker, Subjects]
-) -> None:
-    stack.start_service("metrics")
-    broker, subjects = bus
-    dead: list[DeadLetter] = []
-    two_dead = asyncio.Event()
-
-    # no_reply: a plain subscriber must not answer the publisher's request in place of the stream.
-    @broker.subscriber(subjects.dead_letter(subjects.epoch_logged), no_reply=True)
-    async def collect(letter: DeadLetter) -> None:
-        dead.append(letter)
-        if len(dead) == 2:
-            two_dead.set()
-
-    await broker.start()
-    await broker.publish(b'{"run_id": "run-1", "epoch": "first"}', subjects.epoch_logged, stream=subjects.stream)
-    await broker.publish(b"\xff not json", subjects.epoch_logged, stream=subjects.stream)
-    await publish_event(broker, subjects, subjects.epoch_logged, epoch(1))
-
-    assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 1) == 1
-    await asyncio.wait_for(two_dead.wait(), timeout=10)
-    await asyncio.sleep(0.3)
-    assert len(dead) == 2
-    assert {d.consumer for d in dead} == {"metrics-epochs"}
-    assert {d.subject for d in dead} == {subjects.epoch_logged}
-    assert any("epoch" in d.error and '"first"' in d.payload for d in dead)
-
-
 async def test_later_attempt_replaces_an_epoch_and_superseded_attempts_are_ignored(
     stack: LocalStack, bus: tuple[NatsBroker, Subjects]
 ) -> None:
@@ -95,20 +80,20 @@ async def test_later_attempt_replaces_an_epoch_and_superseded_attempts_are_ignor
     broker, subjects = bus
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)
     db = client[stack.mongo_db]
-    await db.runs.insert_one({"_id": "run-1", "attempt": 2})
+    await insert_run(stack, "run-1", attempt=2)
 
     def at(attempt: int, n: int, loss: float) -> EpochLogged:
         return epoch(n, loss).model_copy(update={"attempt": attempt})
 
-    await publish_event(broker, subjects, subjects.epoch_logged, at(2, 1, 2.0))
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(2, 1, 2.0))
     assert await wait_for_count(stack, "epochs", {"run_id": "run-1", "attempt": 2}, 1) == 1
-    # Attempt 1's trainer was presumed lost and comes back: its epochs are ignored.
-    await publish_event(broker, subjects, subjects.epoch_logged, at(1, 1, 7.0))
-    await publish_event(broker, subjects, subjects.epoch_logged, at(1, 2, 7.0))
+    # Attempt 1's trainer was presumed lost and comes back: its epochs are refused (dead-lettered).
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(1, 1, 7.0))
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(1, 2, 7.0))
     # Attempt 3 resumed from an earlier checkpoint and logs epoch 1 again: it wins.
     await db.runs.update_one({"_id": "run-1"}, {"$set": {"attempt": 3}})
-    await publish_event(broker, subjects, subjects.epoch_logged, at(3, 1, 3.0))
-    await publish_event(broker, subjects, subjects.epoch_logged, at(3, 2, 3.0))
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(3, 1, 3.0))
+    await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(3, 2, 3.0))
     assert await wait_for_count(stack, "epochs", {"run_id": "run-1", "attempt": 3}, 2) == 2
     await asyncio.sleep(0.3)
     docs = await db.epochs.find({"run_id": "run-1"}).sort("epoch", 1).to_list()
@@ -125,11 +110,13 @@ def iterations(*steps: int, attempt: int = 1, loss: float = 1.0) -> IterationsLo
 async def test_iteration_logs_are_stored_once_per_step(stack: LocalStack, bus: tuple[NatsBroker, Subjects]) -> None:
     stack.start_service("metrics")
     broker, subjects = bus
-    await publish_event(broker, subjects, subjects.iterations_logged, iterations(10, 20), dedup_key="d1")
+    await insert_run(stack, "run-it")
+    await publish_event(broker, subjects, subjects.iterations_logged(TRAINER), iterations(10, 20), dedup_key="d1")
     assert await wait_for_count(stack, "iterations", {"run_id": "run-it"}, 2) == 2
     # A redelivery (other values, same attempt) changes nothing; new steps are added.
-    await publish_event(broker, subjects, subjects.iterations_logged, iterations(10, 20, loss=9.0), dedup_key="d2")
-    await publish_event(broker, subjects, subjects.iterations_logged, iterations(20, 30), dedup_key="d3")
+    await publish_event(broker, subjects, subjects.iterations_logged(TRAINER), iterations(10, 20, loss=9.0),
+                        dedup_key="d2")
+    await publish_event(broker, subjects, subjects.iterations_logged(TRAINER), iterations(20, 30), dedup_key="d3")
     assert await wait_for_count(stack, "iterations", {"run_id": "run-it"}, 3) == 3
     await asyncio.sleep(0.5)
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)

@@ -60,7 +60,7 @@ async def test_stream_delivers_epochs_live_and_resumes_from_last_event_id(
         await events_until(stream, "in_progress", first)
         attempt = (await client.runs.get(run_id))["attempt"]
         published_at = time.monotonic()
-        await publish_event(broker, subjects, subjects.epoch_logged, epoch_event(run_id, attempt, 1))
+        await publish_event(broker, subjects, subjects.epoch_logged("held-0"), epoch_event(run_id, attempt, 1))
         epoch_1 = await events_until(stream, "epoch", first)
         assert time.monotonic() - published_at < 5
         assert epoch_1.data["epoch"] == 1 and epoch_1.data["losses"]["loss_cls"] == 1.0
@@ -68,14 +68,14 @@ async def test_stream_delivers_epochs_live_and_resumes_from_last_event_id(
         await stream.aclose()  # the client goes away
 
         # While nobody listens, epoch 2 is stored.
-        await publish_event(broker, subjects, subjects.epoch_logged, epoch_event(run_id, attempt, 2))
+        await publish_event(broker, subjects, subjects.epoch_logged("held-0"), epoch_event(run_id, attempt, 2))
         await asyncio.sleep(1.5)
 
         # Reconnecting with the last id seen: epoch 2 first, nothing repeated; then epoch 3 live, the kill, the end.
         resumed: list[RunEvent] = []
         stream = client.runs.follow(run_id, last_event_id=epoch_1.id)
         assert (await events_until(stream, "epoch", resumed)).data["epoch"] == 2
-        await publish_event(broker, subjects, subjects.epoch_logged, epoch_event(run_id, attempt, 3))
+        await publish_event(broker, subjects, subjects.epoch_logged("held-0"), epoch_event(run_id, attempt, 3))
         assert (await events_until(stream, "epoch", resumed)).data["epoch"] == 3
         await client.runs.kill(run_id)
         await events_until(stream, "end", resumed)

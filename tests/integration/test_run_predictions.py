@@ -17,7 +17,7 @@ from shared.artifacts import Artifacts, predictions_name
 from shared.bus import publish_event
 from shared.events import EpochLogged
 from shared.subjects import Subjects
-from tests.helpers import problem_of
+from tests.helpers import problem_of, record_assignment
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
 from trainyard_client import AsyncTrainyardClient, NotFoundError, TrainyardClient
@@ -32,7 +32,7 @@ async def log_epoch(broker: NatsBroker, subjects: Subjects, artifacts: Artifacts
                     metrics: dict[str, float | None]) -> None:
     name = predictions_name(run_id, epoch)
     await artifacts.upload_bytes(name, json.dumps(detections(epoch)).encode())
-    await publish_event(broker, subjects, subjects.epoch_logged, EpochLogged(
+    await publish_event(broker, subjects, subjects.epoch_logged("t1"), EpochLogged(
         run_id=run_id, attempt=1, epoch=epoch, total_epochs=3, losses={"loss_cls": 1.0}, loss=1.0,
         learning_rate=0.01, epoch_time_s=1.0, metrics=metrics, predictions=name))
 
@@ -48,6 +48,7 @@ async def test_predictions_are_served_and_undefined_metrics_never_win(
     async with AsyncTrainyardClient(stack.api_url, stack.admin_key) as client:
         dataset = await client.datasets.register("shapes", str(data))
         run_id = (await client.runs.start(name="p", dataset_id=dataset["id"], architecture="rtmdet-tiny"))["id"]
+        await record_assignment(stack, (run_id,), "t1")
         with pytest.raises(NotFoundError, match="none of its epochs has been evaluated yet"):
             await client.runs.predictions(run_id)
 

@@ -17,7 +17,7 @@ from shared.artifacts import Artifacts, preview_name
 from shared.bus import publish_event
 from shared.events import EpochLogged, PreviewImage
 from shared.subjects import Subjects
-from tests.helpers import problem_of
+from tests.helpers import problem_of, record_assignment
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
 from trainyard_client import AsyncTrainyardClient, NotFoundError, TrainyardClient
@@ -42,7 +42,7 @@ async def log_epoch_with_previews(broker: NatsBroker, subjects: Subjects, artifa
         stored[image_id] = png(epoch * 10 + image_id)
         await artifacts.upload_bytes(name, stored[image_id])
         previews.append(PreviewImage(image_id=image_id, file_name=file_name, object_name=name))
-    await publish_event(broker, subjects, subjects.epoch_logged, EpochLogged(
+    await publish_event(broker, subjects, subjects.epoch_logged("t1"), EpochLogged(
         run_id=run_id, attempt=1, epoch=epoch, total_epochs=2, losses={"loss_cls": 1.0}, loss=1.0,
         learning_rate=0.01, epoch_time_s=1.0, metrics={"bbox_mAP": 0.1}, previews=previews,
         preview_score_threshold=0.3))
@@ -62,6 +62,7 @@ async def test_previews_are_listed_and_served_as_png(
         spec: dict[str, Any] = {"dataset_id": dataset["id"], "architecture": "rtmdet-tiny"}
         run_id = (await client.runs.start(name="p", preview=True, preview_images=2, **spec))["id"]
         plain_id = (await client.runs.start(name="plain", **spec))["id"]
+        await record_assignment(stack, (run_id, plain_id), "t1")
 
         assert (await client.runs.previews(run_id)) == {"run_id": run_id, "score_threshold": None, "items": []}
         pngs = {epoch: await log_epoch_with_previews(broker, subjects, artifacts, run_id, epoch) for epoch in (1, 2)}

@@ -24,7 +24,7 @@ from shared.artifacts import (
 from shared.bus import publish_event
 from shared.events import ConfusionMatrix, EpochLogged, IterationLog, IterationsLogged, ModelRegistered, utcnow
 from shared.subjects import Subjects
-from tests.helpers import create_key, wait_status
+from tests.helpers import create_key, record_assignment, wait_status
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
 from trainyard_client import AsyncTrainyardClient, ConflictError, NotFoundError, TrainyardClient
@@ -73,9 +73,9 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
     async with AsyncTrainyardClient(stack.api_url, stack.admin_key) as client:
         dataset = await client.datasets.register("shapes", str(data))
         run_id = (await client.runs.start(name="old", dataset_id=dataset["id"], architecture="rtmdet-tiny",
-                                          epochs=2))["id"]
+                                          epochs=3))["id"]
         kept_id = (await client.runs.start(name="kept", dataset_id=dataset["id"], architecture="rtmdet-tiny",
-                                           epochs=2))["id"]
+                                           epochs=3))["id"]
 
         # Active (no trainer: it waits in the queue): refused, with what to do instead.
         with pytest.raises(ConflictError) as refused:
@@ -84,13 +84,14 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
 
         await kill_queued(client, run_id)
         # What a trainer would have reported before the kill, for both runs.
+        await record_assignment(stack, (run_id, kept_id), "t1")
         for rid in (run_id, kept_id):
             for n in (1, 2):
-                await publish_event(broker, subjects, subjects.epoch_logged, epoch_event(rid, n))
-            await publish_event(broker, subjects, subjects.iterations_logged, IterationsLogged(
+                await publish_event(broker, subjects, subjects.epoch_logged("t1"), epoch_event(rid, n))
+            await publish_event(broker, subjects, subjects.iterations_logged("t1"), IterationsLogged(
                 run_id=rid, attempt=1, steps=[IterationLog(step=s, epoch=1, loss=1.0, losses={"loss_cls": 1.0},
                                                            learning_rate=0.01) for s in (10, 20)]))
-        await publish_event(broker, subjects, subjects.model_registered, ModelRegistered(
+        await publish_event(broker, subjects, subjects.model_registered("t1"), ModelRegistered(
             run_id=run_id, model_id=MODEL_ID, attempt=1, trainer_id="t1", architecture="rtmdet-tiny",
             classes=["a"], checkpoint="/nowhere/epoch_2.pth", epochs_completed=2))
         # And what its trainer stored: checkpoints, previews; the model's weights live apart.
@@ -125,8 +126,8 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
         assert model["run"]["id"] == run_id
 
         # Its trainer, still stopping, reports one more epoch: dropped, the run is gone.
-        await publish_event(broker, subjects, subjects.epoch_logged, epoch_event(run_id, 3))
-        await publish_event(broker, subjects, subjects.epoch_logged, epoch_event(kept_id, 3))
+        await publish_event(broker, subjects, subjects.epoch_logged("t1"), epoch_event(run_id, 3))
+        await publish_event(broker, subjects, subjects.epoch_logged("t1"), epoch_event(kept_id, 3))
         await until(lambda: _counts_are(db, kept_id, {**full, "epochs": 3, "confusion_matrices": 3}),
                     "the other run's epoch 3")
         assert await stored_counts(db, run_id) == none
@@ -159,12 +160,13 @@ async def test_a_run_that_just_succeeded_waits_for_its_model_to_be_registered(
         dataset = await client.datasets.register("shapes", str(data))
         run_id = (await client.runs.start(name="s", dataset_id=dataset["id"], architecture="rtmdet-tiny"))["id"]
         await kill_queued(client, run_id)
+        await record_assignment(stack, (run_id,), "t1")
         # As the scheduler records a success whose model.registered the metrics service has not handled yet.
         await db.runs.update_one({"_id": run_id}, {"$set": {"status": "success", "completed_at": utcnow()}})
         with pytest.raises(ConflictError) as early:
             await client.runs.remove(run_id)
         assert "still being registered" in early.value.detail
-        await publish_event(broker, subjects, subjects.model_registered, ModelRegistered(
+        await publish_event(broker, subjects, subjects.model_registered("t1"), ModelRegistered(
             run_id=run_id, model_id=MODEL_ID, attempt=1, trainer_id="t1", architecture="rtmdet-tiny",
             classes=["a"], checkpoint="/nowhere/epoch_1.pth", epochs_completed=0))
         await until(lambda: db.models.find_one({"_id": MODEL_ID}), "the model to be registered")

@@ -5,12 +5,14 @@ import contextlib
 import functools
 import inspect
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trainyard_client import TrainyardClient, TrainyardError
@@ -34,6 +36,34 @@ Wide = Annotated[bool, typer.Option("--wide", help="full ids and every column, w
 
 Result = TypeVar("Result")
 
+# C0 controls but newline and tab, DEL, C1 controls, and the invisible marks that reorder or hide
+# text (bidirectional overrides and isolates, zero-width characters).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: object) -> str:
+    """Text from the server as it may reach a terminal: every control character escaped (ESC shows
+    as \\x1b, NUL as \\x00), and rich markup in it shown, not applied. Tables (ServerTable) and
+    errors put server text through here."""
+    text = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", str(value))
+    return escape(text)
+
+
+class ServerTable(Table):
+    """A rich Table whose headers, title and cells are server text, shown through `shown`."""
+
+    def __init__(self, *headers: Any, **options: Any) -> None:
+        if isinstance(options.get("title"), str):
+            options["title"] = shown(options["title"])
+        super().__init__(*(shown(h) if isinstance(h, str) else h for h in headers), **options)
+
+    def add_column(self, header: Any = "", *args: Any, **options: Any) -> None:
+        super().add_column(shown(header) if isinstance(header, str) else header, *args, **options)
+
+    def add_row(self, *cells: Any, **options: Any) -> None:
+        super().add_row(*(shown(c) if isinstance(c, str) else c for c in cells), **options)
+
 
 class CliError(Exception):
     """A problem the CLI itself finds (an ambiguous id, a bad spec file): printed, then exit `code`."""
@@ -50,12 +80,12 @@ def reported_errors() -> Iterator[None]:
         yield
     except TrainyardError as error:
         where = f"error {error.status}" if error.status else "error"
-        console.print(f"[red]{where}:[/red] {error.detail}", highlight=False, markup=True)
+        console.print(f"[red]{where}:[/red] {shown(error.detail)}", highlight=False)
         for item in error.errors[:20]:
-            console.print("  - " + ", ".join(f"{k}={v}" for k, v in item.items()), highlight=False, markup=False)
+            console.print("  - " + shown(", ".join(f"{k}={v}" for k, v in item.items())), highlight=False)
         raise typer.Exit(1) from error
     except CliError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"[red]error:[/red] {shown(error)}", highlight=False)
         raise typer.Exit(error.code) from error
 
 
@@ -186,9 +216,9 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def table(*columns: str, title: str | None = None) -> Table:
-    """A table whose first column (an id, an epoch) never wraps; the others fold to fit."""
-    made = Table(title=title)
+def table(*columns: str, title: str | None = None) -> ServerTable:
+    """A table of server text whose first column (an id, an epoch) never wraps; the others fold."""
+    made = ServerTable(title=title)
     for i, column in enumerate(columns):
         made.add_column(column, no_wrap=i == 0, overflow="fold")
     return made

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from trainyard_client import TrainyardClient, TrainyardError
-from trainyard_client.cli.common import console, duration, metric, when
+from trainyard_client.cli.common import console, duration, metric, shown, when
 from trainyard_client.types import EpochLog, Run
 
 # How often the bar asks for the run's newest iteration log.
@@ -100,14 +100,16 @@ def follow_run(client: TrainyardClient, run_id: str, *, as_json: bool = False) -
             watcher.join(timeout=POLL_S * 3)
     final = client.runs.get(run_id)
     colour = "green" if final["status"] == "success" else "red"
-    console.print(f"run {run_id} [{colour}]{final['status']}[/{colour}]: {final['overview']}", highlight=False)
+    console.print(f"run {run_id} [{colour}]{final['status']}[/{colour}]: {shown(final['overview'])}",
+                  highlight=False)
     return final
 
 
 def _show_event(progress: Progress, bar: TaskID, kind: str, data: dict[str, Any], per_epoch: int) -> None:
     if kind == "status":
-        message = f" {data['message']}" if data.get("message") else ""
-        progress.console.print(f"{when(data['at'])}  [bold]{data['status']}[/bold]{message}", highlight=False)
+        message = f" {shown(data['message'])}" if data.get("message") else ""
+        progress.console.print(f"{when(data['at'])}  [bold]{shown(data['status'])}[/bold]{message}",
+                               highlight=False)
         progress.update(bar, status=data["status"])
     elif kind == "epoch":
         progress.console.print(format_epoch(data), highlight=False, markup=False)  # type: ignore[arg-type]

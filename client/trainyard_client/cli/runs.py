@@ -61,8 +61,8 @@ def show_run(run: Run) -> None:
          or "-"),
     ]
     for name, value in rows:
-        grid.add_row(name, value)
-    console.print(grid, highlight=False, markup=False, width=common.WIDTH)
+        grid.add_row(name, common.shown(value))
+    console.print(grid, highlight=False, width=common.WIDTH)
     history = common.table("at", "status", "attempt", "message", title="history")
     for change in run["history"]:
         history.add_row(when(change["at"]), change["status"], str(change.get("attempt") or ""),
@@ -71,7 +71,7 @@ def show_run(run: Run) -> None:
 
 
 def show_change(run: Run) -> None:
-    console.print(f"{run['id']} {run['status']}: {run['overview']}", highlight=False, markup=False)
+    console.print(common.shown(f"{run['id']} {run['status']}: {run['overview']}"), highlight=False)
 
 
 @app.command("start")
@@ -133,7 +133,7 @@ def start(
         if as_json:
             common.print_json(run)
         else:
-            console.print(f"run {run['id']} {run['status']}: {run['overview']}", highlight=False, markup=False)
+            console.print(common.shown(f"run {run['id']} {run['status']}: {run['overview']}"), highlight=False)
         if follow:
             final = follow_run(client, run["id"], as_json=as_json)
             raise typer.Exit(0 if final["status"] == "success" else 1)
@@ -271,7 +271,7 @@ def show_matrix(cm: Any) -> None:
     if cm.get("format") != "matrix":
         common.print_json(cm)
         return
-    made = Table(title=f"confusion matrix, epoch {cm['epoch']} (rows: ground truth, columns: predicted; "
+    made = common.ServerTable(title=f"confusion matrix, epoch {cm['epoch']} (rows: ground truth, columns: predicted; "
                        f"score >= {cm['score_threshold']}, IoU >= {cm['iou_threshold']})")
     made.add_column("")
     for name in cm["classes"]:
