@@ -1,7 +1,7 @@
 """Scheduling benchmark: how fast the scheduler fills a freed trainer with a deep queue.
 
 Starts real NATS and the MongoDB-wire server, the api and the scheduler, and
-50 simulated trainers (trainyard.loadgen: they speak the trainer protocol and
+50 simulated trainers (bench.loadgen: they speak the trainer protocol and
 train nothing). Queues 1,000 runs through the API, then measures, for every
 assignment, the time from the moment it became possible (the run was created,
 or its trainer's previous run completed, whichever is later) to the

@@ -42,6 +42,8 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 MMCV_WITH_OPS=1 FORCE_CUDA=0 "${pip[@]}" --no-build-isolation --no-deps "mmcv==2.1.0"
 # 5. trainyard itself with its service and dev dependencies.
 "${pip[@]}" --no-build-isolation -e ".[dev]"
+# 5b. the client distribution (client/: httpx only) with its CLI extra: the `trainyard` command.
+"${pip[@]}" --no-build-isolation -e "./client[cli]"
 
 # 6. promtool for the tests' Prometheus checks; without it they skip and say why.
 bash scripts/install-promtool.sh "$venv/bin" || echo "setup: promtool unavailable; its checks will be skipped" >&2

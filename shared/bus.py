@@ -50,6 +50,8 @@ def make_broker(settings: CommonSettings, service: str, registry: CollectorRegis
     return NatsBroker(
         settings.nats_servers,
         name=f"trainyard-{service}",
+        # FastStream logs every message it handles (a heartbeat every 2 s per trainer): DEBUG, not INFO.
+        log_level=logging.DEBUG,
         middlewares=[
             NatsTelemetryMiddleware(),
             NatsPrometheusMiddleware(registry=registry, app_name=service, metrics_prefix="trainyard_bus"),

@@ -23,9 +23,9 @@ from pymongo.errors import PyMongoError
 
 from shared.store import EPOCHS, RUNS
 from tests.helpers import TERMINAL, wait_status, wait_until
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.supervisor import Supervisor
+from trainyard_client import TrainyardClient
 
 EPOCHS_PER_RUN = 4
 # The trainer's environment in the drills: one thread, quick heartbeats.

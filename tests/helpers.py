@@ -12,8 +12,8 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from shared.apikeys import Scope, new_key
 from shared.store import API_KEYS
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
+from trainyard_client import TrainyardClient
 
 TERMINAL = {"success", "failed", "aborted", "terminated"}
 

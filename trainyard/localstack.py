@@ -17,11 +17,13 @@ from typing import Any
 
 from shared.settings import LOCAL_MONGO_OPTIONS
 
+# The file names the client reads a local stack's URL and admin key from: spelled once, there.
+from trainyard_client.calls import API_KEY_FILE, STATE_FILE
+
 SERVICES = ("metrics", "scheduler", "api", "trainer")
-STATE_FILE = "stack.json"
-# The local stack's admin key of the default project; the client and CLI read it from here.
-API_KEY_FILE = "api-key"
 DEFAULT_PROJECT = "default"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["API_KEY_FILE", "DEFAULT_PROJECT", "SERVICES", "STATE_FILE", "LocalStack", "StackError"]
 # How long a stop waits for processes to end on SIGTERM before it kills them.
 STOP_TIMEOUT_S = 15.0
 
@@ -89,6 +91,11 @@ class LocalStack:
     mongo_db: str = "trainyard"
     subject_prefix: str = ""
     api_port: int | None = None
+    # The address NATS, the API and /metrics listen on: 0.0.0.0 lets other machines
+    # (a GPU trainer) join; the URLs handed out stay on the loopback for this machine.
+    listen: str = "127.0.0.1"
+    # Each service's /metrics port (the API serves it on its own port), once started.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # How each process was started, so a supervisor restarts it exactly so:
@@ -142,7 +149,7 @@ class LocalStack:
             port = free_port()
             proc = self._spawn(
                 "nats",
-                [_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.data_dir / "nats")],
+                [_bin("nats-server"), "-a", self.listen, "-p", str(port), "-js", "-sd", str(self.data_dir / "nats")],
             )
             self.nats_url = f"nats://127.0.0.1:{port}"
             _wait("nats-server", lambda: _port_open(port), proc, self.log_dir / "nats.log", 20)
@@ -235,6 +242,11 @@ class LocalStack:
             if "TRAINYARD_DATASET_ROOTS" not in os.environ and "TRAINYARD_DATASET_ROOTS" not in self.extra_env:
                 # Datasets by server path: the stack's own data directory unless told otherwise.
                 env.setdefault("TRAINYARD_DATASET_ROOTS", str(self.data_dir.resolve()))
+            env.setdefault("TRAINYARD_HOST", self.listen)
+        elif "TRAINYARD_METRICS_PORT" not in {**self.extra_env, **env}:
+            self.metrics_ports[name or service] = free_port()
+            env["TRAINYARD_METRICS_PORT"] = str(self.metrics_ports[name or service])
+            env.setdefault("TRAINYARD_METRICS_HOST", self.listen)
         if service == "trainer":
             env.setdefault("TRAINYARD_WORK_ROOT", str(self.data_dir / "work"))
         name = name or service
@@ -245,9 +257,10 @@ class LocalStack:
         return proc
 
     def start_load_generator(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Simulated trainers (trainyard.loadgen) under this stack's namespace."""
-        argv = [sys.executable, "-m", "trainyard.loadgen", "--name", name, *args]
-        return self._spawn(f"loadgen-{name}", argv, self.service_env())
+        """Simulated trainers (bench.loadgen, test tooling beside the product) under this stack's namespace."""
+        argv = [sys.executable, "-m", "bench.loadgen", "--name", name, *args]
+        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        return self._spawn(f"loadgen-{name}", argv, self.service_env(PYTHONPATH=pythonpath))
 
     def start(self, services: tuple[str, ...] = SERVICES) -> None:
         self.start_servers()
@@ -262,9 +275,18 @@ class LocalStack:
             "mongo_url": self.mongo_url,
             "mongo_db": self.mongo_db,
             "api_url": self.api_url if self.api_port else None,
+            "metrics_urls": self.metrics_urls(),
             "processes": {name: proc.pid for name, proc in self.processes.items()},
         }
         (self.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Where each started service serves Prometheus metrics."""
+        urls = {name: f"http://127.0.0.1:{port}/metrics" for name, port in self.metrics_ports.items()
+                if name in self.processes}
+        if self.api_port and "api" in self.processes:
+            urls["api"] = f"{self.api_url}/metrics"
+        return urls
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> None:
         self.stop_processes([name], sig, timeout)

@@ -11,15 +11,17 @@ own consumers. It only needs read access to the stream.
 
 import asyncio
 import json
+import logging
 import sys
 from typing import Any
 
 import nats
-from nats.errors import TimeoutError as NatsTimeout
+
+log = logging.getLogger("follow_status_changes")
 
 
 async def follow_status_changes(nats_url: str, subject_prefix: str = "", durable: str = "status-printer",
-                                stop_after: int | None = None) -> list[dict[str, Any]]:
+                                stop_after: int | None = None, quiet_s: float = 5) -> list[dict[str, Any]]:
     """Print status changes until `stop_after` of them (for ever when None); return them."""
     subject = f"{subject_prefix}.run.status_changed" if subject_prefix else "run.status_changed"
     stream = f"TRAINYARD_{subject_prefix.upper()}" if subject_prefix else "TRAINYARD"
@@ -29,8 +31,11 @@ async def follow_status_changes(nats_url: str, subject_prefix: str = "", durable
         consumer = await connection.jetstream().pull_subscribe(subject, durable=durable, stream=stream)
         while stop_after is None or len(seen) < stop_after:
             try:
-                messages = await consumer.fetch(10, timeout=5)
-            except NatsTimeout:
+                messages = await consumer.fetch(10, timeout=quiet_s)
+            except TimeoutError:
+                # Nothing changed for quiet_s. nats-py raises the builtin TimeoutError (or its own
+                # subclass of it, depending on the version): catching the builtin covers both.
+                log.debug("no status change for %s s", quiet_s)
                 continue
             for message in messages:
                 event = json.loads(message.data)  # unknown fields are fine: ignore them

@@ -216,7 +216,16 @@ def build_config(job: TrainingJob) -> Config:
         # Transfer learning: the child writes the base model's fitting weights
         # here once the model is built (services/trainer/transfer.py), before training.
         cfg.load_from = str(Path(job.work_dir) / BASE_WEIGHTS_FILE)
+    # The stock files' own variables (max_epochs = 300, data_root='data/coco/', ...) were
+    # read into the fields above when they loaded; left in, they would misstate what trains.
+    for leftover in _STOCK_VARIABLES & set(cfg.keys()):
+        cfg.pop(leftover)
     return cfg
+
+
+_STOCK_VARIABLES = {"max_epochs", "stage2_num_epochs", "num_last_epochs", "data_root", "base_lr", "interval",
+                    "train_batch_size_per_gpu", "train_num_workers", "val_batch_size_per_gpu", "val_num_workers",
+                    "img_scale", "img_scales", "close_mosaic_epochs", "train_dataset"}
 
 
 def dist_backend(device: str) -> str:

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -29,9 +30,12 @@ VERSION = "0.1.0"
 Acceptance = Literal["accepted", "duplicate", "busy", "draining"]
 
 
-def default_trainer_id() -> str:
+def default_trainer_id(work_root: str) -> str:
+    """The host name and a digest of the work root: stable across restarts (its durable consumers
+    stay its own), different for two trainers on one host (they cannot share a work root)."""
     # A trainer id is a NATS subject token and a durable consumer name.
-    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:55]
+    return f"{host}-{hashlib.sha256(str(Path(work_root).resolve()).encode()).hexdigest()[:8]}"
 
 
 class Trainer:
@@ -39,7 +43,7 @@ class Trainer:
         self.settings = settings
         self.broker = broker
         self.subjects = subjects
-        self.trainer_id = settings.trainer_id or default_trainer_id()
+        self.trainer_id = settings.trainer_id or default_trainer_id(settings.work_root)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.trainer_id):
             raise ValueError(f"TRAINYARD_TRAINER_ID={self.trainer_id!r}: use 1-64 letters, digits, '-' or '_'")
         self.accelerators = detect_accelerators(settings)

@@ -19,9 +19,9 @@ from shared.artifacts import CHUNK_BYTES, ArtifactCache, Artifacts, CheckpointMa
 from shared.bus import publish_event
 from shared.events import EpochLogged, IterationLog, IterationsLogged
 from shared.subjects import Subjects
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack, StackError, _bin, _port_open, _wait, free_port
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import TrainyardClient
 
 NATS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 CONFIG = NATS_DIR / "nats-server.conf"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import TrainyardClient
 
 FAST_LOSS_DETECTION = {"TRAINYARD_TRAINER_TIMEOUT_S": "3"}
 TRAINER_ENV = {"TRAINYARD_THREADS": "1", "TRAINYARD_HEARTBEAT_INTERVAL_S": "1"}

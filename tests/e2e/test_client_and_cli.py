@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import service_log
-from trainyard.cli import app
-from trainyard.client import AsyncTrainyardClient, NotFoundError, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import AsyncTrainyardClient, NotFoundError, TrainyardClient
+from trainyard_client.cli import app
 
 pytestmark = pytest.mark.training
 
@@ -21,7 +21,7 @@ def test_cli_and_clients_drive_a_run_start_follow_logs_matrix(stack: LocalStack,
     stack.start_service("trainer", TRAINYARD_TRAINER_ID="cpu-trainer-1", TRAINYARD_THREADS="1")
     files = write_synthetic_coco(tmp_path / "shapes", train_images=8, val_images=4, size=64)
     cli = CliRunner(env={"TRAINYARD_API_URL": stack.api_url, "TRAINYARD_API_KEY": stack.admin_key,
-                         "COLUMNS": "200"})
+                         "COLUMNS": "80"})
 
     def trainyard(*args: str, exit_code: int = 0) -> str:
         result = cli.invoke(app, list(args))
@@ -38,8 +38,17 @@ def test_cli_and_clients_drive_a_run_start_follow_logs_matrix(stack: LocalStack,
     for expected in ("pending", "in_progress", "epoch   1/2", "epoch   2/2", "success"):
         assert expected in followed, followed
 
-    logs = trainyard("runs", "logs", run["id"])
-    assert "loss_cls" in logs and "2/2" in logs
+    # Read at 80 columns: nothing is wider, by the run's short id (a prefix every command takes).
+    logs = trainyard("runs", "logs", run["id"][:8])
+    assert "2/2" in logs and "bbox" not in logs.splitlines()[0]  # the epochs table; iterations only when logged
+    metrics = trainyard("runs", "metrics", run["id"][:8])
+    assert "loss_cls" in metrics and "bbox_mAP" in metrics
+    listed_table = trainyard("runs", "list")
+    assert run["id"][:8] in listed_table and run["id"] in trainyard("runs", "list", "--wide")
+    for shown in (logs, metrics, listed_table, trainyard("runs", "get", run["id"][:8])):
+        assert max(len(line) for line in shown.splitlines()) <= 80, shown
+    config = trainyard("runs", "config", run["id"][:8])
+    assert "max_epochs=2" in config.replace(" ", "") or "max_epochs = 2" in config, config[:2000]
     matrix = trainyard("runs", "matrix", run["id"])
     assert "confusion matrix, epoch 2" in matrix and "Background" in matrix
     got = trainyard("runs", "get", run["id"])
@@ -55,7 +64,7 @@ def test_cli_and_clients_drive_a_run_start_follow_logs_matrix(stack: LocalStack,
         assert [e["epoch"] for e in client.runs.logs(run["id"], "epoch")] == [1, 2]
         matrix_json = client.runs.confusion_matrix(run["id"])
         assert matrix_json["classes"] == [*files.classes, "Background"]
-        datature = client.runs.confusion_matrix(run["id"], format="datature")
+        datature = client.runs.datature_confusion_matrix(run["id"])
         assert [column["id"] for column in datature["data"]] == matrix_json["classes"]
         best = client.runs.best_epoch(run["id"])
         assert best["metric"] == "bbox_mAP" and best["epoch"]["epoch"] in (1, 2)

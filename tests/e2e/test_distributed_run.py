@@ -8,8 +8,8 @@ from tests.conftest import service_log
 from tests.e2e.conftest import start_run
 from tests.e2e.conftest import start_trainer as trainer
 from tests.helpers import TERMINAL, wait_status, wait_until
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
+from trainyard_client import TrainyardClient
 
 pytestmark = pytest.mark.training
 TWO_CPUS = {"name": "CPU", "count": 2}

@@ -31,9 +31,9 @@ from tests.drills import (
 )
 from tests.helpers import wait_until
 from tests.nats_cluster import start_nats_cluster, stream_cluster
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import TrainyardClient
 
 pytestmark = pytest.mark.training
 

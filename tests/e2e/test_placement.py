@@ -4,8 +4,8 @@ import pytest
 
 from tests.e2e.conftest import start_trainer as trainer
 from tests.helpers import TERMINAL, wait_status, wait_until
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
+from trainyard_client import TrainyardClient
 
 pytestmark = pytest.mark.training
 

@@ -20,8 +20,8 @@ from shared.subjects import Subjects
 from tests.conftest import service_log
 from tests.e2e.conftest import start_run, start_trainer
 from tests.helpers import wait_status, wait_until
-from trainyard.client import AsyncTrainyardClient, NotFoundError, TrainyardClient
 from trainyard.localstack import LocalStack
+from trainyard_client import AsyncTrainyardClient, NotFoundError, TrainyardClient
 
 pytestmark = pytest.mark.training
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

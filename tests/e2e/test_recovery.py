@@ -13,9 +13,9 @@ from tests.conftest import service_log
 from tests.e2e.conftest import start_run
 from tests.e2e.conftest import start_trainer as trainer
 from tests.helpers import TERMINAL, wait_status, wait_until
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import TrainyardClient
 
 pytestmark = pytest.mark.training
 
@@ -83,7 +83,7 @@ def test_returning_stale_trainer_is_ignored_and_stopped(
     assert set(stale_epochs) <= set(before_freeze), (stale_epochs, before_freeze)
     # Nor did its checkpoints: what a rerun would continue from is the fresh attempt's.
     resume = client.runs.checkpoints(run["id"])["resume_from"]
-    assert resume["attempt"] == 2 and resume["epoch"] == 4, resume
+    assert resume is not None and resume["attempt"] == 2 and resume["epoch"] == 4, resume
 
 
 def test_killed_run_ends_terminated_within_seconds_and_frees_its_trainer(

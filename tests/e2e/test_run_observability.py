@@ -13,9 +13,9 @@ from tests.conftest import service_log
 from tests.observed import namespaced_stack, sample_value, scrape, start_with_metrics
 from tests.otlp import ReceivedSpan, otlp_receiver
 from tests.promtool import check_metrics
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import TrainyardClient
 
 pytestmark = pytest.mark.training
 

@@ -9,8 +9,8 @@ import pytest
 from tests.conftest import service_log
 from tests.e2e.conftest import FAST_LOSS_DETECTION, start_trainer
 from tests.helpers import TERMINAL, http, wait_until
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
+from trainyard_client import TrainyardClient
 
 pytestmark = pytest.mark.training
 
@@ -77,9 +77,12 @@ def test_asha_sweep_stops_poor_trials_at_the_first_rung_and_survives_a_scheduler
         for trial in trials:
             epochs = client.runs.logs(trial["run_id"], "epoch")
             assert [e["epoch"] for e in epochs] == list(range(1, trial["epochs_completed"] + 1))
-            rung_values[trial["run_id"]] = epochs[0]["metrics"]["bbox_mAP_50"]
+            first = epochs[0]["metrics"]["bbox_mAP_50"]
+            assert first is not None
+            rung_values[trial["run_id"]] = first
             for epoch in epochs:
                 value = epoch["metrics"]["bbox_mAP_50"]
+                assert value is not None
                 if best_value is None or value > best_value:
                     best_value, best_runs = value, {trial["run_id"]}
                 elif value == best_value:

@@ -15,8 +15,8 @@ from tests.e2e.conftest import start_trainer as trainer
 from tests.e2e.test_distributed_run import rank_pids
 from tests.e2e.test_recovery import logged_epochs, resume_epoch
 from tests.helpers import TERMINAL, wait_status, wait_until
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
+from trainyard_client import TrainyardClient
 
 pytestmark = pytest.mark.training
 

@@ -5,10 +5,11 @@ from pathlib import Path
 from pymongo import MongoClient
 from typer.testing import CliRunner
 
-from trainyard.cli import app, shown
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import TrainyardClient
+from trainyard_client.cli import app
+from trainyard_client.cli.common import shown
 
 EVIL = "evil\x1b[2J\x1b]0;owned\x07\x00name\u202e[red]x[/red]"
 
@@ -33,7 +34,8 @@ def test_runs_list_and_get_show_a_hostile_run_name_escaped(stack: LocalStack, tm
         mongo.close()
     cli = CliRunner(env={"TRAINYARD_API_URL": stack.api_url, "TRAINYARD_API_KEY": stack.admin_key,
                          "COLUMNS": "300"})
-    for argv in (["runs", "list"], ["runs", "get", run["id"]]):
+    # --wide: the whole name on one line (at 80 columns it folds, escaped all the same).
+    for argv in (["runs", "list", "--wide"], ["runs", "get", run["id"]]):
         result = cli.invoke(app, argv)
         assert result.exit_code == 0, result.output
         assert "\x1b" not in result.output and "\x00" not in result.output and "\x07" not in result.output

@@ -4,8 +4,8 @@ import json
 
 from typer.testing import CliRunner
 
-from trainyard.cli import app
 from trainyard.localstack import LocalStack
+from trainyard_client.cli import app
 
 
 def test_bootstrap_then_create_list_revoke(stack: LocalStack) -> None:

@@ -14,7 +14,7 @@ import httpx
 
 from tests.helpers import wait_until
 
-TRAINYARD = [sys.executable, "-m", "trainyard.cli"]
+TRAINYARD = [sys.executable, "-m", "trainyard_client.cli"]
 
 
 def test_up_starts_everything_and_down_stops_it(tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ from shared.apikeys import Scope
 from shared.console import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, new_token, signin_path, signin_token_document
 from shared.store import CONSOLE_SIGNIN_TOKENS
 from tests.helpers import create_key, http, problem_of
-from trainyard.cli import app
-from trainyard.client import TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import TrainyardClient
+from trainyard_client.cli import app
 
 
 def _signed_in(stack: LocalStack, key: str) -> httpx.Client:

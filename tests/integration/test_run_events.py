@@ -14,9 +14,9 @@ from faststream.nats import NatsBroker
 from shared.bus import publish_event
 from shared.events import ConfusionMatrix, EpochLogged
 from shared.subjects import Subjects
-from trainyard.client import AsyncTrainyardClient, RunEvent
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import AsyncTrainyardClient, RunEvent
 
 
 def epoch_event(run_id: str, attempt: int, n: int) -> EpochLogged:

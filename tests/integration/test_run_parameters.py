@@ -44,6 +44,10 @@ def test_every_architecture_starts_from_random_init_with_its_whole_backbone_trai
 
     cfg = build_config(tiny_job(tmp_path / "a", architecture))
     assert "Pretrained" not in cfg.pretty_text  # it would download
+    # The served config is the one that trains: none of the stock files' own variables stay behind.
+    for leftover in ("max_epochs = 300", "stage2_num_epochs", "data_root = 'data/coco/'", "data/coco"):
+        assert leftover not in cfg.pretty_text, leftover
+    assert cfg.train_cfg.max_epochs == tiny_job(tmp_path / "c", architecture).spec.epochs
     backbone = cfg.model.backbone
     assert backbone.get("frozen_stages", -1) == -1
     if backbone.type == "ResNet":  # the stock recipes freeze stem and BatchNorm for ImageNet weights

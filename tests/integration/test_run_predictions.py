@@ -18,10 +18,10 @@ from shared.bus import publish_event
 from shared.events import EpochLogged
 from shared.subjects import Subjects
 from tests.helpers import problem_of, record_assignment
-from trainyard.cli import app
-from trainyard.client import AsyncTrainyardClient, NotFoundError, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import AsyncTrainyardClient, NotFoundError, TrainyardClient
+from trainyard_client.cli import app
 
 
 def detections(epoch: int) -> list[dict[str, Any]]:

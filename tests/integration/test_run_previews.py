@@ -18,10 +18,10 @@ from shared.bus import publish_event
 from shared.events import EpochLogged, PreviewImage
 from shared.subjects import Subjects
 from tests.helpers import problem_of, record_assignment
-from trainyard.cli import app
-from trainyard.client import AsyncTrainyardClient, NotFoundError, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import AsyncTrainyardClient, NotFoundError, TrainyardClient
+from trainyard_client.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMAGES = {5: "img_5.png", 7: "img_7.png"}

@@ -25,10 +25,10 @@ from shared.bus import publish_event
 from shared.events import ConfusionMatrix, EpochLogged, IterationLog, IterationsLogged, ModelRegistered, utcnow
 from shared.subjects import Subjects
 from tests.helpers import create_key, record_assignment, wait_status
-from trainyard.cli import app
-from trainyard.client import AsyncTrainyardClient, ConflictError, NotFoundError, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import AsyncTrainyardClient, ConflictError, NotFoundError, TrainyardClient
+from trainyard_client.cli import app
 
 MODEL_ID = "ab" * 16
 PER_RUN = ("epochs", "iterations", "confusion_matrices")

@@ -1,5 +1,5 @@
 """The scheduler against real servers, driven through the API, with simulated trainers
-(trainyard.loadgen: real processes speaking the trainer protocol, training nothing)."""
+(bench.loadgen: real processes speaking the trainer protocol, training nothing)."""
 
 import asyncio
 import os
@@ -15,9 +15,9 @@ import pytest
 from shared.events import RunReleased, StoredCheckpoint
 from shared.subjects import Subjects
 from tests.helpers import TERMINAL, wait_status, wait_until
-from trainyard.client import ConflictError, TrainyardClient
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+from trainyard_client import ConflictError, TrainyardClient
 
 
 @pytest.fixture
@@ -226,6 +226,7 @@ def test_a_training_process_killed_by_a_signal_is_a_reset_that_honours_on_reset(
     assert statuses[statuses.index("in_progress") + 1:][:2] == ["rerun", "pending"], statuses
     assert next(h["message"] for h in again["history"] if h["status"] == "rerun") == killed
     # The release's checkpoint was recorded before the reset: the retry resumes from epoch 3.
-    assert client.runs.checkpoints(retried["id"])["resume_from"]["epoch"] == 3
+    resume_from = client.runs.checkpoints(retried["id"])["resume_from"]
+    assert resume_from is not None and resume_from["epoch"] == 3
     done = wait_status(client, failing["id"], TERMINAL)
     assert done["status"] == "failed" and done["message"] == f"{killed}; on_reset is 'fail'", done

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from trainyard.client import (
+from trainyard_client import (
     AuthenticationError,
     ConflictError,
     InvalidRequest,
@@ -11,9 +11,9 @@ from trainyard.client import (
     PermissionDenied,
     ServerError,
     TrainyardError,
-    _EventParser,
     error_from_response,
 )
+from trainyard_client.calls import EventParser
 
 
 @pytest.mark.parametrize(("status", "kind"), [(401, AuthenticationError), (403, PermissionDenied),
@@ -34,7 +34,7 @@ def test_a_non_json_error_keeps_its_text() -> None:
 
 
 def test_event_stream_parsing_keeps_ids_and_skips_comments() -> None:
-    parser = _EventParser()
+    parser = EventParser()
     lines = ["retry: 2000", "", ": keep-alive", "", "id: 1-0-0", "event: status", 'data: {"status": "created"}', "",
              "id: 1-1-1", "event: epoch", 'data: {"epoch":', 'data:  1}', ""]
     events = [event for line in lines if (event := parser.feed(line)) is not None]

@@ -4,7 +4,7 @@ It speaks the real trainer protocol (heartbeats, accepting assignments,
 run.started, run.completed, stop requests) so the scheduler can be tested and
 benchmarked at scale without GPUs. It is not a trainer: it never trains.
 
-    python -m trainyard.loadgen --trainers 50 --accelerator CPU --run-seconds 0.5
+    python -m bench.loadgen --trainers 50 --accelerator CPU --run-seconds 0.5
 """
 
 import argparse
@@ -30,7 +30,7 @@ from shared.settings import CommonSettings
 from shared.status import RunStatus
 from shared.subjects import Subjects
 
-log = logging.getLogger("trainyard.loadgen")
+log = logging.getLogger("bench.loadgen")
 
 
 @dataclass
@@ -137,7 +137,7 @@ async def run_load_generator(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainyard.loadgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
     parser.add_argument("--trainers", type=int, default=1)
     parser.add_argument("--name", default="loadgen")
     parser.add_argument("--accelerator", default="CPU")
