@@ -20,7 +20,8 @@ SYNC_DIR = ROOT / "client" / "trainyard_client" / "_sync"
 RENAMES = {
     "AsyncTransport": "SyncTransport", "AsyncResource": "SyncResource", "AsyncRuns": "Runs",
     "AsyncDatasets": "Datasets", "AsyncModels": "Models", "AsyncTrainers": "Trainers",
-    "AsyncArchitectures": "Architectures", "AsyncKeys": "Keys", "AsyncTrainyardClient": "TrainyardClient",
+    "AsyncArchitectures": "Architectures", "AsyncKeys": "Keys", "AsyncSweeps": "Sweeps",
+    "AsyncTrainyardClient": "TrainyardClient",
     "AsyncClient": "Client", "asyncio": "time", "aread": "read", "aiter_bytes": "iter_bytes",
     "aiter_lines": "iter_lines", "aclose": "close",
 }

@@ -60,11 +60,11 @@ def build_router(scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) 
         scheduler.request_placement()
 
     async def kill(event: RunKillRequested) -> None:
-        outcome = await lifecycle.kill(event.run_id)
+        outcome = await lifecycle.kill(event.run_id, event.occurred_at)
         log.info("kill of run %s: %s", event.run_id, outcome)
 
     async def rerun(event: RunRerunRequested) -> None:
-        if await lifecycle.rerun(event.run_id):
+        if await lifecycle.rerun(event.run_id, requested_at=event.occurred_at):
             scheduler.request_placement()
 
     async def heartbeat(beat: TrainerHeartbeat) -> None:

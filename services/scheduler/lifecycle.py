@@ -5,6 +5,7 @@ streams and integrators see the same history the runs collection records.
 """
 
 import logging
+from datetime import datetime
 
 from faststream.nats import NatsBroker
 from prometheus_client import Counter
@@ -107,11 +108,15 @@ class RunLifecycle:
         await self.store.release_trainer(event.trainer_id, event.run_id)
         return moved
 
-    async def kill(self, run_id: str) -> str:
+    async def kill(self, run_id: str, requested_at: datetime | None = None) -> str:
         """Stop a run at a user's request: at once if it holds no trainer, else through its trainer.
 
         The run may move while this decides (queued, assigned, accepted by another
         handler): then it looks again, so a kill is never lost to a race."""
+        if requested_at is not None:
+            # Kept even when the run has already ended: a rerun asked for before this kill, and
+            # handled after it (another consumer), must not bring the run back.
+            await self.store.record_kill_request(run_id, requested_at)
         for _ in range(KILL_TRIES):
             run = await self.store.run(run_id)
             if run is None:
@@ -146,10 +151,15 @@ class RunLifecycle:
                             dedup_key=f"{run['_id']}:{attempt}:stop")
         return True
 
-    async def rerun(self, run_id: str, max_attempts: int | None = None) -> bool:
+    async def rerun(self, run_id: str, max_attempts: int | None = None, requested_at: datetime | None = None) -> bool:
         """A person restarts a run that did not succeed; it resumes from its latest checkpoint."""
         run = await self.store.run(run_id)
         if run is None:
+            return False
+        killed_at = run.get("kill_requested_at")
+        if requested_at is not None and killed_at is not None and killed_at >= requested_at:
+            log.info("rerun of run %s asked at %s is older than its kill at %s: ignored", run_id, requested_at,
+                     killed_at)
             return False
         budget = max_attempts or int(run["spec"].get("max_attempts", 3))
         if not await self._move(run_id, RunStatus.RERUN, "rerun requested", previous=run["status"],
@@ -159,6 +169,10 @@ class RunLifecycle:
             return False
         await self._requeue(run_id, "rerun requested: waiting for placement")
         return True
+
+    async def requeue(self, run_id: str, reason: str) -> None:
+        """A run found in `rerun` goes back to the queue (the periodic pass)."""
+        await self._requeue(run_id, reason)
 
     async def _requeue(self, run_id: str, reason: str) -> None:
         await self._move(run_id, RunStatus.PENDING, reason, previous=RunStatus.RERUN,

@@ -32,6 +32,8 @@ QUEUE_DEPTH = Gauge("trainyard_queue_depth", "Runs waiting for a trainer", ["acc
 TRAINERS_LOST = Counter("trainyard_trainers_lost_total", "Trainers presumed lost after missed heartbeats")
 # A run.created lost between the API's insert and its publish is picked up after this.
 UNANNOUNCED_RUN_GRACE = timedelta(seconds=10)
+# A run moves rerun -> pending at once; one still in `rerun` after this was stranded.
+RERUN_GRACE = timedelta(seconds=5)
 # The smallest execution timeout a spec may set: older runs are the only candidates.
 MIN_EXECUTION_TIMEOUT_S = RunSpec.model_fields["execution_timeout_s"].metadata[0].ge
 
@@ -49,6 +51,9 @@ class Scheduler:
         self._lock = asyncio.Lock()
         self._wanted = asyncio.Event()
         self._accelerators_seen: set[str] = set()
+        # A trainer's silence counts from the later of its last heartbeat and this process's start:
+        # heartbeats sent while this scheduler was down were never seen, not missed.
+        self.started_at = utcnow()
 
     def request_placement(self) -> None:
         """Ask for a placement pass soon; many requests while one runs coalesce into one more."""
@@ -141,7 +146,8 @@ class Scheduler:
             await self.lifecycle.queue(run_id)
             self.request_placement()
         timeout = timedelta(seconds=self.settings.trainer_timeout_s)
-        for trainer in await self.store.trainers_silent_since(now - timeout):
+        silent = await self.store.trainers_silent_since(now - timeout) if now - timeout > self.started_at else []
+        for trainer in silent:
             if await self.store.mark_trainer_lost(trainer["_id"], trainer["last_seen"]):
                 TRAINERS_LOST.inc()
                 log.warning("trainer %s missed its heartbeats since %s: presumed lost", trainer["_id"],
@@ -149,6 +155,11 @@ class Scheduler:
                 for run in await self.store.runs_on_trainer(trainer["_id"]):
                     await self.lifecycle.reset_attempt(run, "trainer_lost", f"trainer {trainer['_id']} was lost")
                 self.request_placement()
+        # A run left in `rerun` (its requeue could not be stored or announced: NATS or the database was
+        # down) is requeued; every non-terminal status has an owner of its next step here.
+        for run_id in await self.store.rerun_before(now - RERUN_GRACE):
+            await self.lifecycle.requeue(run_id, "resuming from the latest checkpoint")
+            self.request_placement()
         ack_timeout = timedelta(seconds=self.settings.assignment_ack_timeout_s)
         for run in await self.store.unaccepted_assignments(now - ack_timeout):
             ASSIGNMENT_RETRIES.labels(cause="not_accepted").inc()

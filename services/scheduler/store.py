@@ -75,6 +75,13 @@ class SchedulerStore:
         fields = {"trainer_id": 1, "attempt": 1, "status": 1}
         return {doc["_id"]: doc async for doc in self.runs.find({"_id": {"$in": run_ids}}, fields)}
 
+    async def record_kill_request(self, run_id: str, requested_at: datetime) -> None:
+        await self.runs.update_one({"_id": run_id}, {"$max": {"kill_requested_at": requested_at}})
+
+    async def rerun_before(self, moment: datetime) -> list[str]:
+        cursor = self.runs.find({"status": str(RunStatus.RERUN), "updated_at": {"$lt": moment}}, {"_id": 1})
+        return [doc["_id"] async for doc in cursor]
+
     async def created_before(self, moment: datetime) -> list[str]:
         cursor = self.runs.find({"status": str(RunStatus.CREATED), "created_at": {"$lt": moment}}, {"_id": 1})
         return [doc["_id"] async for doc in cursor]

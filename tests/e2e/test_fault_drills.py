@@ -99,8 +99,6 @@ def test_run_survives_a_killed_server(server: str, tmp_path: Path) -> None:
         stack.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="the run stays `rerun` for good: its requeue could not be published with "
-                                       "NATS down and the periodic pass has no rule for `rerun` (fault-scheduler)")
 def test_run_survives_nats_down_for_30_s(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path / "own")
     try:
@@ -121,10 +119,9 @@ def test_run_survives_nats_down_for_30_s(tmp_path: Path) -> None:
         stack.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="the stream and the object store are created with one replica: the "
-                                       "replica-count setting is fault-scheduler's part of issue 10")
 def test_run_survives_a_killed_node_of_a_three_node_nats_cluster(tmp_path: Path) -> None:
-    stack = LocalStack(tmp_path / "own")
+    # The stream and the object store at three replicas, as the Helm values' three-node NATS has them.
+    stack = LocalStack(tmp_path / "own", extra_env={"TRAINYARD_NATS_REPLICAS": "3"})
     try:
         stack.data_dir.mkdir(parents=True)
         urls = start_nats_cluster(stack)
@@ -151,8 +148,6 @@ def test_run_survives_a_killed_node_of_a_three_node_nats_cluster(tmp_path: Path)
         stack.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="a restarted scheduler judges trainers by heartbeats from before its own "
-                                       "start and resets a healthy attempt: fault-scheduler's restart grace")
 def test_a_scheduler_down_longer_than_the_trainer_timeout_leaves_the_run_on_attempt_1(
     stack: LocalStack, tmp_path: Path
 ) -> None:

@@ -1,16 +1,21 @@
 """An ASHA sweep trained for real: 8 trials over the learning rate on two CPU trainers."""
 
+import json
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from tests.conftest import service_log
 from tests.e2e.conftest import FAST_LOSS_DETECTION, start_trainer
 from tests.helpers import TERMINAL, http, wait_until
 from trainyard.localstack import LocalStack
 from trainyard_client import TrainyardClient
+from trainyard_client.cli import app
 
 pytestmark = pytest.mark.training
 
@@ -29,13 +34,17 @@ def sweep_spec(dataset_id: str) -> dict[str, Any]:
 
 
 def test_asha_sweep_stops_poor_trials_at_the_first_rung_and_survives_a_scheduler_restart(
-        stack: LocalStack, client: TrainyardClient, dataset_id: str) -> None:
+        stack: LocalStack, client: TrainyardClient, dataset_id: str, tmp_path: Path) -> None:
     start_trainer(stack, "sweep-trainer-1")
     start_trainer(stack, "sweep-trainer-2")
+    spec_file = tmp_path / "sweep.yaml"
+    spec_file.write_text(yaml.safe_dump(sweep_spec(dataset_id)))
     with http(stack, stack.admin_key) as api:
-        created = api.post("/v1/sweeps", json=sweep_spec(dataset_id))
-        assert created.status_code == 201, created.text
-        sweep = created.json()
+        # Started as a person would: `trainyard sweeps start -f sweep.yaml`.
+        started = CliRunner().invoke(app, ["sweeps", "start", "-f", str(spec_file), "--json",
+                                           "--api-url", stack.api_url, "--api-key", stack.admin_key])
+        assert started.exit_code == 0, started.output
+        sweep = json.loads(started.output)
         sweep_id = sweep["id"]
         assert sweep["rung_epochs"] == [1] and len(sweep["trials"]) == TRIALS
         rates = [t["parameters"]["learning_rate"] for t in sweep["trials"]]
@@ -95,3 +104,7 @@ def test_asha_sweep_stops_poor_trials_at_the_first_rung_and_survives_a_scheduler
         listed = api.get("/v1/runs", params={"sweep_id": sweep_id, "limit": 200}).json()["items"]
         assert {r["id"] for r in listed} == {t["run_id"] for t in trials}
         assert api.post(f"/v1/sweeps/{sweep_id}/kill").status_code == 409
+        shown = CliRunner().invoke(app, ["sweeps", "get", sweep_id, "--api-url", stack.api_url,
+                                         "--api-key", stack.admin_key], env={"COLUMNS": "80"})
+        assert shown.exit_code == 0 and "rung 1" in shown.output and "best: trial" in shown.output, shown.output
+        assert [s["id"] for s in client.sweeps.list()] == [sweep_id]

@@ -28,6 +28,7 @@ from trainyard_client.calls import (
     resolve_connection,
 )
 from trainyard_client.errors import ApiUnreachable, error_from_response
+from trainyard_client.sweep_types import Sweep, SweepList
 from trainyard_client.types import (
     ApiKey,
     ApiKeyPage,
@@ -310,6 +311,25 @@ class AsyncKeys(AsyncResource):
         return cast(WhoAmI, await self._send(calls.who_am_i()))
 
 
+class AsyncSweeps(AsyncResource):
+    """Hyperparameter sweeps: their trials are runs (`runs.list(sweep_id=...)` is not needed: `get` has them)."""
+
+    async def start(self, spec: Mapping[str, Any]) -> Sweep:
+        """Start a sweep from a SweepSpec (base run spec, search space, searcher, metric, trials)."""
+        return cast(Sweep, await self._send(Call("POST", "/v1/sweeps", body=dict(spec))))
+
+    async def get(self, sweep_id: str) -> Sweep:
+        return cast(Sweep, await self._send(Call("GET", f"/v1/sweeps/{sweep_id}")))
+
+    async def list(self, limit: int = 20) -> builtins.list[Sweep]:
+        page = cast(SweepList, await self._send(Call("GET", "/v1/sweeps", {"limit": limit})))
+        return page["items"]
+
+    async def kill(self, sweep_id: str) -> Sweep:
+        """Stop a sweep: its trials still queued or training end `terminated`."""
+        return cast(Sweep, await self._send(Call("POST", f"/v1/sweeps/{sweep_id}/kill")))
+
+
 class AsyncTrainyardClient:
     """A client of the trainyard API, one resource an attribute: `client.runs.list()`; close it
     (or use it as a context manager) when done.
@@ -332,6 +352,7 @@ class AsyncTrainyardClient:
         self.trainers = AsyncTrainers(self._transport)
         self.architectures = AsyncArchitectures(self._transport)
         self.keys = AsyncKeys(self._transport)
+        self.sweeps = AsyncSweeps(self._transport)
 
     async def request(self, method: str, path: str, **params: Any) -> Any:
         """Any operation by method and path (query from keywords), with the same typed errors."""

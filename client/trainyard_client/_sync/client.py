@@ -29,6 +29,7 @@ from trainyard_client.calls import (
     resolve_connection,
 )
 from trainyard_client.errors import ApiUnreachable, error_from_response
+from trainyard_client.sweep_types import Sweep, SweepList
 from trainyard_client.types import (
     ApiKey,
     ApiKeyPage,
@@ -311,6 +312,25 @@ class Keys(SyncResource):
         return cast(WhoAmI, self._send(calls.who_am_i()))
 
 
+class Sweeps(SyncResource):
+    """Hyperparameter sweeps: their trials are runs (`runs.list(sweep_id=...)` is not needed: `get` has them)."""
+
+    def start(self, spec: Mapping[str, Any]) -> Sweep:
+        """Start a sweep from a SweepSpec (base run spec, search space, searcher, metric, trials)."""
+        return cast(Sweep, self._send(Call("POST", "/v1/sweeps", body=dict(spec))))
+
+    def get(self, sweep_id: str) -> Sweep:
+        return cast(Sweep, self._send(Call("GET", f"/v1/sweeps/{sweep_id}")))
+
+    def list(self, limit: int = 20) -> builtins.list[Sweep]:
+        page = cast(SweepList, self._send(Call("GET", "/v1/sweeps", {"limit": limit})))
+        return page["items"]
+
+    def kill(self, sweep_id: str) -> Sweep:
+        """Stop a sweep: its trials still queued or training end `terminated`."""
+        return cast(Sweep, self._send(Call("POST", f"/v1/sweeps/{sweep_id}/kill")))
+
+
 class TrainyardClient:
     """A client of the trainyard API, one resource an attribute: `client.runs.list()`; close it
     (or use it as a context manager) when done.
@@ -333,6 +353,7 @@ class TrainyardClient:
         self.trainers = Trainers(self._transport)
         self.architectures = Architectures(self._transport)
         self.keys = Keys(self._transport)
+        self.sweeps = Sweeps(self._transport)
 
     def request(self, method: str, path: str, **params: Any) -> Any:
         """Any operation by method and path (query from keywords), with the same typed errors."""

@@ -12,7 +12,7 @@ import importlib.util
 
 import typer
 
-from trainyard_client.cli import catalog, datasets, keys, models, runs
+from trainyard_client.cli import catalog, datasets, keys, models, runs, sweeps
 
 app = typer.Typer(help="trainyard: managed MMDetection training runs", no_args_is_help=True)
 app.add_typer(datasets.app, name="datasets")
@@ -20,6 +20,7 @@ app.add_typer(datasets.app, name="dataset", hidden=True)
 app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
+app.add_typer(sweeps.app, name="sweeps")
 app.registered_commands += catalog.commands.registered_commands
 
 # The platform (repository root distribution) adds the commands that run servers or

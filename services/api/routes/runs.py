@@ -14,7 +14,7 @@ from services.api.run_creation import checked_base_model, checked_dataset, run_d
 from services.api.views import run_out
 from shared.artifacts import run_prefix
 from shared.bus import publish_event
-from shared.events import RunCreated, RunKillRequested, RunRemoved, RunRerunRequested, utcnow
+from shared.events import RunCreated, RunKillRequested, RunRemoved, RunRerunRequested, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
 from shared.status import TERMINAL_STATUSES, RunStatus
 
@@ -98,7 +98,8 @@ async def kill_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, su
         raise Conflict(f"run {run_id} already ended {doc['status']}")
     await publish_event(bus, subjects, subjects.run_kill_requested,
                         RunKillRequested(run_id=run_id, requested_by=caller.key_id),
-                        dedup_key=f"{run_id}:kill:{doc.get('attempt', 0)}")
+                        # Each request its own event: a second kill is never deduplicated away.
+                        dedup_key=f"{run_id}:kill:{new_id()}")
     return run_out(doc, await store.latest_epoch(run_id), utcnow())
 
 
@@ -110,7 +111,7 @@ async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, s
         raise Conflict(f"run {run_id} is {doc['status']}: only failed, aborted or terminated runs can be rerun")
     await publish_event(bus, subjects, subjects.run_rerun_requested,
                         RunRerunRequested(run_id=run_id, requested_by=caller.key_id),
-                        dedup_key=f"{run_id}:rerun:{doc.get('attempt', 0)}")
+                        dedup_key=f"{run_id}:rerun:{new_id()}")
     return run_out(doc, await store.latest_epoch(run_id), utcnow())
 
 
