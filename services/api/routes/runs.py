@@ -94,8 +94,12 @@ async def get_run(run_id: RunId, caller: RunsReader, store: Store) -> RunOut:
 async def kill_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
     """Stop a run: a queued run ends `terminated` at once, a training one when its trainer stops it."""
     doc = await existing_run(store, caller.project, run_id)
-    if doc["status"] in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
+    rerun_at, ended_at = doc.get("rerun_requested_at"), doc.get("completed_at")
+    rerun_on_its_way = rerun_at is not None and (ended_at is None or rerun_at > ended_at)
+    if doc["status"] in TERMINAL_STATUSES and not rerun_on_its_way:
         raise Conflict(f"run {run_id} already ended {doc['status']}")
+    # An ended run with a rerun accepted but not yet applied is killed too: the scheduler lets
+    # the later kill win over the earlier rerun, whichever it handles first.
     await publish_event(bus, subjects, subjects.run_kill_requested,
                         RunKillRequested(run_id=run_id, requested_by=caller.key_id),
                         # Each request its own event: a second kill is never deduplicated away.
@@ -109,8 +113,11 @@ async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, s
     doc = await existing_run(store, caller.project, run_id)
     if doc["status"] not in (RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
         raise Conflict(f"run {run_id} is {doc['status']}: only failed, aborted or terminated runs can be rerun")
-    await publish_event(bus, subjects, subjects.run_rerun_requested,
-                        RunRerunRequested(run_id=run_id, requested_by=caller.key_id),
+    request = RunRerunRequested(run_id=run_id, requested_by=caller.key_id)
+    # A request marker, not a status (the scheduler owns those): a kill arriving before the
+    # scheduler has applied the rerun is accepted, not refused as "already ended".
+    await store.mark_rerun_requested(run_id, request.occurred_at)
+    await publish_event(bus, subjects, subjects.run_rerun_requested, request,
                         dedup_key=f"{run_id}:rerun:{new_id()}")
     return run_out(doc, await store.latest_epoch(run_id), utcnow())
 
