@@ -36,7 +36,7 @@ class ObservedRun:
 def _run_trace_complete(run_id: str) -> Any:
     def done(spans: list[ReceivedSpan]) -> bool:
         stored = [s for s in spans if s.name == "store epoch" and s.attributes.get("trainyard.run_id") == run_id]
-        completed = [s for s in spans if s.name.endswith("run.completed process")]
+        completed = [s for s in spans if s.name.endswith(f"run.completed.{TRAINER_ID} process")]
         # The trainer's span ends after it publishes run.completed, so it can arrive
         # after the scheduler's handling of that event: wait for it too.
         trained = [s for s in spans if s.name == "train run" and s.attributes.get("trainyard.run_id") == run_id]
@@ -150,13 +150,15 @@ def test_spans_follow_the_run_from_request_to_completion(observed_run: ObservedR
         # Each write descends from the span of the epoch it stores.
         epoch_span = next(e for e in epochs if e.attributes["trainyard.epoch"] == write.attributes["trainyard.epoch"])
         assert epoch_span.span_id in _ancestor_ids(write, by_id)
-        assert in_order(lineage(write), ("metrics", "store epoch"), ("metrics", f"{prefix}.epoch.logged process"),
+        logged = ("metrics", f"{prefix}.epoch.logged.{TRAINER_ID} process")
+        assert in_order(lineage(write), ("metrics", "store epoch"), logged,
                         ("trainer", "train epoch"), training, assigned, request)
 
-    started = only("scheduler", f"{prefix}.run.started process")
-    assert in_order(lineage(started), ("scheduler", f"{prefix}.run.started process"), training, request)
-    completed = only("scheduler", f"{prefix}.run.completed process")
-    assert in_order(lineage(completed), ("scheduler", f"{prefix}.run.completed process"), training, request)
+    started_name, completed_name = (f"{prefix}.run.{what}.{TRAINER_ID} process" for what in ("started", "completed"))
+    started = only("scheduler", started_name)
+    assert in_order(lineage(started), ("scheduler", started_name), training, request)
+    completed = only("scheduler", completed_name)
+    assert in_order(lineage(completed), ("scheduler", completed_name), training, request)
     assert completed.start_ns >= max(e.end_ns for e in epochs) - CLOCK_SLACK_NS
 
 

@@ -13,9 +13,10 @@ from trainyard_client.cli import app
 
 
 def _runner(**env: str) -> CliRunner:
-    # Nothing from the environment picks the stack: only what each test passes.
-    return CliRunner(env={"TRAINYARD_API_URL": "", "TRAINYARD_API_KEY": "", "TRAINYARD_DATA_DIR": "",
-                          "COLUMNS": "80", **env})
+    # Nothing from the environment picks the stack: only what each test passes (None unsets;
+    # an empty TRAINYARD_API_KEY is an error of its own).
+    unset: dict[str, str | None] = {"TRAINYARD_API_URL": None, "TRAINYARD_API_KEY": None, "TRAINYARD_DATA_DIR": None}
+    return CliRunner(env={**unset, "COLUMNS": "80", **env})
 
 
 def _widest(output: str) -> int:

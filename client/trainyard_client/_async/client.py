@@ -321,8 +321,9 @@ class AsyncSweeps(AsyncResource):
     async def get(self, sweep_id: str) -> Sweep:
         return cast(Sweep, await self._send(Call("GET", f"/v1/sweeps/{sweep_id}")))
 
-    async def list(self, limit: int = 20) -> builtins.list[Sweep]:
-        page = cast(SweepList, await self._send(Call("GET", "/v1/sweeps", {"limit": limit})))
+    async def list(self) -> builtins.list[Sweep]:
+        """The project's newest 100 sweeps, newest first."""
+        page = cast(SweepList, await self._send(Call("GET", "/v1/sweeps")))
         return page["items"]
 
     async def kill(self, sweep_id: str) -> Sweep:

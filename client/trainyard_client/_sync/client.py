@@ -322,8 +322,9 @@ class Sweeps(SyncResource):
     def get(self, sweep_id: str) -> Sweep:
         return cast(Sweep, self._send(Call("GET", f"/v1/sweeps/{sweep_id}")))
 
-    def list(self, limit: int = 20) -> builtins.list[Sweep]:
-        page = cast(SweepList, self._send(Call("GET", "/v1/sweeps", {"limit": limit})))
+    def list(self) -> builtins.list[Sweep]:
+        """The project's newest 100 sweeps, newest first."""
+        page = cast(SweepList, self._send(Call("GET", "/v1/sweeps")))
         return page["items"]
 
     def kill(self, sweep_id: str) -> Sweep:

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from fastapi import Path as PathParam
 
 from services.api.auth import RunsReader, RunsWriter
@@ -102,12 +102,15 @@ async def start_sweep(spec: SweepSpec, caller: RunsWriter, store: Store, bus: Bu
     return sweep_out(sweep, {d["_id"]: d for d in docs})
 
 
+# A project runs a handful of sweeps; the list shows the newest this many.
+LISTED_SWEEPS = 100
+
+
 @router.get("")
-async def list_sweeps(caller: RunsReader, store: Store,
-                      limit: Annotated[int, Query(ge=1, le=100)] = 20) -> SweepList:
-    """The project's sweeps, newest first."""
+async def list_sweeps(caller: RunsReader, store: Store) -> SweepList:
+    """The project's newest 100 sweeps, newest first."""
     docs = await store.sweeps.find({"project": caller.project}).sort(
-        [("created_at", -1), ("_id", -1)]).limit(limit).to_list()
+        [("created_at", -1), ("_id", -1)]).limit(LISTED_SWEEPS).to_list()
     run_ids = [rid for doc in docs for rid in doc["trial_run_ids"]]
     runs = await _trial_runs(store, caller.project, run_ids)
     return SweepList(items=[sweep_out(doc, runs) for doc in docs])
