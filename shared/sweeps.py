@@ -124,6 +124,15 @@ def better(direction: str, value: float, than: float) -> bool:
     return value < than if direction == "min" else value > than
 
 
+def best_epoch_value(values: dict[str, float | None], direction: str) -> tuple[float | None, int | None]:
+    """(value, epoch) of a trial's best metric among its epochs' values (keys `e<epoch>`); ties go to the earlier."""
+    best: tuple[float | None, int | None] = (None, None)
+    for key, value in sorted(values.items(), key=lambda kv: int(kv[0][1:])):
+        if value is not None and (best[0] is None or better(direction, value, best[0])):
+            best = (value, int(key[1:]))
+    return best
+
+
 def trial_budget(max_concurrent: int, trials: int) -> int:
     return max(1, min(max_concurrent, trials))
 

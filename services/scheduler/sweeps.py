@@ -16,7 +16,7 @@ from shared.events import EpochLogged, utcnow
 from shared.status import TERMINAL_STATUSES, RunStatus
 from shared.store import RUNS, SWEEPS, Document
 from shared.subjects import Subjects
-from shared.sweeps import RunRungDecided, SweepCompleted, SweepSpec, SweepTrialStopped, better
+from shared.sweeps import RunRungDecided, SweepCompleted, SweepSpec, SweepTrialStopped, best_epoch_value, better
 
 log = logging.getLogger(__name__)
 # A successful trial's last epoch may reach this consumer after its completion: the sweep
@@ -29,9 +29,9 @@ def best_trial(values: dict[str, dict[str, float | None]], order: list[str],
     """(run id, value, epoch) of the best metric any trial logged; ties go to the earlier trial and epoch."""
     best: tuple[str, float, int] | None = None
     for run_id in order:
-        for key, value in sorted(values.get(run_id, {}).items(), key=lambda kv: int(kv[0][1:])):
-            if value is not None and (best is None or better(direction, value, best[1])):
-                best = (run_id, value, int(key[1:]))
+        value, epoch = best_epoch_value(values.get(run_id, {}), direction)
+        if value is not None and epoch is not None and (best is None or better(direction, value, best[1])):
+            best = (run_id, value, epoch)
     return best
 
 

@@ -14,18 +14,10 @@ from services.api.sweep_trials import trial_specs
 from shared.bus import publish_event
 from shared.events import RunCreated, new_id, utcnow
 from shared.specs import ObjectId
-from shared.sweeps import SweepCreated, SweepKillRequested, SweepSpec, better
+from shared.sweeps import SweepCreated, SweepKillRequested, SweepSpec, best_epoch_value, better
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=problem_responses(403))
 SweepId = Annotated[ObjectId, PathParam(description="the sweep's id")]
-
-
-def _trial_best(values: dict[str, float | None], direction: str) -> tuple[float | None, int | None]:
-    best: tuple[float | None, int | None] = (None, None)
-    for key, value in sorted(values.items(), key=lambda kv: int(kv[0][1:])):
-        if value is not None and (best[0] is None or better(direction, value, best[0])):
-            best = (value, int(key[1:]))
-    return best
 
 
 def sweep_out(doc: dict[str, Any], runs: dict[str, dict[str, Any]]) -> SweepOut:
@@ -37,7 +29,7 @@ def sweep_out(doc: dict[str, Any], runs: dict[str, dict[str, Any]]) -> SweepOut:
         run = runs.get(run_id)
         if run is None:
             continue  # removed by a person
-        value, epoch = _trial_best(values.get(run_id, {}), spec.direction)
+        value, epoch = best_epoch_value(values.get(run_id, {}), spec.direction)
         if value is not None and epoch is not None and (best is None or better(spec.direction, value, best.value)):
             best = SweepBest(run_id=run_id, value=value, epoch=epoch)
         trials.append(TrialOut(
