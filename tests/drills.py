@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
@@ -55,6 +56,13 @@ def run_processes(run_id: str) -> dict[int, int]:
                 continue
             found[int(entry.name)] = int(match.group(1))
     return found
+
+
+def _api_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -132,7 +140,12 @@ class Drill:
         """When the supervisor has started `name` again (monotonic time)."""
         wait_until(lambda: (p := self.stack.processes.get(name)) is not None and p.pid != old_pid, timeout,
                    f"the supervisor to restart {name}")
-        return time.monotonic()
+        restarted_at = time.monotonic()
+        if name == "api":
+            # The supervisor does not wait for readiness; a drill that reads through the API next
+            # must not race the restarted process's imports (a refused connection ended one CI run).
+            wait_until(lambda: _api_answers(self.stack.api_url), timeout, "the restarted api to answer")
+        return restarted_at
 
 
 @contextmanager
