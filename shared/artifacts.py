@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nats.js.api import ObjectMeta, ObjectMetaOptions, StorageType
+from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, StorageType
 from nats.js.errors import BadRequestError, NotFoundError, ObjectDeletedError, ObjectNotFoundError
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
 
+from shared.bus import retry_while_leaderless
 from shared.events import BestCheckpoint
 from shared.settings import stream_replicas
 from shared.subjects import Subjects
@@ -187,14 +188,23 @@ class Artifacts:
 
     async def upload_file(self, name: str, path: Path, description: str | None = None) -> StoredObject:
         began = time.perf_counter()
-        with path.open("rb") as stream:
-            stored = _stored(await self.store.put(name, stream, meta=self._meta(name, description)))
+
+        async def put() -> ObjectInfo:
+            with path.open("rb") as stream:
+                return await self.store.put(name, stream, meta=self._meta(name, description))
+
+        # A put replaces the object whole: one cut short by a leader election is simply done again.
+        stored = _stored(await retry_while_leaderless(put, f"storing {name}"))
         _measured("store", name, began, stored.size)
         return stored
 
     async def upload_bytes(self, name: str, data: bytes, description: str | None = None) -> StoredObject:
         began = time.perf_counter()
-        stored = _stored(await self.store.put(name, data, meta=self._meta(name, description)))
+
+        async def put() -> ObjectInfo:
+            return await self.store.put(name, data, meta=self._meta(name, description))
+
+        stored = _stored(await retry_while_leaderless(put, f"storing {name}"))
         _measured("store", name, began, stored.size)
         return stored
 
