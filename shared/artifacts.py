@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 # checkpoint is 200 publishes rather than the default chunk size's 800.
 CHUNK_BYTES = 512 * 1024
 MANIFEST = "manifest.json"
+# The run's retention fence: attempts up to the number it holds are superseded (written by the scheduler).
+FENCE = "fence.json"
 
 
 TRANSFER_SECONDS = Histogram(
@@ -108,6 +110,10 @@ def checkpoint_name(run_id: str, attempt: int, epoch: int) -> str:
 
 def manifest_name(run_id: str, attempt: int) -> str:
     return f"{attempt_prefix(run_id, attempt)}{MANIFEST}"
+
+
+def fence_name(run_id: str) -> str:
+    return f"{checkpoint_prefix(run_id)}{FENCE}"
 
 
 def preview_name(run_id: str, epoch: int, image_id: int) -> str:
@@ -270,6 +276,20 @@ class Artifacts:
 
     async def write_manifest(self, run_id: str, manifest: CheckpointManifest) -> None:
         await self.upload_bytes(manifest_name(run_id, manifest.attempt), manifest.model_dump_json().encode())
+
+    async def fence_attempts_up_to(self, run_id: str, attempt: int) -> None:
+        """Mark attempts 1..`attempt` of a run superseded: from now on they delete nothing they stored
+        (one of their checkpoints may be what the next attempt resumes from). Written before the next
+        attempt can be assigned; a fence never moves back."""
+        if await self.superseded_up_to(run_id) < attempt:
+            await self.upload_bytes(fence_name(run_id), json.dumps({"superseded_up_to": attempt}).encode())
+
+    async def superseded_up_to(self, run_id: str) -> int:
+        """The highest superseded attempt of a run (0: none)."""
+        try:
+            return int(json.loads(await self.read(fence_name(run_id)))["superseded_up_to"])
+        except ArtifactNotFound:
+            return 0
 
     @staticmethod
     def _meta(name: str, description: str | None) -> ObjectMeta:

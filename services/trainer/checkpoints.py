@@ -9,6 +9,11 @@ records the newest checkpoint of the run's *current* attempt and hands it to
 the next attempt (`RunAssigned.resume_from`); a superseded attempt that is
 still running writes only under its own prefix and is never recorded.
 
+Retention is fenced: the checkpoint the next attempt resumes from is one of the
+superseded attempt's own, so before the scheduler requeues a run it stores the
+run's fence (`fence.json`: attempts up to N are superseded), and an attempt at or
+below the fence deletes nothing it stored. Its leftovers are ignored, never adopted.
+
 Only reported epochs are stored, so a resume never leaves a hole in the run's
 epochs (MMEngine saves epoch N before validating it: a trainer lost in between
 holds a checkpoint of an epoch nobody saw).
@@ -103,10 +108,25 @@ class RunCheckpoints:
         manifest, dropped = manifest.keeping(epoch, keep=max(MIN_KEPT, self.spec.checkpoint.keep), own_best=own_best)
         await self.artifacts.write_manifest(self.run_id, manifest)
         self.manifest = manifest
+        if dropped and await self._superseded():
+            # Its stored epochs may hold what the run resumes from: a superseded attempt deletes nothing.
+            log.info("run %s attempt %d is superseded: keeping epochs %s it would have dropped", self.run_id,
+                     self.attempt, dropped)
+            dropped = []
         for old in dropped:
             await self.artifacts.delete(checkpoint_name(self.run_id, self.attempt, old))
         self.newest = StoredCheckpoint(attempt=self.attempt, epoch=epoch, name=name, best=manifest.best)
         return self.newest
+
+    async def _superseded(self) -> bool:
+        """Whether the scheduler fenced this attempt off; when the fence cannot be read, assume so
+        (keeping an object costs space, deleting the wrong one costs the run)."""
+        try:
+            return await self.artifacts.superseded_up_to(self.run_id) >= self.attempt
+        except Exception:
+            log.warning("run %s: cannot read the retention fence; deleting nothing this epoch", self.run_id,
+                        exc_info=True)
+            return True
 
     def final_checkpoint(self) -> tuple[str, int] | None:
         """The stored checkpoint whose weights become the trained model, and its epoch:
