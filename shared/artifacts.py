@@ -40,6 +40,7 @@ from shared.subjects import Subjects
 
 if TYPE_CHECKING:
     from faststream.nats import NatsBroker
+    from nats.aio.client import Client
     from nats.js.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ log = logging.getLogger(__name__)
 # checkpoint is 200 publishes rather than the default chunk size's 800.
 CHUNK_BYTES = 512 * 1024
 MANIFEST = "manifest.json"
-# The run's retention fence: attempts up to the number it holds are superseded (written by the scheduler).
-FENCE = "fence.json"
 
 
 TRANSFER_SECONDS = Histogram(
@@ -112,10 +111,6 @@ def manifest_name(run_id: str, attempt: int) -> str:
     return f"{attempt_prefix(run_id, attempt)}{MANIFEST}"
 
 
-def fence_name(run_id: str) -> str:
-    return f"{checkpoint_prefix(run_id)}{FENCE}"
-
-
 def preview_name(run_id: str, epoch: int, image_id: int) -> str:
     return f"{run_prefix(run_id)}previews/epoch_{epoch}/{image_id}.png"
 
@@ -176,8 +171,13 @@ def bucket_name(subjects: Subjects) -> str:
 class Artifacts:
     """The object store, in the terms the services use."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, connection: Client | None = None) -> None:
         self.store = store
+        self.connection = connection
+
+    def reconnects(self) -> int:
+        """How often this process's NATS connection broke and was made again (0 without one)."""
+        return int(self.connection.stats["reconnects"]) if self.connection is not None else 0
 
     @classmethod
     async def open(cls, broker: NatsBroker, subjects: Subjects, replicas: int | None = None) -> Artifacts:
@@ -190,7 +190,7 @@ class Artifacts:
         except BadRequestError:  # "stream name already in use with a different configuration"
             await _scale_bucket(broker, bucket, replicas)
             store = await broker.object_storage(bucket, declare=False)
-        return cls(store)
+        return cls(store, broker.connection)
 
     async def upload_file(self, name: str, path: Path, description: str | None = None) -> StoredObject:
         began = time.perf_counter()
@@ -276,20 +276,6 @@ class Artifacts:
 
     async def write_manifest(self, run_id: str, manifest: CheckpointManifest) -> None:
         await self.upload_bytes(manifest_name(run_id, manifest.attempt), manifest.model_dump_json().encode())
-
-    async def fence_attempts_up_to(self, run_id: str, attempt: int) -> None:
-        """Mark attempts 1..`attempt` of a run superseded: from now on they delete nothing they stored
-        (one of their checkpoints may be what the next attempt resumes from). Written before the next
-        attempt can be assigned; a fence never moves back."""
-        if await self.superseded_up_to(run_id) < attempt:
-            await self.upload_bytes(fence_name(run_id), json.dumps({"superseded_up_to": attempt}).encode())
-
-    async def superseded_up_to(self, run_id: str) -> int:
-        """The highest superseded attempt of a run (0: none)."""
-        try:
-            return int(json.loads(await self.read(fence_name(run_id)))["superseded_up_to"])
-        except ArtifactNotFound:
-            return 0
 
     @staticmethod
     def _meta(name: str, description: str | None) -> ObjectMeta:

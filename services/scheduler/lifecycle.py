@@ -13,7 +13,6 @@ from prometheus_client import Counter
 
 from services.scheduler.placement import queue_key
 from services.scheduler.store import SchedulerStore
-from shared.artifacts import Artifacts
 from shared.bus import publish_event
 from shared.events import (
     CheckpointSaved,
@@ -47,7 +46,6 @@ class RunLifecycle:
         self.broker = broker
         self.subjects = subjects
         self.aging_s = aging_s
-        self._artifacts: Artifacts | None = None  # opened on first use, once the broker is connected
 
     async def _move(self, run_id: str, target: RunStatus, message: str | None, *, previous: str | None,
                     guard: Document | None = None, fields: Document | None = None,
@@ -211,38 +209,14 @@ class RunLifecycle:
                                 fields={"attempt_limit": int(run.get("attempt", 0)) + budget, "message": None,
                                         "completed_at": None, "trainer_id": None}):
             return False
-        await self._requeue(run_id, "rerun requested: waiting for placement", superseded=int(run.get("attempt", 0)))
+        await self._requeue(run_id, "rerun requested: waiting for placement")
         return True
 
     async def requeue(self, run_id: str, reason: str) -> None:
         """A run found in `rerun` goes back to the queue (the periodic pass)."""
-        run = await self.store.run(run_id)
-        if run is not None and run.get("status") == str(RunStatus.RERUN):
-            await self._requeue(run_id, reason, superseded=int(run.get("attempt", 0)))
+        await self._requeue(run_id, reason)
 
-    async def fence(self, run_id: str, superseded: int) -> bool:
-        """Fence attempts 1..`superseded` off the run's checkpoints (they delete nothing from now on:
-        one of theirs may be what the next attempt resumes from); whether the fence is stored."""
-        if superseded <= 0:
-            return True
-        if not self.broker_connected():
-            return False
-        try:
-            if self._artifacts is None:
-                self._artifacts = await Artifacts.open(self.broker, self.subjects)
-            await self._artifacts.fence_attempts_up_to(run_id, superseded)
-            return True
-        except Exception:
-            log.warning("cannot store the retention fence of run %s (attempts up to %d)", run_id, superseded,
-                        exc_info=True)
-            return False
-
-    async def _requeue(self, run_id: str, reason: str, superseded: int) -> None:
-        # The fence first: no next attempt may be assigned while an older one could still delete what
-        # it resumes from. Without it the run stays in `rerun`, and the periodic pass tries again.
-        if not await self.fence(run_id, superseded):
-            log.warning("run %s stays in rerun until its retention fence is stored", run_id)
-            return
+    async def _requeue(self, run_id: str, reason: str) -> None:
         await self._move(run_id, RunStatus.PENDING, reason, previous=RunStatus.RERUN,
                          guard={"status": str(RunStatus.RERUN)},
                          fields={"pending_reason": reason, "trainer_id": None, "accepted_at": None,
@@ -269,11 +243,7 @@ class RunLifecycle:
             await self._move(run_id, RunStatus.ABORTED, message, previous=run["status"], guard=guard,
                              fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
         elif RunStatus(run["status"]) == RunStatus.PENDING:
-            # Never started: straight back to the queue under a new attempt number. One its trainer
-            # accepted may have stored checkpoints all the same (its run.started not handled yet).
-            if run.get("accepted_at") and not await self.fence(run_id, attempt):
-                log.warning("requeueing run %s without its retention fence: attempt %d may still prune", run_id,
-                            attempt)
+            # Never started: straight back to the queue under a new attempt number.
             await self._move(run_id, RunStatus.PENDING, reason, previous=RunStatus.PENDING,
                              guard={**guard, "status": str(RunStatus.PENDING)},
                              fields={"pending_reason": f"{reason}; waiting for placement", "trainer_id": None,
@@ -281,7 +251,7 @@ class RunLifecycle:
         else:
             if await self._move(run_id, RunStatus.RERUN, reason, previous=run["status"], guard=guard,
                                 fields={"trainer_id": None, "accepted_at": None}):
-                await self._requeue(run_id, f"{reason}; resuming from the latest checkpoint", superseded=attempt)
+                await self._requeue(run_id, f"{reason}; resuming from the latest checkpoint")
         if trainer_id:
             await self.store.release_trainer(trainer_id, run_id)
 
