@@ -10,7 +10,7 @@ an oversize one before reading it. Only regular files and directories are packed
 
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +31,14 @@ class UploadBody:
     source: Path
     members: tuple[tuple[tarfile.TarInfo, Path | None], ...] | None = None  # None: `source` is sent as it is
 
-    def chunks(self) -> Iterator[bytes]:
-        return _file_chunks(self.source, self.size) if self.members is None else self._tar(self.members)
+    def chunks(self, progress: Callable[[int, int], None] | None = None) -> Iterator[bytes]:
+        """The body a chunk at a time; `progress(sent, total)` once each chunk has been taken."""
+        sent = 0
+        for chunk in _file_chunks(self.source, self.size) if self.members is None else self._tar(self.members):
+            yield chunk
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent, self.size)
 
     def _tar(self, members: tuple[tuple[tarfile.TarInfo, Path | None], ...]) -> Iterator[bytes]:
         sent = 0

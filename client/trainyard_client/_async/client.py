@@ -86,12 +86,8 @@ class AsyncTransport:
         """Send `body` as the request's content, a chunk at a time; `progress(sent, total)` after each."""
 
         async def chunks() -> AsyncIterator[bytes]:
-            sent = 0
-            for chunk in body.chunks():
-                sent += len(chunk)
+            for chunk in body.chunks(progress):
                 yield chunk
-                if progress is not None:
-                    progress(sent, body.size)
 
         timeout = httpx.Timeout(self.http.timeout.connect, read=UPLOAD_READ_TIMEOUT_S)
         sent_headers = {"Content-Type": body.content_type, "Content-Length": str(body.size)}
