@@ -79,6 +79,12 @@ async def _spool(request: Request, dest: Path, limit: int) -> int:
     return received
 
 
+def _work_dir(upload_dir: str) -> str:
+    if upload_dir:
+        Path(upload_dir).mkdir(parents=True, exist_ok=True)  # on a fresh volume
+    return tempfile.mkdtemp(prefix="trainyard-upload-", dir=upload_dir or None)
+
+
 def _top(files: Path) -> str:
     """"." when the dataset is at the archive's top; a directory's name when the archive holds only it."""
     if (files / "annotations").exists():
@@ -121,7 +127,7 @@ async def received_upload(request: Request, settings: ApiSettings) -> AsyncItera
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise UploadTooLarge(int(declared), limit, complete=True)  # refused before a byte is read
-    work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="trainyard-upload-", dir=settings.upload_dir or None))
+    work = Path(await asyncio.to_thread(_work_dir, settings.upload_dir))
     try:
         archive, files = work / "archive", work / "files"
         size = await _spool(request, archive, limit)

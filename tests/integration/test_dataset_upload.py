@@ -33,9 +33,10 @@ MAX_UNPACKED = 64 * MiB
 @pytest.fixture(scope="module")
 def stack(servers: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack = private_stack(servers, tmp_path_factory.mktemp("upload-stack"))
-    # No dataset root at all: an upload needs no server path.
+    # No dataset root at all: an upload needs no server path. The spool directory does not exist yet.
     stack.start_service("api", TRAINYARD_DATASET_ROOTS="", TRAINYARD_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-                        TRAINYARD_MAX_UNPACKED_BYTES=str(MAX_UNPACKED))
+                        TRAINYARD_MAX_UNPACKED_BYTES=str(MAX_UNPACKED),
+                        TRAINYARD_UPLOAD_DIR=str(stack.data_dir / "spool"))
     yield stack
     stack.stop()
 
@@ -150,6 +151,7 @@ def test_a_slipping_or_linking_member_is_refused_by_name_and_nothing_is_stored(
     assert said in body["detail"], body
     assert body["errors"][0]["member"] == bad[0].name
     assert (stored_datasets(stack), api.get("/v1/datasets").json()["items"]) == before
+    assert list((stack.data_dir / "spool").iterdir()) == []  # nothing of the upload left on the API's disk
 
 
 def test_bombs_are_refused_by_member_and_limit(stack: LocalStack, api: httpx.Client, tmp_path: Path) -> None:
@@ -190,6 +192,7 @@ def test_an_oversize_upload_is_refused_whether_announced_or_streamed(
     detail = problem_of(streamed, 413)["detail"]
     assert f"over the limit of {MAX_UPLOAD} bytes (TRAINYARD_MAX_UPLOAD_BYTES)" in detail
     assert stored_datasets(stack) == before
+    assert list((stack.data_dir / "spool").iterdir()) == []
 
 
 def test_invalid_datasets_and_archives_are_named_by_member_path(
