@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from starlette.types import Scope
 
 from services.api.dataset_validation import DatasetLimits, DatasetReport, Problem, validate_dataset
@@ -71,11 +72,15 @@ class AcceptedUpload:
 async def _spool(request: Request, dest: Path, limit: int) -> int:
     received = 0
     with dest.open("wb") as out:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise UploadTooLarge(received, limit, complete=False)
-            out.write(chunk)
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise UploadTooLarge(received, limit, complete=False)
+                out.write(chunk)
+        except ClientDisconnect:  # the sender's doing, not a server error
+            raise ApiError(400, f"upload broke off after {received} bytes",
+                           [{"field": "body", "message": "the connection closed before the body's end"}]) from None
     return received
 
 

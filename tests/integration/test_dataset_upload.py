@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import socket
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 
 from shared.artifacts import Artifacts, dataset_archive_name
 from shared.subjects import Subjects
-from tests.helpers import http, private_stack, problem_of
+from tests.helpers import http, private_stack, problem_of, wait_until
 from tests.integration.test_dataset_boundaries import rss_bytes
 from trainyard.localstack import LocalStack
 from trainyard.synth import DatasetFiles, write_synthetic_coco
@@ -240,3 +241,22 @@ def _peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_an_upload_broken_off_is_a_client_error_and_leaves_nothing(stack: LocalStack, api: httpx.Client) -> None:
+    def answered(code: str) -> float:
+        for line in api.get("/metrics/").text.splitlines():
+            if line.startswith("trainyard_http_requests_total{") and 'route="/v1/datasets"' in line \
+                    and 'method="POST"' in line and f'code="{code}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = answered("400"), answered("500")
+    url = httpx.URL(stack.api_url)
+    with socket.create_connection((url.host, url.port or 80)) as sent:
+        sent.sendall(f"POST /v1/datasets?name=cut HTTP/1.1\r\nHost: {url.host}\r\n"
+                     f"Authorization: Bearer {stack.admin_key}\r\nContent-Type: application/x-tar\r\n"
+                     f"Content-Length: {10 * MiB}\r\n\r\n".encode() + b"\0" * MiB)
+    wait_until(lambda: answered("400") > before[0], what="the broken-off upload to be answered 400")
+    assert answered("500") == before[1]
+    assert list((stack.data_dir / "spool").iterdir()) == []
