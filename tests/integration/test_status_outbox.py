@@ -21,24 +21,11 @@ from shared.events import utcnow
 from shared.specs import AcceleratorRequest
 from shared.store import RUNS
 from shared.subjects import Subjects
+from tests.conftest import service_log
 from tests.helpers import wait_until
 from trainyard.localstack import LocalStack, _port_open
 
 RUN_ID = "0" * 31 + "1"
-
-
-def _consumer_exists(url: str, stream: str, durable: str) -> bool:
-    async def ask() -> bool:
-        connection = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
-        try:
-            await connection.jetstream().consumer_info(stream, durable)
-            return True
-        except nats.errors.Error:
-            return False
-        finally:
-            await connection.close()
-
-    return asyncio.run(ask())
 
 
 def _published_changes(url: str, subjects: Subjects) -> list[dict[str, Any]]:
@@ -82,9 +69,9 @@ def test_a_change_stored_while_nats_is_down_is_published_once_it_is_back(tmp_pat
         assert stack.nats_url and stack.mongo_url
         subjects = Subjects(stack.subject_prefix)
         stack.start_service("scheduler")
-        # Connected, its consumers made: the scheduler is past its start when NATS dies.
-        wait_until(lambda: _consumer_exists(stack.nats_url or "", subjects.stream, "scheduler-run-created"), 60,
-                   "the scheduler's consumers")
+        # Connected, every consumer made, its periodic pass running: NATS dies after the scheduler's start.
+        wait_until(lambda: "started successfully" in service_log(stack, "scheduler"), 120,
+                   "the scheduler to start")
         nats_server = stack.processes["nats"]
         os.kill(nats_server.pid, signal.SIGKILL)
         nats_server.wait(10)
@@ -93,7 +80,7 @@ def test_a_change_stored_while_nats_is_down_is_published_once_it_is_back(tmp_pat
             runs = client[stack.mongo_db][RUNS]
             runs.insert_one(_unannounced_run(created_ago_s=60))
             # The periodic pass queues it (created -> pending) with NATS away: stored, not announced.
-            queued = wait_until(lambda: (r := runs.find_one({"_id": RUN_ID, "status": "pending"})) and r, 30,
+            queued = wait_until(lambda: (r := runs.find_one({"_id": RUN_ID, "status": "pending"})) and r, 60,
                                 "the scheduler to queue the run")
             assert [e["event_id"] for e in queued["status_outbox"]], queued
             stored = queued["status_outbox"][0]["event_id"]
