@@ -108,30 +108,23 @@ async def publish_event(
     while the connection moves to another node) the publish is retried for `retry_for_s`: each
     try carries the same Msg-Id, so one that landed unacknowledged is not stored twice."""
     headers = {"Nats-Msg-Id": dedup_key or event.event_id, "content-type": "application/json"}
-    deadline = time.monotonic() + retry_for_s
-    pause = 0.25
-    odd_replies = 0
-    while True:
-        try:
-            await broker.publish(event.model_dump_json(), subject, headers=headers, stream=subjects.stream,
-                                 timeout=10.0)
-            return
-        except json.JSONDecodeError:
-            # The publish is a request: a plain (core) subscriber on the subject that
-            # answers it can beat the stream's ack with an empty reply. The stream has
-            # the message or will have it on retry; the Msg-Id makes a retry harmless.
-            odd_replies += 1
-            if odd_replies == PUBLISH_ATTEMPTS:
-                raise
-            log.warning("a non-JetStream reply answered the publish on %s (a core subscriber replying?); "
-                        "publishing again", subject)
-        except LEADERLESS as error:
-            if time.monotonic() + pause > deadline:
-                raise
-            log.warning("publishing on %s got no ack (%s: the stream may be electing a leader); trying again",
-                        subject, type(error).__name__)
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, 2.0)
+
+    async def publish_once() -> None:
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await broker.publish(event.model_dump_json(), subject, headers=headers, stream=subjects.stream,
+                                     timeout=10.0)
+                return
+            except json.JSONDecodeError:
+                # The publish is a request: a plain (core) subscriber on the subject that
+                # answers it can beat the stream's ack with an empty reply. The stream has
+                # the message or will have it on retry; the Msg-Id makes a retry harmless.
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                log.warning("a non-JetStream reply answered the publish on %s (a core subscriber replying?); "
+                            "publishing again", subject)
+
+    await retry_while_leaderless(publish_once, f"publishing on {subject}", retry_for_s)
 
 
 ResultT = TypeVar("ResultT")
