@@ -160,3 +160,44 @@ def test_unknown_run_page_path_is_a_clear_404(live_stack: LocalStack) -> None:
     assert answer.status_code == 404 and "path.run_id" in answer.json()["detail"]
     asset = http(live_stack, None).get("/console/vendor/echarts.min.js")
     assert asset.status_code == 200 and asset.headers["content-type"].startswith("text/javascript")
+
+
+def test_finished_runs_weights_download_and_failure(live_stack: LocalStack, client: TrainyardClient,
+                                                    training_run: dict[str, Any], chromium: Browser,
+                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    spec = {"architecture": "rtmdet-tiny", "batch_size": 4, "input_size": 64, "max_attempts": 1}
+    done = client.runs.start({**spec, "name": "short-run", "dataset_id": training_run["spec"]["dataset_id"],
+                              "epochs": 2})
+    files = write_synthetic_coco(tmp_path_factory.mktemp("broken") / "shapes", train_images=4, val_images=2, size=64)
+    broken = client.datasets.register("broken", str(files.root))
+    failing = client.runs.start({**spec, "name": "broken-run", "dataset_id": broken["id"], "epochs": 1})
+    # Valid when the run was accepted; gone by the time a trainer loads it (the short run trains first).
+    files.val_annotations.unlink()
+    assert wait_status(client, done["id"], {"success", "failed", "aborted"}, timeout=300)["status"] == "success"
+    failed = wait_status(client, failing["id"], {"failed", "aborted"}, timeout=300)
+
+    page = chromium.new_page(viewport=LAPTOP)
+    errors = watch_errors(page)
+    page.goto(live_stack.signin_link())
+    expect(page.locator(f"tr[data-run-id='{failing['id']}'] .status")).to_have_text(failed["status"])
+    screenshot(page, "runs-finished")
+    page.goto(f"{live_stack.api_url}/console/runs/{done['id']}")
+    expect(page.locator("#run-status")).to_have_text("success")
+    weights = page.get_by_role("link", name="Download weights")
+    expect(weights).to_be_visible()
+    downloaded = page.evaluate("""async (href) => {
+        const answer = await fetch(href); return [answer.status, (await answer.arrayBuffer()).byteLength]; }""",
+                               weights.get_attribute("href"))
+    assert downloaded[0] == 200 and downloaded[1] > 100_000, downloaded
+    expect(page.locator("#run-eta")).to_contain_text("ended")
+    assert page.get_by_role("button", name="Kill run short-run").count() == 0
+    screenshot(page, "run-success")
+
+    page.goto(f"{live_stack.api_url}/console/runs/{failing['id']}")
+    expect(page.locator("#run-status")).to_have_text(failed["status"])
+    expect(page.locator("#run-failure")).to_be_visible()
+    assert failed["message"] and failed["message"].splitlines()[0] in page.locator("#run-message").inner_text()
+    expect(page.get_by_role("button", name="Rerun run broken-run")).to_be_visible()
+    screenshot(page, "run-failed")
+    assert errors == []
+    page.close()
