@@ -155,7 +155,9 @@ def test_live_table_and_curves_heat_map_then_kill(live_stack: LocalStack, client
     page.close()
 
 
-def test_unknown_run_page_path_is_a_clear_404(live_stack: LocalStack) -> None:
+def test_run_page_address_and_charting_asset(live_stack: LocalStack, training_run: dict[str, Any]) -> None:
+    answer = http(live_stack, None).get(f"/console/runs/{training_run['id']}", follow_redirects=False)
+    assert answer.status_code == 307 and answer.headers["location"] == f"/console/#/runs/{training_run['id']}"
     answer = http(live_stack, None).get("/console/runs/not-a-run", follow_redirects=False)
     assert answer.status_code == 404 and "path.run_id" in answer.json()["detail"]
     asset = http(live_stack, None).get("/console/vendor/echarts.min.js")
