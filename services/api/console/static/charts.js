@@ -1,7 +1,8 @@
 // Chart helpers every console page uses: ECharts, served by the gateway from the npm package that
 // scripts/setup.sh installs (never a CDN), line charts of series and the confusion matrix heat map.
 // ECharts' aria option writes a text description of each chart for screen readers.
-const ECHARTS_URL = "vendor/echarts.min.js";
+// index.html loads it too (a deferred classic script), so pages that only read window.echarts find it.
+const ECHARTS_URL = "/console/vendor/echarts.min.js";
 let loading = null;
 
 /** The ECharts global, loaded once: its dist file is a UMD script, not an ES module. */

@@ -4,6 +4,7 @@
 const ENDED = ["success", "failed", "aborted", "terminated"];
 // A browser keeps at most 6 HTTP/1.1 connections to one origin; the table must leave room for fetches.
 export const MAX_TABLE_STREAMS = 3;
+const UNWATCHED_REFRESH_S = 10;
 
 export const isEnded = (status) => ENDED.includes(status);
 
@@ -47,9 +48,16 @@ export class LiveTable {
 
   watch() {
     if (!this.ticker) this.ticker = setInterval(() => this.tick(), 1000);
-    const waiting = [...this.tbody.querySelectorAll("tr[data-run-id]")]
-      .filter((tr) => !isEnded(tr.dataset.status) && !this.streams.has(tr.dataset.runId));
+    const rows = [...this.tbody.querySelectorAll("tr[data-run-id]")];
+    const training = (tr) => tr.dataset.status === "in_progress";
+    // Training runs first: their progress moves; a queued run may wait for hours.
+    const waiting = rows.filter((tr) => !isEnded(tr.dataset.status) && !this.streams.has(tr.dataset.runId))
+      .sort((a, b) => Number(training(b)) - Number(training(a)));
     for (const tr of waiting) {
+      if (this.streams.size >= MAX_TABLE_STREAMS && training(tr)) {
+        const queued = rows.find((row) => this.streams.has(row.dataset.runId) && !training(row));
+        if (queued) this.forget(queued.dataset.runId);
+      }
       if (this.streams.size >= MAX_TABLE_STREAMS) break;
       const runId = tr.dataset.runId;
       const refresh = debounced(() => this.refresh(runId));
@@ -62,7 +70,7 @@ export class LiveTable {
 
   async refresh(runId) {
     const old = this.tbody.querySelector(`tr[data-run-id='${runId}']`);
-    if (!old) { this.forget(runId); return; }
+    if (!old || !this.ticker) { this.forget(runId); return; }
     let run;
     try { run = await this.api("GET", `/v1/runs/${runId}`); } catch { return; }
     const fresh = this.renderRow(run);
@@ -74,6 +82,14 @@ export class LiveTable {
   }
 
   tick() {
+    // Rows beyond the streams' cap are read again now and then, so they move too (slower).
+    this.ticks = (this.ticks || 0) + 1;
+    if (this.ticks % UNWATCHED_REFRESH_S === 0) {
+      for (const tr of this.tbody.querySelectorAll("tr[data-run-id]")) {
+        if (!isEnded(tr.dataset.status) && !this.streams.has(tr.dataset.runId)) this.refresh(tr.dataset.runId);
+      }
+      this.watch();
+    }
     for (const cell of this.tbody.querySelectorAll("tr[data-status='in_progress'] td.duration")) {
       const base = Number(cell.dataset.seconds || 0);
       const since = (Date.now() - Number(cell.dataset.fetchedAt)) / 1000;

@@ -1,4 +1,4 @@
-// The run page (#/runs/<id>, or /console/runs/<id>): status, attempts, time, curves, confusion matrix,
+// The run page (/console/#/runs/<id>; /console/runs/<id> leads there): status, attempts, time, curves, confusion matrix,
 // previews, checkpoints, config, failure and weights, from the public API with the session cookie;
 // live through the run's event stream. Writes (kill, rerun) are offered only to keys whose scopes allow them.
 import { disposeCharts, heatMap, lineChart } from "./charts.js";
@@ -10,7 +10,7 @@ const RERUNNABLE = ["failed", "aborted", "terminated"];
 const LOG_TAIL = 15;
 
 const TEMPLATE = `
-<p><a href="#/runs">All runs</a></p>
+<p><a href="/console/#/runs">All runs</a></p>
 <h2 id="run-title">Run</h2>
 <p id="run-error" role="alert"></p>
 <div class="run-summary">
@@ -72,7 +72,7 @@ function section() {
   let element = $("run-page");
   if (!element) {
     // Its own style sheet, so the page's rules stay beside it.
-    document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href: "run.css" }));
+    document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href: "/console/run.css" }));
     element = Object.assign(document.createElement("section"), { id: "run-page" });
     element.setAttribute("aria-labelledby", "run-title");
     document.querySelector("main").append(element);
