@@ -63,6 +63,8 @@ def read(stack: LocalStack) -> TrainyardClient:
 
 def sign_in_with_key(page: Page, url: str, key: str) -> None:
     page.goto(url)
+    expect(page.get_by_label("API key")).to_be_visible()
+    screenshot(page, "sign-in")
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
 

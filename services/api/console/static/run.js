@@ -15,7 +15,7 @@ const TEMPLATE = `
 <p id="run-error" role="alert"></p>
 <div class="run-summary">
   <dl>
-    <dt>Status</dt><dd><span id="run-status" class="status"></span> <span id="run-overview"></span></dd>
+    <dt>Status</dt><dd><span id="run-status" class="status" aria-live="polite"></span> <span id="run-overview"></span></dd>
     <dt>Progress</dt><dd><progress id="run-progress" max="100" value="0"></progress> <span id="run-progress-text"></span></dd>
     <dt>Duration</dt><dd id="run-duration"></dd>
     <dt>Time left</dt><dd id="run-eta"></dd>
