@@ -93,20 +93,19 @@ async function start() {
   $("runs").hidden = !me;
   $("sign-out").hidden = !me;
   $("who").textContent = me ? `project ${me.project} · ${me.scopes.join(", ")}` : "";
-  await showRoute();
+  await route();
 }
 
 // #/runs/<id> is a run's page (run.js); anything else the runs table, live while it is shown.
 const liveTable = new LiveTable($("run-rows"), { api, renderRow: row, duration });
-async function showRoute() {
-  const match = location.hash.match(/^#\/runs\/([0-9a-f]{32})$/)
-    || location.pathname.match(/^\/console\/runs\/([0-9a-f]{32})\/?$/);
+async function route() {
+  const match = location.hash.match(/^#\/runs\/([0-9a-f]{32})$/);
   $("runs").hidden = !me || !!match;
   if (me && match) { liveTable.stop(); await showRun(match[1], { api, may, duration }); return; }
   hideRun();
   if (me) await loadRuns(true); else liveTable.stop();
 }
-window.addEventListener("hashchange", showRoute);
+window.addEventListener("hashchange", route);
 
 $("sign-in").addEventListener("submit", async (event) => {
   event.preventDefault();

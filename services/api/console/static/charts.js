@@ -1,7 +1,7 @@
 // Chart helpers every console page uses: ECharts, served by the gateway from the npm package that
 // scripts/setup.sh installs (never a CDN), line charts of series and the confusion matrix heat map.
 // ECharts' aria option writes a text description of each chart for screen readers.
-// index.html loads it too (a deferred classic script), so pages that only read window.echarts find it.
+// Absolute: pages live at deeper paths too (/console/sweeps/<id>).
 const ECHARTS_URL = "/console/vendor/echarts.min.js";
 let loading = null;
 
