@@ -3,6 +3,7 @@ training a tiny run for real: a read-only key is offered no kill and refused one
 bar and the page's curves advance without a reload; the heat map holds what the API serves; Kill ends
 the run `terminated`. One stack and one run serve the module's tests, in file order."""
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -111,6 +112,9 @@ def test_live_table_and_curves_heat_map_then_kill(live_stack: LocalStack, client
     page.goto(live_stack.signin_link())  # the one-time link the stack prints
     row = page.locator(f"tr[data-run-id='{run_id}']")
     expect(row.locator(".status")).to_have_text("in_progress", timeout=LIVE_TIMEOUT_MS)
+    # Three queued runs are listed above it; the training run has one of the table's streams all the same.
+    expect(page.locator("#run-rows")).to_have_attribute("data-followed", re.compile(rf"\b{run_id}\b"))
+    assert len((page.locator("#run-rows").get_attribute("data-followed") or "").split()) == MAX_TABLE_STREAMS
     # A mark on the window survives everything but a reload.
     page.evaluate("window.notReloaded = true")
     shown = number_of(page, f"tr[data-run-id='{run_id}'] progress", "value")

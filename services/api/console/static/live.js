@@ -62,10 +62,16 @@ export class LiveTable {
       const runId = tr.dataset.runId;
       const refresh = debounced(() => this.refresh(runId));
       this.streams.set(runId, followRun(runId, (kind) => {
-        if (kind === "end" || kind === "revoked") { this.streams.delete(runId); this.watch(); }
+        if (kind === "end" || kind === "revoked") { this.forget(runId); this.watch(); }
         refresh();
       }));
     }
+    this.showFollowed();
+  }
+
+  /** Which runs have a stream now, on the table body (for tests and scripts). */
+  showFollowed() {
+    this.tbody.dataset.followed = [...this.streams.keys()].join(" ");
   }
 
   async refresh(runId) {
@@ -100,6 +106,7 @@ export class LiveTable {
   forget(runId) {
     this.streams.get(runId)?.();
     this.streams.delete(runId);
+    this.showFollowed();
   }
 
   stop() {
