@@ -171,6 +171,14 @@ def test_live_table_and_curves_heat_map_then_kill(live_stack: LocalStack, client
     expect(page.get_by_role("button", name="Kill run live-run")).to_have_count(0)
     expect(page.get_by_role("button", name="Rerun run live-run")).to_be_visible()
     screenshot(page, "run-terminated")
+    # Rerun from the page: it follows the new attempt live, and is killed again.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Rerun run live-run").click()
+    expect(page.locator("#run-status")).to_have_text("in_progress", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#run-attempt")).to_contain_text("2 of")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Kill run live-run").click()
+    expect(page.locator("#run-status")).to_have_text("terminated", timeout=LIVE_TIMEOUT_MS)
     page.get_by_role("link", name="All runs").click()
     expect(row.locator(".status")).to_have_text("terminated")
     assert errors == []

@@ -8,6 +8,7 @@ const METRICS = [["bbox_mAP", "mAP"], ["bbox_mAP_50", "mAP50"], ["precision_50",
                  ["recall_50", "recall"]];
 const RERUNNABLE = ["failed", "aborted", "terminated"];
 const LOG_TAIL = 15;
+const RERUN_WAIT_MS = 60_000;
 
 const TEMPLATE = `
 <p><a href="/console/#/runs">All runs</a></p>
@@ -102,11 +103,17 @@ export async function showRun(runId, ctx) {
   $("matrix-epoch").addEventListener("input", debounced(() => showMatrix(current), 150));
   $("preview-epoch").addEventListener("change", () => showPreviews(current));
   page.ticker = setInterval(() => tickDuration(current), 1000);
-  try { await refresh(current); } catch (error) { text("run-error", error.message); return; }
-  if (page !== current || isEnded(current.run.status)) return;
-  // Resume after what was just read instead of replaying the history; every event refreshes the page.
+  try { await refresh(current); } catch (error) { text("run-error", error.message); }
+}
+
+/** Follow the run's events from what was just read on (no replay of the history); each refreshes the page. */
+function follow(current) {
   const later = debounced(() => refresh(current).catch((error) => text("run-error", error.message)));
-  current.close = followRun(runId, later, current.position);
+  current.streaming = true;
+  current.close = followRun(current.runId, (kind) => {
+    if (kind === "end" || kind === "revoked") current.streaming = false;
+    later();
+  }, current.position);
 }
 
 async function refresh(current) {
@@ -126,8 +133,16 @@ async function refresh(current) {
   showHistory(run);
   showFailure(run, logs.items);
   await showCurves(logs.items, epochs);
-  const changed = epochs.length !== current.epochs || run.attempt !== current.attempt || isEnded(run.status);
+  if (!isEnded(run.status) && !current.streaming) { current.rerunAsked = null; follow(current); }
+  if (isEnded(run.status) && current.rerunAsked && Date.now() - current.rerunAsked < RERUN_WAIT_MS) {
+    // The scheduler applies a rerun a moment after the API accepts it; until then the run still reads ended.
+    setTimeout(() => refresh(current).catch((error) => text("run-error", error.message)), 1000);
+  }
+  // An ended run's last word (its model, final checkpoints) once per ending, not on every read.
+  const newEnding = isEnded(run.status) && current.endingShown !== run.history.length;
+  const changed = epochs.length !== current.epochs || run.attempt !== current.attempt || newEnding;
   if (changed) {
+    if (newEnding) current.endingShown = run.history.length;
     const attemptChanged = run.attempt !== current.attempt;
     current.epochs = epochs.length;
     current.attempt = run.attempt;
@@ -188,7 +203,11 @@ function showActions(current, run) {
   const actions = [];
   const act = (verb) => async () => {
     if (!confirm(`${verb} run ${run.name}?`)) return;
-    try { await api("POST", `/v1/runs/${run.id}/${verb.toLowerCase()}`); await refresh(current); }
+    try {
+      await api("POST", `/v1/runs/${run.id}/${verb.toLowerCase()}`);
+      if (verb === "Rerun") current.rerunAsked = Date.now();
+      await refresh(current);
+    }
     catch (error) { text("run-error", error.message); }
   };
   if (may("runs:write") && !isEnded(run.status)) actions.push(button("Kill", `Kill run ${run.name}`, act("Kill")));
