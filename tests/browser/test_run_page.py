@@ -160,6 +160,7 @@ def test_live_table_and_curves_heat_map_then_kill(live_stack: LocalStack, client
     expect(page.locator("#run-config")).to_contain_text("model")
     screenshot(page, "run-live")
     page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     screenshot(page, "run-live-phone")
     page.set_viewport_size(LAPTOP)
 
@@ -207,6 +208,8 @@ def test_finished_runs_weights_download_and_failure(live_stack: LocalStack, trai
     expect(page.locator(f"tr[data-run-id='{failing['id']}'] .status")).to_have_text(failed["status"])
     screenshot(page, "runs-finished")
     page.set_viewport_size(PHONE)
+    # At phone width the wide table scrolls in its own box, never the page.
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     screenshot(page, "runs-finished-phone")
     page.set_viewport_size(LAPTOP)
     page.goto(f"{live_stack.api_url}/console/runs/{done['id']}")
