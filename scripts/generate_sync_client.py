@@ -23,7 +23,7 @@ RENAMES = {
     "AsyncArchitectures": "Architectures", "AsyncKeys": "Keys", "AsyncSweeps": "Sweeps",
     "AsyncTrainyardClient": "TrainyardClient",
     "AsyncClient": "Client", "asyncio": "time", "aread": "read", "aiter_bytes": "iter_bytes",
-    "aiter_lines": "iter_lines", "aclose": "close",
+    "aiter_lines": "iter_lines", "aclose": "close", "_async": "_sync",
 }
 HEADER = "# GENERATED from trainyard_client/_async/{name} by scripts/generate_sync_client.py: edit that file.\n"
 

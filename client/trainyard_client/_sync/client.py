@@ -8,29 +8,19 @@ this file only, then run the script.
 """
 
 import builtins
-import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast, overload
 
-import httpx
-
+from trainyard_client._sync.transport import SyncTransport
 from trainyard_client.calls import (
-    RECONNECT_ATTEMPTS,
-    STREAM_READ_TIMEOUT_S,
-    UPLOAD_READ_TIMEOUT_S,
     Call,
-    Connection,
-    EventParser,
     RunEvent,
     calls,
-    event_headers,
-    headers,
     preview_file,
     resolve_connection,
 )
-from trainyard_client.errors import ApiUnreachable, error_from_response
-from trainyard_client.packing import UploadBody, upload_body
+from trainyard_client.packing import upload_body
 from trainyard_client.sweep_types import Sweep, SweepList
 from trainyard_client.types import (
     ApiKey,
@@ -59,98 +49,6 @@ from trainyard_client.types import (
     Trainer,
     WhoAmI,
 )
-
-
-class SyncTransport:
-    def __init__(self, connection: Connection, timeout: float) -> None:
-        self.connection = connection
-        self.http = httpx.Client(base_url=connection.url, timeout=timeout, headers=headers(connection.api_key))
-
-    def _unreachable(self, what: str, error: Exception) -> ApiUnreachable:
-        return ApiUnreachable(0, f"{what} {self.connection.url} ({self.connection.url_source}): {error}")
-
-    def send(self, call: Call) -> Any:
-        """The answer's JSON; None for an answer without a body (204)."""
-        response = self.send_raw(call)
-        return response.json() if response.content else None
-
-    def send_raw(self, call: Call) -> httpx.Response:
-        try:
-            response = self.http.request(call.method, call.path, params=call.params, json=call.body)
-        except httpx.TransportError as error:
-            raise self._unreachable("no answer from", error) from error
-        if response.is_error:
-            raise error_from_response(response)
-        return response
-
-    def upload(self, call: Call, body: UploadBody, progress: Callable[[int, int], None] | None) -> Any:
-        """Send `body` as the request's content, a chunk at a time; `progress(sent, total)` after each."""
-
-        def chunks() -> Iterator[bytes]:
-            for chunk in body.chunks(progress):
-                yield chunk
-
-        timeout = httpx.Timeout(self.http.timeout.connect, read=UPLOAD_READ_TIMEOUT_S)
-        sent_headers = {"Content-Type": body.content_type, "Content-Length": str(body.size)}
-        try:
-            response = self.http.request(
-                call.method, call.path, params=call.params, content=chunks(), headers=sent_headers, timeout=timeout)
-        except httpx.TransportError as error:
-            raise self._unreachable("upload broke to", error) from error
-        if response.is_error:
-            raise error_from_response(response)
-        return response.json()
-
-    def download(self, call: Call, dest: Path) -> Path:
-        """Stream a binary answer into `dest`, whole or not at all."""
-        partial = dest.with_name(f".{dest.name}.partial")
-        try:
-            with self.http.stream(call.method, call.path, params=call.params) as response:
-                if response.is_error:
-                    response.read()
-                    raise error_from_response(response)
-                with partial.open("wb") as out:
-                    for block in response.iter_bytes():
-                        out.write(block)
-            partial.replace(dest)
-        except httpx.TransportError as error:
-            raise self._unreachable("download broke from", error) from error
-        finally:
-            partial.unlink(missing_ok=True)
-        return dest
-
-    def events(self, call: Call, last_event_id: str | None) -> Generator[RunEvent]:
-        """The stream's events, reconnecting after a dropped connection from the last event seen."""
-        parser = EventParser(last_event_id)
-        failures = 0
-        while True:
-            try:
-                timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT_S)
-                with self.http.stream(call.method, call.path, params=call.params,
-                                            headers=event_headers(parser.last_id), timeout=timeout) as response:
-                    if response.is_error:
-                        response.read()
-                        raise error_from_response(response)
-                    for line in response.iter_lines():
-                        event = parser.feed(line)
-                        if event is None:
-                            continue
-                        failures = 0
-                        yield event
-                        if event.event == "end":
-                            return
-                # Closed before `end` (an API restart, a proxy's timeout): resume where it stopped.
-                failures += 1
-                if failures > RECONNECT_ATTEMPTS:
-                    raise ApiUnreachable(0, "event stream keeps closing before the run ends")
-            except httpx.TransportError as error:
-                failures += 1
-                if failures > RECONNECT_ATTEMPTS:
-                    raise self._unreachable("event stream lost from", error) from error
-            time.sleep((parser.retry_ms or 1000) / 1000)
-
-    def close(self) -> None:
-        self.http.close()
 
 
 class SyncResource:
