@@ -43,6 +43,9 @@ PUBLISH_ATTEMPTS = 3
 # How long a publish is retried while the stream answers nothing (a cluster electing a leader
 # takes a few seconds; a loaded 2-core machine measured up to 8 s).
 PUBLISH_RETRY_S = 30.0
+# What the API's request handlers allow instead: a person is waiting, and a publish to a stream that
+# is away altogether already takes one 10 s try; this still carries a publish through an election.
+REQUEST_PUBLISH_RETRY_S = 8.0
 # What a publish gets while its stream has no leader or the connection is between servers.
 LEADERLESS = (NoStreamResponseError, NoRespondersError, NatsTimeoutError, ConnectionReconnectingError)
 

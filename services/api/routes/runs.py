@@ -13,7 +13,7 @@ from services.api.pagination import InvalidCursor
 from services.api.run_creation import checked_base_model, checked_dataset, run_document
 from services.api.views import run_out
 from shared.artifacts import run_prefix
-from shared.bus import publish_event
+from shared.bus import REQUEST_PUBLISH_RETRY_S, publish_event
 from shared.events import RunCreated, RunKillRequested, RunRemoved, RunRerunRequested, new_id, utcnow
 from shared.specs import ObjectId, RunSpec
 from shared.status import TERMINAL_STATUSES, RunStatus
@@ -48,7 +48,8 @@ async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, s
     # If this publish is lost, the scheduler still finds the run in `created` and queues it.
     await publish_event(bus, subjects, subjects.run_created,
                         RunCreated(run_id=doc["_id"], project=caller.project, spec=spec),
-                        dedup_key=f"{doc['_id']}:created")
+                        dedup_key=f"{doc['_id']}:created",
+                        retry_for_s=REQUEST_PUBLISH_RETRY_S)
     return run_out(doc, None, doc["created_at"])
 
 
@@ -103,7 +104,8 @@ async def kill_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, su
     await publish_event(bus, subjects, subjects.run_kill_requested,
                         RunKillRequested(run_id=run_id, requested_by=caller.key_id),
                         # Each request its own event: a second kill is never deduplicated away.
-                        dedup_key=f"{run_id}:kill:{new_id()}")
+                        dedup_key=f"{run_id}:kill:{new_id()}",
+                        retry_for_s=REQUEST_PUBLISH_RETRY_S)
     return run_out(doc, await store.latest_epoch(run_id), utcnow())
 
 
@@ -118,7 +120,8 @@ async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, s
     # scheduler has applied the rerun is accepted, not refused as "already ended".
     await store.mark_rerun_requested(run_id, request.occurred_at)
     await publish_event(bus, subjects, subjects.run_rerun_requested, request,
-                        dedup_key=f"{run_id}:rerun:{new_id()}")
+                        dedup_key=f"{run_id}:rerun:{new_id()}",
+                        retry_for_s=REQUEST_PUBLISH_RETRY_S)
     return run_out(doc, await store.latest_epoch(run_id), utcnow())
 
 
@@ -141,7 +144,8 @@ async def remove_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, 
     # acts on the event only once the document is gone.
     await publish_event(bus, subjects, subjects.run_removed,
                         RunRemoved(run_id=run_id, project=caller.project, status=doc["status"],
-                                   requested_by=caller.key_id))
+                                   requested_by=caller.key_id),
+                        retry_for_s=REQUEST_PUBLISH_RETRY_S)
     await artifacts.delete_prefix(run_prefix(run_id))  # checkpoints and previews; models/<id> stays
     if not await store.remove_finished_run(caller.project, run_id):
         now = await store.run(caller.project, run_id)

@@ -11,7 +11,7 @@ from services.api.errors import Conflict, NotFound, problem_responses
 from services.api.run_creation import checked_base_model, checked_dataset, run_document
 from services.api.sweep_models import SweepBest, SweepList, SweepOut, TrialOut, TrialStop
 from services.api.sweep_trials import trial_specs
-from shared.bus import publish_event
+from shared.bus import REQUEST_PUBLISH_RETRY_S, publish_event
 from shared.events import RunCreated, new_id, utcnow
 from shared.specs import ObjectId
 from shared.sweeps import SweepCreated, SweepKillRequested, SweepSpec, best_epoch_value, better
@@ -86,11 +86,13 @@ async def start_sweep(spec: SweepSpec, caller: RunsWriter, store: Store, bus: Bu
     for doc in docs:
         await publish_event(bus, subjects, subjects.run_created,
                             RunCreated(run_id=doc["_id"], project=caller.project, spec=doc["spec"]),
-                            dedup_key=f"{doc['_id']}:created")
+                            dedup_key=f"{doc['_id']}:created",
+                        retry_for_s=REQUEST_PUBLISH_RETRY_S)
     await publish_event(bus, subjects, subjects.sweep_created,
                         SweepCreated(sweep_id=sweep_id, project=caller.project, name=spec.name,
                                      trial_run_ids=sweep["trial_run_ids"]),
-                        dedup_key=f"{sweep_id}:created")
+                        dedup_key=f"{sweep_id}:created",
+                        retry_for_s=REQUEST_PUBLISH_RETRY_S)
     return sweep_out(sweep, {d["_id"]: d for d in docs})
 
 
@@ -125,5 +127,6 @@ async def kill_sweep(sweep_id: SweepId, caller: RunsWriter, store: Store, bus: B
     # Each request is its own event: a second kill is never deduplicated away.
     await publish_event(bus, subjects, subjects.sweep_kill_requested,
                         SweepKillRequested(sweep_id=sweep_id, project=caller.project, requested_by=caller.key_id),
-                        dedup_key=f"{sweep_id}:kill:{new_id()}")
+                        dedup_key=f"{sweep_id}:kill:{new_id()}",
+                        retry_for_s=REQUEST_PUBLISH_RETRY_S)
     return sweep_out(doc, await _trial_runs(store, caller.project, doc["trial_run_ids"]))
