@@ -20,7 +20,8 @@ from typing import Any
 from mmengine.config import Config
 
 from services.trainer.coco_eval import MAX_DETECTIONS
-from services.trainer.hooks import METRIC_PREFIX  # importing registers the Trainyard hooks used below
+from services.trainer.evaluation import METRIC_PREFIX  # importing registers the Trainyard metrics used below
+from services.trainer.hooks import TrainingDiverged  # noqa: F401  (importing registers the Trainyard hooks)
 from services.trainer.reports import TrainingJob
 from services.trainer.transfer import BASE_WEIGHTS_FILE
 from shared.catalogue import ARCHITECTURES
@@ -141,6 +142,15 @@ def build_config(job: TrainingJob) -> Config:
     # One detections-per-image rule for every architecture: COCO's maxDets, as the report computes them
     # (CocoMetric's default 100, 300, 1000 would log mAP_50/75/s/m/l at 1000).
     cfg.val_evaluator.proposal_nums = list(MAX_DETECTIONS)
+    # The reported metrics, matrix and previews: Trainyard's metrics (services/trainer/evaluation.py)
+    # beside CocoMetric, whose rounded values stay in train.log.
+    cfg.val_evaluator = [
+        cfg.val_evaluator,
+        {"type": "TrainyardCocoMetric", "ann_file": val_ann, "work_dir": job.work_dir},
+        *([{"type": "TrainyardConfusionMetric"}] if spec.matrix else []),
+        *([{"type": "TrainyardPreviewMetric", "images": spec.preview_images, "data_root": dataset.root,
+            "work_dir": job.work_dir}] if spec.preview and spec.preview_images > 0 else []),
+    ]
     cfg.test_dataloader = cfg.val_dataloader
     cfg.test_evaluator = cfg.val_evaluator
     _rescale_pipelines(cfg, spec.input_size / family.native_size)
@@ -180,10 +190,10 @@ def build_config(job: TrainingJob) -> Config:
     }
     watched = spec.watched_metric
     if spec.checkpoint.strategy != "latest":
-        # TrainyardReportHook puts its metrics into the evaluation's results as
-        # trainyard/<name> before CheckpointHook (lower priority) reads them.
+        # The Trainyard metrics (and TrainyardValLossHook, before CheckpointHook's lower
+        # priority) name their results trainyard/<name> in the evaluation's results.
         cfg.default_hooks.checkpoint.update(
-            save_best=f"{METRIC_PREFIX}{watched}", rule="less" if watched in LOWER_IS_BETTER else "greater"
+            save_best=f"{METRIC_PREFIX}{watched}", rule=_rule(watched)
         )
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 5}
     cfg.log_processor = {"type": "LogProcessor", "window_size": 5, "by_epoch": True}
@@ -191,17 +201,19 @@ def build_config(job: TrainingJob) -> Config:
     cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": cfg.vis_backends, "name": "visualizer"}
     cfg.custom_hooks = [
         *cfg.get("custom_hooks", []),
-        {"type": "TrainyardReportHook", "val_loss": spec.needs_val_loss, "log_interval": spec.log_interval,
-         "matrix": spec.matrix, "preview_images": spec.preview_images if spec.preview else 0},
+        {"type": "TrainyardDivergenceHook"},
+        {"type": "TrainyardIterationLogHook", "log_interval": spec.log_interval},
+        *([{"type": "TrainyardValLossHook"}] if spec.needs_val_loss else []),
+        {"type": "TrainyardReportHook"},
     ]
-    if spec.limit is not None or spec.patience is not None:
-        cfg.custom_hooks.append({
-            "type": "TrainyardStopHook",
-            "limit_metric": spec.limit.metric if spec.limit else None,
-            "limit_value": spec.limit.value if spec.limit else None,
-            "patience_metric": watched if spec.patience else None,
-            "patience": spec.patience,
-        })
+    early_stopping = {"type": "TrainyardEarlyStoppingHook", "min_delta": 0.0, "check_finite": False}
+    if spec.limit is not None:
+        cfg.custom_hooks.append({**early_stopping, "monitor": METRIC_PREFIX + spec.limit.metric,
+                                 "rule": _rule(spec.limit.metric), "stopping_threshold": spec.limit.value,
+                                 "patience": _NEVER})
+    if spec.patience is not None:
+        cfg.custom_hooks.append({**early_stopping, "monitor": METRIC_PREFIX + watched, "rule": _rule(watched),
+                                 "patience": spec.patience})
     if job.decision_epochs:
         cfg.custom_hooks.append({"type": "TrainyardRungHook", "epochs": job.decision_epochs,
                                  "work_dir": job.work_dir})
@@ -221,6 +233,15 @@ def build_config(job: TrainingJob) -> Config:
     for leftover in _STOCK_VARIABLES & set(cfg.keys()):
         cfg.pop(leftover)
     return cfg
+
+
+# A limit's early stopping never stops for patience.
+_NEVER = 2**31
+
+
+def _rule(metric: str) -> str:
+    """How MMEngine's CheckpointHook and EarlyStoppingHook compare values of a reported metric."""
+    return "less" if metric in LOWER_IS_BETTER else "greater"
 
 
 _STOCK_VARIABLES = {"max_epochs", "stage2_num_epochs", "num_last_epochs", "data_root", "base_lr", "interval",
