@@ -10,7 +10,10 @@ same values on every rank under `trainyard/<name>`.
 
 Besides numbers (None where COCOeval gives -1: undefined), the results carry
 what the epoch report sends beside them: the predictions file, the confusion
-matrix and the preview files (MMEngine's logger writes scalars only).
+matrix and the preview files (MMEngine's logger writes scalars only). Those are
+plain data (str, dict, list), never trainyard's classes: MMEngine's RuntimeInfoHook
+keeps every result in the message hub, which each checkpoint pickles, and a
+checkpoint must load where trainyard is not installed.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ class TrainyardConfusionMetric(_DetectionMetric):
             [r["boxes"] for r in results], [r["scores"] for r in results], [r["labels"] for r in results],
             num_classes=len(self.classes), score_thr=self.score_thr, iou_thr=self.iou_thr,
         )
-        return {CONFUSION_MATRIX: to_event(matrix, self.classes, self.score_thr, self.iou_thr)}
+        return {CONFUSION_MATRIX: to_event(matrix, self.classes, self.score_thr, self.iou_thr).model_dump()}
 
 
 @METRICS.register_module()
@@ -140,7 +143,7 @@ class TrainyardPreviewMetric(_DetectionMetric):
             path = preview_path(self.work_dir, epoch, int(img_id))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(png)
-            files.append(PreviewFile(image_id=int(img_id), file_name=Path(img_path).name, path=str(path)))
+            files.append(PreviewFile(image_id=int(img_id), file_name=Path(img_path).name, path=str(path)).model_dump())
         return {PREVIEWS: files}
 
 

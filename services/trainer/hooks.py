@@ -210,14 +210,13 @@ class TrainyardReportHook(ReportingHook):
         if self._iters == 0 or self._epoch == self._reported:
             return  # a validation outside training (runner.val()), or one already reported
         ours = {k[len(METRIC_PREFIX):]: v for k, v in (metrics or {}).items() if k.startswith(METRIC_PREFIX)}
-        predictions, matrix, previews = ours.pop(PREDICTIONS, None), ours.pop(CONFUSION_MATRIX, None), \
-            ours.pop(PREVIEWS, None)
-        report = self._report(runner).model_copy(update={"metrics": ours, "confusion_matrix": matrix,
-                                                         "predictions": predictions})
+        extras: dict[str, Any] = {"predictions": ours.pop(PREDICTIONS, None),
+                                  "confusion_matrix": ours.pop(CONFUSION_MATRIX, None)}
+        previews = ours.pop(PREVIEWS, None)
         if previews is not None:
-            report = report.model_copy(update={"previews": previews,
-                                               "preview_score_threshold": PREVIEW_SCORE_THRESHOLD})
-        self._write(report)
+            extras.update(previews=previews, preview_score_threshold=PREVIEW_SCORE_THRESHOLD)
+        # Validated: the evaluator's results are plain data (services/trainer/evaluation.py).
+        self._write(EpochReport.model_validate({**self._report(runner).model_dump(), "metrics": ours, **extras}))
         self._reported = self._epoch
 
     def _report(self, runner: Any) -> EpochReport:

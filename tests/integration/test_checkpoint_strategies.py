@@ -28,6 +28,27 @@ def test_a_reached_limit_stops_the_run_early_with_success(tmp_path: Path) -> Non
     # lowest_val_loss keeps that epoch's checkpoint as the best one.
     assert finished.best_checkpoint and Path(finished.best_checkpoint).name.startswith("best_trainyard_val_loss")
     assert not list(Path(job.work_dir).glob("epoch_2.pth"))
+    assert_loads_without_trainyard(Path(finished.checkpoint))
+
+
+def assert_loads_without_trainyard(checkpoint: Path) -> None:
+    """The evaluation's results reach the message hub, which the checkpoint pickles: plain data only,
+    so the checkpoint loads where trainyard is not installed."""
+    import pickle
+
+    import torch
+
+    class NoTrainyard(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> object:
+            assert not module.startswith(("services", "shared", "trainyard")), f"{module}.{name} in {checkpoint}"
+            return super().find_class(module, name)
+
+    class Pickle:
+        Unpickler = NoTrainyard
+        load = pickle.load
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, pickle_module=Pickle)
+    assert "val/trainyard/confusion_matrix" in state["message_hub"]["runtime_info"]
 
 
 def test_patience_stops_when_the_metric_does_not_improve(tmp_path: Path) -> None:
