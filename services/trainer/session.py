@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from services.trainer.checkpoints import CheckpointStoreError, RunCheckpoints
+from services.trainer.datasets import DatasetUnavailable, local_dataset
 from services.trainer.decisions import write_decision
 from services.trainer.drain import request_drain
 from services.trainer.launch import ChildExit, TrainingProcesses, killed_by_signal_message
@@ -44,6 +45,7 @@ from shared.events import (
     RunStarted,
 )
 from shared.exits import ended_how
+from shared.specs import DatasetLayout
 from shared.status import RunStatus
 from shared.telemetry import child_process_env
 
@@ -188,11 +190,12 @@ class TrainingSession:
     async def _train(self, log_path: Path) -> AttemptOutcome:
         try:
             resume_from, base_model = await self._inputs()
-        except CheckpointStoreError as error:
+            dataset = await local_dataset(self.assignment.dataset, self.cache)  # an upload: unpacked here
+        except (CheckpointStoreError, DatasetUnavailable) as error:
             return AttemptOutcome(returncode=-1, failure=str(error))
         if resume_from is not None:
             log.info("run %s attempt %d resumes from %s", self.run_id, self.attempt, resume_from)
-        job = self._job(resume_from, base_model)
+        job = self._job(resume_from, base_model, dataset)
         if self._stopping():
             return NOT_STARTED
         job_path = self.work_dir / JOB_FILE
@@ -215,7 +218,7 @@ class TrainingSession:
         forget_processes(self.work_dir)
         return self._outcome(ended, job.world_size, processes, log_path)
 
-    def _job(self, resume_from: Path | None, base_model: BaseModelRef | None) -> TrainingJob:
+    def _job(self, resume_from: Path | None, base_model: BaseModelRef | None, dataset: DatasetLayout) -> TrainingJob:
         # One process per accelerator the run holds: more than one trains with
         # distributed data parallel, spec.batch_size images per process.
         world_size = self.assignment.spec.accelerator.count
@@ -223,7 +226,7 @@ class TrainingSession:
             run_id=self.run_id,
             attempt=self.assignment.attempt,
             spec=self.assignment.spec,
-            dataset=self.assignment.dataset,
+            dataset=dataset,
             work_dir=str(self.work_dir),
             device="cuda" if self.device == "cuda" else "cpu",
             threads=max(1, self.threads // world_size),
