@@ -34,7 +34,7 @@ from trainyard.synth import write_synthetic_coco
 
 TRAINER = "bench-trainer"
 THREADS = 1
-TRAINYARD_HOOKS = ("Trainyard",)  # the types trainyard adds to a config: its reports, stops, rungs, drain
+TRAINYARD_HOOKS = ("Trainyard",)  # the types trainyard adds to a config: its hooks and evaluator metrics
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,9 +62,13 @@ def bare_config(served: str, work_dir: Path) -> str:
 
     cfg = Config.fromstring(served, ".py")
     cfg.custom_hooks = [h for h in cfg.get("custom_hooks", []) if not str(h["type"]).startswith(TRAINYARD_HOOKS)]
+    for key in ("val_evaluator", "test_evaluator"):
+        # trainyard's evaluator metrics (services/trainer/evaluation.py) beside MMDetection's CocoMetric.
+        metrics = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
+        cfg[key] = [m for m in metrics if not str(m["type"]).startswith(TRAINYARD_HOOKS)]
     checkpoint = cfg.default_hooks.checkpoint
     if str(checkpoint.get("save_best", "")).startswith("trainyard/"):
-        # trainyard's report hook is what puts trainyard/<metric> into the results; bare MMEngine has coco/.
+        # trainyard's evaluator metrics put trainyard/<metric> into the results; bare MMEngine has coco/.
         checkpoint.save_best = "coco/" + checkpoint.save_best.removeprefix("trainyard/")
     cfg.work_dir = str(work_dir)
     cfg.load_from, cfg.resume = None, False

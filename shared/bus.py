@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 
 from shared.events import DeadLetter, Event
+from shared.nats_fetch import raise_only_nats_timeouts
 from shared.settings import CommonSettings, stream_replicas
 from shared.subjects import Subjects
 
@@ -57,6 +58,10 @@ DEAD_LETTERED = Counter(
 # Events are small (an epoch with an 80-class confusion matrix is about 30 KB); NATS itself refuses
 # messages over its max_payload (1 MiB by default).
 MAX_EVENT_BYTES = 512 * 1024
+
+
+# Every durable subscriber of every service pulls through this module (shared/nats_fetch.py says why).
+raise_only_nats_timeouts()
 
 
 def make_broker(settings: CommonSettings, service: str, registry: CollectorRegistry = REGISTRY) -> NatsBroker:

@@ -6,7 +6,6 @@ is stored), so one dead process is restarted alone instead of the whole stack
 going down with it: stopping everything hands back every running run.
 """
 
-import signal
 import threading
 import time
 from collections import deque
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.exits import describe_exit
 from trainyard.localstack import LocalStack
 
 # A process that dies this many times within the window is given up.
@@ -22,16 +22,6 @@ DEATH_WINDOW_S = 120.0
 # Backoff before a restart: doubles with each death inside the window.
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-returncode} ({name})"
-    return f"exited with code {returncode}"
 
 
 @dataclass

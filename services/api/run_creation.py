@@ -7,8 +7,9 @@ from services.api.dataset_validation import recheck
 from services.api.errors import Unprocessable
 from services.api.search import search_keys
 from services.api.store import ApiStore
-from shared.events import new_id, utcnow
-from shared.specs import RunSpec
+from shared.events import BaseModelRef, new_id, utcnow
+from shared.run_document import HistoryEntry, RunDocument
+from shared.specs import DatasetLayout, RunSpec
 from shared.status import RunStatus
 from shared.telemetry import run_trace_context
 
@@ -50,17 +51,13 @@ def run_document(project: str, spec: RunSpec, dataset: dict[str, Any], base_mode
     """A run as the api inserts it (status `created`); the scheduler owns every change after."""
     now = utcnow()
     run_id = new_id()
-    doc: dict[str, Any] = {
-        "_id": run_id, "project": project, "name": spec.name, "spec": spec.model_dump(mode="json"),
-        "dataset": dataset["layout"], "base_model": base_model, "status": str(RunStatus.CREATED), "attempt": 0,
-        "trainer_id": None,
-        "pending_reason": None, "message": None, "created_at": now, "updated_at": now,
-        "created_by": created_by,
-        "history": [{"status": str(RunStatus.CREATED), "at": now, "message": None, "attempt": None}],
-        "search_keys": search_keys(spec.name, run_id),
+    return RunDocument(
+        id=run_id, project=project, name=spec.name, spec=spec, dataset=DatasetLayout.model_validate(dataset["layout"]),
+        base_model=BaseModelRef.model_validate(base_model) if base_model is not None else None,
+        status=RunStatus.CREATED, created_at=now, updated_at=now, created_by=created_by,
+        history=[HistoryEntry(status=RunStatus.CREATED, at=now)],
+        search_keys=search_keys(spec.name, run_id),
         # The scheduler continues this request's trace whenever it handles the run.
-        "trace_context": run_trace_context(run_id),
-    }
-    if sweep is not None:
-        doc["sweep"] = sweep
-    return doc
+        trace_context=run_trace_context(run_id),
+        sweep=sweep,
+    ).document()

@@ -210,9 +210,12 @@ class ApiStore:
         docs = await self.epochs.find(query, fields).sort("epoch", ASCENDING).to_list()
         return [doc for doc in docs if doc.get("previews")]
 
-    async def iterations_of(self, run_id: str, limit: int) -> list[Document]:
-        return await self.iterations.find({"run_id": run_id}, {"_id": 0}) \
-            .sort("step", ASCENDING).limit(limit).to_list()
+    async def iterations_of(self, run_id: str, limit: int, after_step: int | None = None) -> list[Document]:
+        """The first `limit` iteration logs (after `after_step`), by step: run_step_unique serves it."""
+        query: dict[str, Any] = {"run_id": run_id}
+        if after_step is not None:
+            query["step"] = {"$gt": after_step}
+        return await self.iterations.find(query, {"_id": 0}).sort("step", ASCENDING).limit(limit).to_list()
 
     async def latest_epoch(self, run_id: str) -> Document | None:
         return await self.epochs.find_one({"run_id": run_id}, {"_id": 0}, sort=[("epoch", DESCENDING)])

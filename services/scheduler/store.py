@@ -17,6 +17,7 @@ from services.scheduler.placement import QueuedRun, TrainerView
 from services.scheduler.state import sources_of
 from shared.bus import Refused
 from shared.events import CheckpointSaved, Event, TrainerHeartbeat, utcnow
+from shared.run_document import HistoryEntry
 from shared.specs import AcceleratorRequest
 from shared.status import RunStatus
 from shared.store import REPORT_HOLDER_FIELDS, RUNS, TRAINERS, Document, report_refusal
@@ -33,7 +34,7 @@ def outbox_entry(event: Event) -> Document:
 
 
 def history_entry(status: RunStatus, message: str | None, attempt: int | None) -> Document:
-    return {"status": str(status), "at": utcnow(), "message": message, "attempt": attempt}
+    return HistoryEntry(status=status, message=message, attempt=attempt).document()
 
 
 class SchedulerStore:

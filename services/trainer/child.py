@@ -29,9 +29,14 @@ from typing import IO
 from pydantic import BaseModel
 
 from services.trainer.lifeline import TRAINER_PID_VARIABLE, die_with_parent
-from services.trainer.reports import DrainedReport, FailedReport, FinishedReport, StartedReport, TrainingJob
-
-CONFIG_FILE = "config.py"
+from services.trainer.reports import (
+    CONFIG_FILE,
+    DrainedReport,
+    FailedReport,
+    FinishedReport,
+    StartedReport,
+    TrainingJob,
+)
 
 
 class ReportWriter:
@@ -97,7 +102,7 @@ def train(job: TrainingJob, write: ReportWriter) -> tuple[str | None, int | None
     from mmengine.runner import Runner
 
     from services.trainer.drain import TrainyardDrainHook
-    from services.trainer.hooks import TrainyardReportHook
+    from services.trainer.hooks import ReportingHook
     from services.trainer.mmdet_config import build_config
     from services.trainer.rungs import TrainyardRungHook  # noqa: F401  (registers it in MMEngine's HOOKS)
     from services.trainer.transfer import prepare_base_weights
@@ -138,7 +143,7 @@ def train(job: TrainingJob, write: ReportWriter) -> tuple[str | None, int | None
         _barrier(job)
     write(started)
     for hook in runner.hooks:
-        if isinstance(hook, TrainyardReportHook):
+        if isinstance(hook, ReportingHook):
             hook.write = write
     runner.train()
     drained_after = next((h.drained_after for h in runner.hooks if isinstance(h, TrainyardDrainHook)), None)

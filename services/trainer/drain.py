@@ -17,7 +17,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from services.trainer.hooks import _from_rank_0, _validates_after
+from services.trainer.ranks import from_rank_0, validates_after
 
 DRAIN_MARKER = "drain-requested"
 
@@ -32,7 +32,7 @@ class TrainyardDrainHook(Hook):  # type: ignore[misc]
     """Stops training after the reported epoch during which the trainer asked for a drain.
 
     Lowest priority: the epoch's checkpoint (CheckpointHook) and report
-    (TrainyardReportHook) come first, and a stop decided by TrainyardStopHook
+    (TrainyardReportHook) come first, and a stop decided by TrainyardEarlyStoppingHook
     (the run is done) is not mistaken for a drain."""
 
     priority = "LOWEST"
@@ -42,7 +42,7 @@ class TrainyardDrainHook(Hook):  # type: ignore[misc]
 
     def after_train_epoch(self, runner: Any) -> None:
         epoch = runner.epoch + 1  # still 0-based here
-        if not _validates_after(runner, epoch):  # an epoch without evaluation is reported now
+        if not validates_after(runner, epoch):  # an epoch without evaluation is reported now
             self._check(runner, epoch)
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
@@ -52,7 +52,7 @@ class TrainyardDrainHook(Hook):  # type: ignore[misc]
         loop = runner.train_loop
         if loop.stop_training or epoch >= runner.max_epochs:
             return  # the run ends here anyway: that is a finish, not a drain
-        if _from_rank_0((Path(runner.work_dir) / DRAIN_MARKER).exists()):
+        if from_rank_0((Path(runner.work_dir) / DRAIN_MARKER).exists()):
             print_log(f"trainyard: the trainer drains; stopping after epoch {epoch}", logger="current")
             self.drained_after = epoch
             loop.stop_training = True

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from services.trainer.lifeline import TRAINER_PID_VARIABLE, peak_memory_bytes
+from shared.exits import ended_how
 
 CHILD_MODULE = "services.trainer.child"
 # Report lines can be long (an epoch's confusion matrix, many classes).
@@ -183,19 +184,10 @@ class TrainingProcesses:
 
 
 
-def describe_signal(returncode: int) -> str:
-    """'signal 9 (SIGKILL)' for a return code of -9."""
-    number = -returncode
-    try:
-        return f"signal {number} ({signal.Signals(number).name})"
-    except ValueError:
-        return f"signal {number}"
-
-
 def killed_by_signal_message(ended: ChildExit, world_size: int, peak_memory: int | None) -> str:
     """Why an attempt's training process died of a signal nobody here sent, for the run's history."""
     who = "training process" if world_size == 1 else f"training process of rank {ended.rank} (of {world_size})"
-    message = f"{who} was killed by {describe_signal(ended.returncode)}"
+    message = f"{who} {ended_how(ended.returncode)}"
     if -ended.returncode == signal.SIGKILL:
         message += "; signal 9 is often the kernel's out-of-memory killer (see `dmesg` on the trainer's machine)"
     if peak_memory is not None:

@@ -11,7 +11,6 @@ images per process (see _distribute).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,24 +18,22 @@ from typing import Any
 
 from mmengine.config import Config
 
+from services.trainer.annotations import check_annotations
 from services.trainer.coco_eval import MAX_DETECTIONS
-from services.trainer.hooks import METRIC_PREFIX  # importing registers the Trainyard hooks used below
+from services.trainer.evaluation import METRIC_PREFIX  # importing registers the Trainyard metrics used below
+from services.trainer.hooks import TrainingDiverged  # noqa: F401  (importing registers the Trainyard hooks)
+from services.trainer.recipe import (
+    drop_pretrained,
+    fit_batch_resize,
+    fit_pipeline_switch,
+    fit_schedule,
+    replace_norm,
+    rescale_pipelines,
+)
 from services.trainer.reports import TrainingJob
 from services.trainer.transfer import BASE_WEIGHTS_FILE
 from shared.catalogue import ARCHITECTURES
 from shared.specs import LOWER_IS_BETTER
-
-# Keys of data transforms (Resize, RandomResize, RandomCrop, Pad, (Cached)Mosaic,
-# (Cached)MixUp, TestTimeAug...) that hold a (w, h) size in pixels.
-_SIZE_KEYS = frozenset({"img_scale", "scale", "crop_size", "size"})
-
-# Warm-up is at most this fraction of the run: stock warm-ups (500-1000
-# iterations) are longer than a whole short run on a small dataset.
-_MAX_WARMUP_FRACTION = 0.1
-
-# Runs shorter than this skip RTMDet's Mosaic/MixUp stage (see _fit_pipeline_switch).
-# The measurements were at 30 epochs; 100 is a judgement, not a measurement.
-_MOSAIC_MIN_EPOCHS = 100
 
 
 @dataclass(frozen=True)
@@ -77,10 +74,6 @@ _OTHER_OPTIMIZER: dict[str, dict[str, Any]] = {
 _OTHER_OPTIMIZER_BATCH: dict[str, int | None] = {"sgd": 16, "adamw": None}
 
 
-class DatasetError(ValueError):
-    """The job's dataset files cannot be trained on; the message says why."""
-
-
 def mmdet_config_dir() -> Path:
     import mmdet
 
@@ -101,7 +94,7 @@ def build_config(job: TrainingJob) -> Config:
     # Two-stage detectors classify in the RoI head; single-stage ones in bbox_head.
     head = cfg.model.roi_head.bbox_head if "roi_head" in cfg.model else cfg.model.bbox_head
     head.num_classes = len(classes)
-    _drop_pretrained(cfg.model)
+    drop_pretrained(cfg.model)
     cfg.pop("checkpoint", None)  # RTMDet's top-level pretrained URL, unused without init_cfg
     if arch.backbone_depth is not None:
         cfg.model.backbone.depth = arch.backbone_depth
@@ -119,7 +112,7 @@ def build_config(job: TrainingJob) -> Config:
         # ResNet, CSPNeXt and CSPDarknet all read frozen_stages=N as "the stem
         # and the first N stages"; -1 (set above or stock) freezes nothing.
         cfg.model.backbone.frozen_stages = spec.num_frozen_stages
-    _fit_batch_resize(cfg.model, spec.input_size / family.native_size)
+    fit_batch_resize(cfg.model, spec.input_size / family.native_size)
 
     # Data: absolute paths, our classes (CocoDataset maps categories by name),
     # one process (no workers: tiny sets, and the trainer budgets threads).
@@ -141,9 +134,18 @@ def build_config(job: TrainingJob) -> Config:
     # One detections-per-image rule for every architecture: COCO's maxDets, as the report computes them
     # (CocoMetric's default 100, 300, 1000 would log mAP_50/75/s/m/l at 1000).
     cfg.val_evaluator.proposal_nums = list(MAX_DETECTIONS)
+    # The reported metrics, matrix and previews: Trainyard's metrics (services/trainer/evaluation.py)
+    # beside CocoMetric, whose rounded values stay in train.log.
+    cfg.val_evaluator = [
+        cfg.val_evaluator,
+        {"type": "TrainyardCocoMetric", "ann_file": val_ann, "work_dir": job.work_dir},
+        *([{"type": "TrainyardConfusionMetric"}] if spec.matrix else []),
+        *([{"type": "TrainyardPreviewMetric", "images": spec.preview_images, "data_root": dataset.root,
+            "work_dir": job.work_dir}] if spec.preview and spec.preview_images > 0 else []),
+    ]
     cfg.test_dataloader = cfg.val_dataloader
     cfg.test_evaluator = cfg.val_evaluator
-    _rescale_pipelines(cfg, spec.input_size / family.native_size)
+    rescale_pipelines(cfg, spec.input_size / family.native_size)
 
     # Schedule: every epoch validated, stock schedule shape squeezed into the run.
     stock_epochs = cfg.train_cfg.max_epochs
@@ -154,9 +156,9 @@ def build_config(job: TrainingJob) -> Config:
     # Each of world_size processes takes batch_size images per iteration.
     total_batch = spec.batch_size * job.world_size
     iters_per_epoch = math.ceil(train_images / total_batch)
-    _fit_schedule(cfg, stock_epochs, spec.epochs, spec.epochs * iters_per_epoch)
-    _fit_pipeline_switch(cfg, stock_epochs, spec.epochs)
-    stock_lr = cfg.optim_wrapper.optimizer.lr  # after _fit_schedule, which reads it too
+    fit_schedule(cfg, stock_epochs, spec.epochs, spec.epochs * iters_per_epoch)
+    fit_pipeline_switch(cfg, stock_epochs, spec.epochs)
+    stock_lr = cfg.optim_wrapper.optimizer.lr  # after fit_schedule, which reads it too
     if spec.optimizer is not None and spec.optimizer != arch.optimizer:
         cfg.optim_wrapper.optimizer = dict(_OTHER_OPTIMIZER[spec.optimizer])  # a copy: the config is edited
         reference_batch = _OTHER_OPTIMIZER_BATCH[spec.optimizer]
@@ -180,10 +182,10 @@ def build_config(job: TrainingJob) -> Config:
     }
     watched = spec.watched_metric
     if spec.checkpoint.strategy != "latest":
-        # TrainyardReportHook puts its metrics into the evaluation's results as
-        # trainyard/<name> before CheckpointHook (lower priority) reads them.
+        # The Trainyard metrics (and TrainyardValLossHook, before CheckpointHook's lower
+        # priority) name their results trainyard/<name> in the evaluation's results.
         cfg.default_hooks.checkpoint.update(
-            save_best=f"{METRIC_PREFIX}{watched}", rule="less" if watched in LOWER_IS_BETTER else "greater"
+            save_best=f"{METRIC_PREFIX}{watched}", rule=_rule(watched)
         )
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 5}
     cfg.log_processor = {"type": "LogProcessor", "window_size": 5, "by_epoch": True}
@@ -191,17 +193,19 @@ def build_config(job: TrainingJob) -> Config:
     cfg.visualizer = {"type": "DetLocalVisualizer", "vis_backends": cfg.vis_backends, "name": "visualizer"}
     cfg.custom_hooks = [
         *cfg.get("custom_hooks", []),
-        {"type": "TrainyardReportHook", "val_loss": spec.needs_val_loss, "log_interval": spec.log_interval,
-         "matrix": spec.matrix, "preview_images": spec.preview_images if spec.preview else 0},
+        {"type": "TrainyardDivergenceHook"},
+        {"type": "TrainyardIterationLogHook", "log_interval": spec.log_interval},
+        *([{"type": "TrainyardValLossHook"}] if spec.needs_val_loss else []),
+        {"type": "TrainyardReportHook"},
     ]
-    if spec.limit is not None or spec.patience is not None:
-        cfg.custom_hooks.append({
-            "type": "TrainyardStopHook",
-            "limit_metric": spec.limit.metric if spec.limit else None,
-            "limit_value": spec.limit.value if spec.limit else None,
-            "patience_metric": watched if spec.patience else None,
-            "patience": spec.patience,
-        })
+    early_stopping = {"type": "TrainyardEarlyStoppingHook", "min_delta": 0.0, "check_finite": False}
+    if spec.limit is not None:
+        cfg.custom_hooks.append({**early_stopping, "monitor": METRIC_PREFIX + spec.limit.metric,
+                                 "rule": _rule(spec.limit.metric), "stopping_threshold": spec.limit.value,
+                                 "patience": _NEVER})
+    if spec.patience is not None:
+        cfg.custom_hooks.append({**early_stopping, "monitor": METRIC_PREFIX + watched, "rule": _rule(watched),
+                                 "patience": spec.patience})
     if job.decision_epochs:
         cfg.custom_hooks.append({"type": "TrainyardRungHook", "epochs": job.decision_epochs,
                                  "work_dir": job.work_dir})
@@ -221,6 +225,15 @@ def build_config(job: TrainingJob) -> Config:
     for leftover in _STOCK_VARIABLES & set(cfg.keys()):
         cfg.pop(leftover)
     return cfg
+
+
+# A limit's early stopping never stops for patience.
+_NEVER = 2**31
+
+
+def _rule(metric: str) -> str:
+    """How MMEngine's CheckpointHook and EarlyStoppingHook compare values of a reported metric."""
+    return "less" if metric in LOWER_IS_BETTER else "greater"
 
 
 _STOCK_VARIABLES = {"max_epochs", "stage2_num_epochs", "num_last_epochs", "data_root", "base_lr", "interval",
@@ -250,7 +263,7 @@ def _distribute(cfg: Config, job: TrainingJob) -> None:
     env_cfg["dist_cfg"] = {**env_cfg.get("dist_cfg", {}), "backend": dist_backend(job.device)}
     cfg.env_cfg = env_cfg
     if job.device == "cpu":
-        _replace_norm(cfg.model, "SyncBN", "BN")
+        replace_norm(cfg.model, "SyncBN", "BN")
         cfg.pop("sync_bn", None)
         if cfg.model.get("type") == "RTMDet":
             cfg.model.use_syncbn = False  # else the detector converts every BN itself when world size > 1
@@ -262,160 +275,3 @@ def _distribute(cfg: Config, job: TrainingJob) -> None:
         }
 
 
-def _replace_norm(node: Any, old: str, new: str) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "norm_cfg" and isinstance(value, dict) and value.get("type") == old:
-                node[key] = {**value, "type": new}
-            else:
-                _replace_norm(value, old, new)
-    elif isinstance(node, list | tuple):
-        for value in node:
-            _replace_norm(value, old, new)
-
-
-def check_annotations(path: str, classes: tuple[str, ...], split: str, work_dir: str) -> tuple[int, str]:
-    """Number of images with at least one box, and the annotation file to train and evaluate on;
-    raises DatasetError naming the file.
-
-    CocoDataset and CocoMetric number labels in the order the file lists its
-    categories, not in the order of `classes` (registration's: by category id).
-    A file listing them in another order is trained on through a copy under the
-    work dir that lists them in class order: ids, images and annotations are
-    unchanged, so predictions (by category id) and their metrics are the same
-    against the user's file, and every label names the right class."""
-    try:
-        coco = json.loads(Path(path).read_text())
-        names = [c["name"] for c in coco["categories"]]
-        annotated = {a["image_id"] for a in coco["annotations"]}
-        n_images = sum(1 for image in coco["images"] if image["id"] in annotated)
-    except FileNotFoundError:
-        raise DatasetError(f"dataset {split} annotation file {path}: not found") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(f"dataset {split} annotation file {path}: not COCO JSON ({exc!r})") from None
-    missing = [c for c in classes if c not in names]
-    if missing:
-        raise DatasetError(f"dataset {split} annotation file {path}: classes {list(classes)}: "
-                           f"categories {missing} not in the file")
-    if n_images == 0:
-        raise DatasetError(f"dataset {split} annotation file {path}: no image has an annotation")
-    if [n for n in names if n in classes] == list(classes):
-        return n_images, path
-    rank = {name: i for i, name in enumerate(classes)}
-    coco["categories"] = sorted(coco["categories"], key=lambda c: rank.get(c["name"], len(rank)))
-    copy = Path(work_dir) / "annotations" / f"{split}.json"
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    copy.write_text(json.dumps(coco))
-    return n_images, str(copy)
-
-
-def _drop_pretrained(node: Any) -> None:
-    """Remove every init_cfg that loads weights (they would download)."""
-    if isinstance(node, dict):
-        init = node.get("init_cfg")
-        inits = init if isinstance(init, list) else [init]
-        if any(isinstance(i, dict) and i.get("type") == "Pretrained" for i in inits):
-            node.pop("init_cfg")
-        for value in node.values():
-            _drop_pretrained(value)
-    elif isinstance(node, list | tuple):
-        for value in node:
-            _drop_pretrained(value)
-
-
-def _rescale_pipelines(cfg: Config, factor: float) -> None:
-    """Scale every transform size in the train/val/test pipelines, the stage-2
-    pipeline RTMDet switches to, and the TTA pipeline, by `factor`, as squares."""
-    seen: set[int] = set()  # a pipeline may be shared: scale each dict once
-
-    def walk(node: Any) -> None:
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in _SIZE_KEYS and _is_size(value):
-                    side = round(max(value) * factor)
-                    node[key] = (side, side)
-                else:
-                    walk(value)
-        elif isinstance(node, list | tuple):
-            for value in node:
-                walk(value)
-
-    for key in list(cfg):
-        if key.endswith("pipeline") or key.endswith("dataloader"):
-            walk(cfg[key])
-    for hook in cfg.get("custom_hooks", []):
-        walk(hook.get("switch_pipeline", []))
-
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value)
-
-
-def _fit_schedule(cfg: Config, stock_epochs: int, epochs: int, total_iters: int) -> None:
-    """Squeeze the stock param_scheduler from stock_epochs into `epochs`.
-
-    Epoch positions (begin, end, T_max, milestones) scale proportionally and
-    are rounded to whole epochs (MultiStepLR only fires on whole iterations);
-    iteration-based warm-ups are cut to a tenth of the run, or dropped when
-    that is under 2 iterations.
-    """
-
-    def at(epoch: float) -> int:
-        return round(epoch * epochs / stock_epochs)
-
-    schedulers = []
-    for sched in cfg.param_scheduler:
-        sched = dict(sched)
-        if not sched.get("by_epoch", True):  # iteration-based: a warm-up
-            sched["end"] = min(sched["end"], int(total_iters * _MAX_WARMUP_FRACTION))
-            if sched["end"] < 2:  # LinearLR needs 2 steps to ramp; shorter runs start at full rate
-                continue
-        else:
-            begin = min(at(sched.get("begin", 0)), epochs - 1)
-            end = max(min(at(sched.get("end", stock_epochs)), epochs), begin + 1)
-            sched.update(begin=begin, end=end, convert_to_iter_based=True)
-            if "T_max" in sched:
-                sched["T_max"] = end - begin
-            if "milestones" in sched:
-                sched["milestones"] = sorted({at(m) for m in sched["milestones"]})
-            if sched.get("eta_min") is not None:
-                # As a ratio, the floor follows a learning rate set by the job.
-                sched["eta_min_ratio"] = sched.pop("eta_min") / cfg.optim_wrapper.optimizer.lr
-        schedulers.append(sched)
-    cfg.param_scheduler = schedulers
-
-
-def _fit_batch_resize(model: Any, factor: float) -> None:
-    """YOLOX resizes whole batches to a random multiple of 32 in a range around
-    its native input: scale that range with the input (at least one step of 32)."""
-    for augment in model.get("data_preprocessor", {}).get("batch_augments") or []:
-        if augment.get("type") == "BatchSyncRandomResize":
-            divisor = augment.get("size_divisor", 32)
-            low, high = (max(divisor, round(v * factor / divisor) * divisor) for v in augment["random_size_range"])
-            augment["random_size_range"] = (low, max(low, high))
-
-
-def _fit_pipeline_switch(cfg: Config, stock_epochs: int, epochs: int) -> None:
-    """RTMDet trains with Mosaic/MixUp, then PipelineSwitchHook turns them off
-    for the last 20 of 300 epochs. Long runs keep that, squeezed
-    proportionally (at least one stage-2 epoch). Short runs train on the
-    stage-2 pipeline throughout: measured on 32 images, 30 epochs, mAP50 0.95
-    without the mosaic stage, 0.24 with it for 15 epochs, 0.36 for 28.
-    """
-    for hook in [h for h in cfg.get("custom_hooks", []) if h.get("type") == "PipelineSwitchHook"]:
-        if epochs < _MOSAIC_MIN_EPOCHS:
-            cfg.train_dataloader.dataset.pipeline = hook["switch_pipeline"]
-            cfg.custom_hooks.remove(hook)
-        else:
-            stage2 = max(1, round((stock_epochs - hook["switch_epoch"]) * epochs / stock_epochs))
-            hook["switch_epoch"] = epochs - stage2
-    # YOLOX's equivalent (last 15 of 300 epochs without Mosaic, with an L1 loss):
-    # short runs switch from the first epoch, for the same reason.
-    for hook in [h for h in cfg.get("custom_hooks", []) if h.get("type") == "YOLOXModeSwitchHook"]:
-        if epochs < _MOSAIC_MIN_EPOCHS:
-            hook["num_last_epochs"] = epochs
-        else:
-            hook["num_last_epochs"] = max(1, round(hook["num_last_epochs"] * epochs / stock_epochs))

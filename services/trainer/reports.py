@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from shared.events import BaseModelRef, ConfusionMatrix, FiniteFloat, IterationLog
 from shared.specs import DatasetLayout, RunSpec
 
+# In an attempt's work dir: the job the trainer writes for the child, the child's
+# log (stdout and stderr of every rank), and the MMEngine config it trained with.
+JOB_FILE = "job.json"
+LOG_FILE = "train.log"
+CONFIG_FILE = "config.py"
+
 
 class TrainingJob(BaseModel):
     model_config = ConfigDict(frozen=True)

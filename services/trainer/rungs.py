@@ -18,7 +18,7 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 from services.trainer.decisions import decision_path, stop_decision
-from services.trainer.hooks import _from_rank_0
+from services.trainer.ranks import from_rank_0
 
 POLL_S = 0.2
 
@@ -45,7 +45,7 @@ class TrainyardRungHook(Hook):  # type: ignore[misc]
                     print_log(f"trainyard: no rung decision for epoch {epoch} within {self.timeout_s:.0f} s; "
                               "training goes on", logger="current")
             message = stop_decision(self.work_dir)
-        message = _from_rank_0(message)  # every rank stops together, or none does
+        message = from_rank_0(message)  # every rank stops together, or none does
         if message is not None:
             print_log(f"trainyard: stopping after epoch {epoch}: {message}", logger="current")
             runner.train_loop.stop_training = True

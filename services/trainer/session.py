@@ -5,7 +5,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -15,7 +15,12 @@ from services.trainer.decisions import write_decision
 from services.trainer.drain import request_drain
 from services.trainer.launch import ChildExit, TrainingProcesses, killed_by_signal_message
 from services.trainer.lifeline import forget_processes, record_processes
+from services.trainer.outcome import NOT_STARTED, AttemptOutcome, Progress, log_tail
 from services.trainer.reports import (
+    CONFIG_FILE,
+    JOB_FILE,
+    LOG_FILE,
+    ChildReport,
     DrainedReport,
     EpochReport,
     FailedReport,
@@ -39,25 +44,17 @@ from shared.events import (
     RunReleased,
     RunStarted,
 )
+from shared.exits import ended_how
+from shared.specs import DatasetLayout
 from shared.status import RunStatus
 from shared.telemetry import child_process_env
 
 log = logging.getLogger(__name__)
-# Written by the training child into its work dir (services/trainer/child.py).
-CONFIG_FILE = "config.py"
 
 # (subject kind, event, dedup key): how a session hands events to the bus.
 Emit = Callable[[str, Event, str], Awaitable[None]]
-LOG_TAIL_LINES = 8
 # A child (every rank of a distributed run) asked to stop gets this long to exit before it is killed.
 STOP_GRACE_S = 5.0
-
-
-def _log_tail(path: Path) -> str:
-    if not path.exists():
-        return ""
-    lines = path.read_text(errors="replace").strip().splitlines()
-    return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
 class TrainingSession:
@@ -77,9 +74,7 @@ class TrainingSession:
         self.release_reason: str | None = None
         # The epoch a drained child stopped after (DrainedReport).
         self.drained_after: int | None = None
-        # The processes died of a signal nobody here sent (the OOM killer, say): a reset, not a failure.
-        self.killed: ChildExit | None = None
-        self.killed_message = ""
+        self._progress = Progress()
         self.checkpoints = RunCheckpoints(assignment.run_id, assignment.attempt, assignment.spec, cache,
                                           assignment.resume_from)
         self.cache = cache
@@ -121,25 +116,24 @@ class TrainingSession:
 
     async def run(self) -> RunCompleted | RunReleased:
         """Train to the end and publish the outcome; never raises for a training failure."""
-        failure: str | None = None
-        finished = False
-        log_path = self.work_dir / "train.log"
+        log_path = self.work_dir / LOG_FILE
         try:
             self.work_dir.mkdir(parents=True, exist_ok=True)
-            returncode, failure, finished = await self._train(log_path)
+            outcome = await self._train(log_path)
         except Exception as error:  # the trainer must always report an outcome
             log.exception("training session of run %s broke", self.run_id)
-            returncode, failure = -1, f"trainer error: {error}"
-        if self.release_reason is not None and not (finished and returncode == 0):
+            outcome = AttemptOutcome(returncode=-1, failure=f"trainer error: {error}")
+        if self.release_reason is not None and not outcome.succeeded:
             reason = self.release_reason
             if self.drained_after is not None:
                 reason += f"; stopped after epoch {self.drained_after}, which is stored"
             return await self._release(reason, "drain")
-        if self.killed is not None and self.stop_outcome is None:
-            return await self._release(self.killed_message, "child_killed")
+        if outcome.killed is not None and self.stop_outcome is None:
+            return await self._release(outcome.killed, "child_killed")
+        message: str | None
         if self.stop_outcome is not None:
             status, message = self.stop_outcome
-        elif finished and returncode == 0:
+        elif outcome.succeeded:
             status, message = RunStatus.SUCCESS, None
             try:
                 await self._register_model()
@@ -147,9 +141,7 @@ class TrainingSession:
                 log.exception("run %s: storing the trained model failed", self.run_id)
                 status, message = RunStatus.FAILED, f"trained, but its weights could not be stored: {error}"
         else:
-            status = RunStatus.FAILED
-            how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
-            message = failure or f"training process {how}; last lines of {log_path}:\n{_log_tail(log_path)}"
+            status, message = RunStatus.FAILED, outcome.failure_message(log_path)
         self._drop_local_checkpoints()
         completed = RunCompleted(
             run_id=self.run_id,
@@ -192,18 +184,45 @@ class TrainingSession:
         for path in self.cache.path(f"runs/{self.run_id}").rglob("*.pth"):
             path.unlink(missing_ok=True)
 
-    async def _train(self, log_path: Path) -> tuple[int, str | None, bool]:
+    def _stopping(self) -> bool:
+        return self.stop_outcome is not None or self.release_reason is not None
+
+    async def _train(self, log_path: Path) -> AttemptOutcome:
         try:
             resume_from, base_model = await self._inputs()
             dataset = await local_dataset(self.assignment.dataset, self.cache)  # an upload: unpacked here
         except (CheckpointStoreError, DatasetUnavailable) as error:
-            return -1, str(error), False
+            return AttemptOutcome(returncode=-1, failure=str(error))
         if resume_from is not None:
             log.info("run %s attempt %d resumes from %s", self.run_id, self.attempt, resume_from)
+        job = self._job(resume_from, base_model, dataset)
+        if self._stopping():
+            return NOT_STARTED
+        job_path = self.work_dir / JOB_FILE
+        job_path.write_text(job.model_dump_json(indent=2))
+        with log_path.open("ab") as log_file:
+            processes = await TrainingProcesses.start(job_path, job.world_size, self._environment(job), log_file,
+                                                      grace_s=STOP_GRACE_S)
+        self.processes = processes
+        # Read by the next trainer on this work root if this one dies (services/trainer/lifeline.py).
+        record_processes(self.work_dir, processes.pids)
+        if self._stopping():
+            await processes.terminate()  # stopped while it was starting
+        try:
+            await self._read_reports(processes)
+        except Exception:
+            await processes.terminate()  # nobody is left to read their reports
+            forget_processes(self.work_dir)
+            raise
+        ended = await processes.wait()
+        forget_processes(self.work_dir)
+        return self._outcome(ended, job.world_size, processes, log_path)
+
+    def _job(self, resume_from: Path | None, base_model: BaseModelRef | None, dataset: DatasetLayout) -> TrainingJob:
         # One process per accelerator the run holds: more than one trains with
         # distributed data parallel, spec.batch_size images per process.
         world_size = self.assignment.spec.accelerator.count
-        job = TrainingJob(
+        return TrainingJob(
             run_id=self.run_id,
             attempt=self.assignment.attempt,
             spec=self.assignment.spec,
@@ -216,10 +235,8 @@ class TrainingSession:
             base_model=base_model,
             decision_epochs=self.assignment.decision_epochs,
         )
-        if self.stop_outcome is not None or self.release_reason is not None:
-            return 0, None, False  # stopped before it began
-        job_path = self.work_dir / "job.json"
-        job_path.write_text(job.model_dump_json(indent=2))
+
+    def _environment(self, job: TrainingJob) -> dict[str, str]:
         env = {
             **os.environ,
             # torch >= 2.6 loads weights_only by default, which MMEngine's own
@@ -232,71 +249,70 @@ class TrainingSession:
         }
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpu_ids))
-        with log_path.open("ab") as log_file:
-            processes = await TrainingProcesses.start(job_path, world_size, env, log_file, grace_s=STOP_GRACE_S)
-        self.processes = processes
-        # Read by the next trainer on this work root if this one dies (services/trainer/lifeline.py).
-        record_processes(self.work_dir, processes.pids)
-        if self.stop_outcome is not None or self.release_reason is not None:
-            await processes.terminate()  # stopped while it was starting
-        failure: str | None = None
-        finished = False
-        try:
-            async for line in processes.report_lines():
-                try:
-                    report = child_report_adapter.validate_json(line)
-                except ValidationError as error:
-                    log.warning("run %s: unreadable report from the training child: %s", self.run_id, error)
-                    continue
-                if isinstance(report, StartedReport):
-                    if report.base_model_id is not None:
-                        log.info("run %s starts from model %s; re-initialised: %s", self.run_id,
-                                 report.base_model_id, report.reinitialised or "nothing")
-                    config_file = self.work_dir / CONFIG_FILE
-                    await self.emit("started", RunStarted(
-                        run_id=self.run_id, attempt=self.assignment.attempt,
-                        trainer_id=self.assignment.trainer_id, device=report.device,
-                        world_size=report.world_size,
-                        # The generated MMEngine config travels with the event, so the run
-                        # can be reproduced without access to this trainer's disk.
-                        config=config_file.read_text() if config_file.exists() else None,
-                    ), self._dedup("started"))
-                elif isinstance(report, EpochReport):
-                    await self._report_epoch(report)
-                elif isinstance(report, IterationsReport):
-                    event = IterationsLogged(run_id=self.run_id, attempt=self.attempt, steps=report.steps)
-                    await self.emit("iterations", event, self._dedup(f"iterations:{report.steps[0].step}"))
-                elif isinstance(report, FailedReport):
-                    # Of several ranks, the first to fail says why; the others then fail in their collectives.
-                    failure = failure or report.message
-                elif isinstance(report, FinishedReport):
-                    finished = True
-                elif isinstance(report, DrainedReport):
-                    self.drained_after = report.epoch
-        except Exception:
-            await processes.terminate()  # nobody is left to read their reports
-            forget_processes(self.work_dir)
-            raise
-        ended = await processes.wait()
-        forget_processes(self.work_dir)
+        return env
+
+    async def _read_reports(self, processes: TrainingProcesses) -> None:
+        """Each of the child's reports to its handler, until every rank has closed its pipe."""
+        handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
+            "started": self._on_started, "epoch": self._report_epoch, "iterations": self._on_iterations,
+            "failed": self._on_failed, "finished": self._on_finished, "drained": self._on_drained,
+        }
+        async for line in processes.report_lines():
+            try:
+                report: ChildReport = child_report_adapter.validate_json(line)
+            except ValidationError as error:
+                log.warning("run %s: unreadable report from the training child: %s", self.run_id, error)
+                continue
+            await handlers[report.kind](report)
+
+    async def _on_started(self, report: StartedReport) -> None:
+        if report.base_model_id is not None:
+            log.info("run %s starts from model %s; re-initialised: %s", self.run_id,
+                     report.base_model_id, report.reinitialised or "nothing")
+        config_file = self.work_dir / CONFIG_FILE
+        await self.emit("started", RunStarted(
+            run_id=self.run_id, attempt=self.assignment.attempt,
+            trainer_id=self.assignment.trainer_id, device=report.device,
+            world_size=report.world_size,
+            # The generated MMEngine config travels with the event, so the run
+            # can be reproduced without access to this trainer's disk.
+            config=config_file.read_text() if config_file.exists() else None,
+        ), self._dedup("started"))
+
+    async def _on_iterations(self, report: IterationsReport) -> None:
+        event = IterationsLogged(run_id=self.run_id, attempt=self.attempt, steps=report.steps)
+        await self.emit("iterations", event, self._dedup(f"iterations:{report.steps[0].step}"))
+
+    async def _on_failed(self, report: FailedReport) -> None:
+        # Of several ranks, the first to fail says why; the others then fail in their collectives.
+        self._progress.failure = self._progress.failure or report.message
+
+    async def _on_finished(self, report: FinishedReport) -> None:
+        self._progress.finished = True
+
+    async def _on_drained(self, report: DrainedReport) -> None:
+        self.drained_after = report.epoch
+
+    def _outcome(self, ended: ChildExit, world_size: int, processes: TrainingProcesses,
+                 log_path: Path) -> AttemptOutcome:
+        finished, failure = self._progress.finished, self._progress.failure
         if world_size > 1 and finished and ended.returncode != 0:
             # Rank 0 reports `finished` only once every rank has passed the barrier after
             # the last epoch, and its checkpoint is written: what failed was a teardown.
             log.warning("run %s: rank %d exited with %d after training finished", self.run_id, ended.rank,
                         ended.returncode)
-            return 0, None, True
+            return AttemptOutcome(returncode=0, finished=True)
         if ended.returncode < 0 and not finished:
             # A signal nobody here sent (TrainingProcesses names the rank that died first
             # of one): the kernel's OOM killer does this. A reset, retried like a lost trainer.
-            self.killed = ended
-            self.killed_message = killed_by_signal_message(ended, world_size,
-                                                           processes.peak_memory.get(ended.rank))
-        elif world_size > 1 and ended.returncode != 0 and failure is None:
+            killed = killed_by_signal_message(ended, world_size, processes.peak_memory.get(ended.rank))
+            return AttemptOutcome(returncode=ended.returncode, failure=failure, killed=killed)
+        if world_size > 1 and ended.returncode != 0 and failure is None:
             # The rank that failed first without a report is the cause: the others then fail
             # in their collectives.
-            failure = (f"training process of rank {ended.rank} (of {world_size}) exited with code "
-                       f"{ended.returncode}; last lines of {log_path}:\n{_log_tail(log_path)}")
-        return ended.returncode, failure, finished
+            failure = (f"training process of rank {ended.rank} (of {world_size}) {ended_how(ended.returncode)}; "
+                       f"last lines of {log_path}:\n{log_tail(log_path)}")
+        return AttemptOutcome(returncode=ended.returncode, finished=finished, failure=failure)
 
     def _model_id(self) -> str:
         # Derived from the attempt: a re-published event names the same model.

@@ -23,15 +23,39 @@ def test_a_reached_limit_stops_the_run_early_with_success(tmp_path: Path) -> Non
     epoch, finished = reports[1], reports[2]
     assert isinstance(epoch, EpochReport) and epoch.epoch == 1 and epoch.total_epochs == 5
     assert (epoch.metrics["val_loss"] or 0.0) > 0
-    assert "reached the limit" in log
+    assert "Stopping threshold reached" in log
     assert isinstance(finished, FinishedReport) and finished.checkpoint and Path(finished.checkpoint).is_file()
     # lowest_val_loss keeps that epoch's checkpoint as the best one.
     assert finished.best_checkpoint and Path(finished.best_checkpoint).name.startswith("best_trainyard_val_loss")
     assert not list(Path(job.work_dir).glob("epoch_2.pth"))
+    assert_loads_without_trainyard(Path(finished.checkpoint))
+
+
+def assert_loads_without_trainyard(checkpoint: Path) -> None:
+    """The evaluation's results reach the message hub, which the checkpoint pickles: plain data only,
+    so the checkpoint loads where trainyard is not installed."""
+    import pickle
+
+    import torch
+
+    class NoTrainyard(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> object:
+            assert not module.startswith(("services", "shared", "trainyard")), f"{module}.{name} in {checkpoint}"
+            return super().find_class(module, name)
+
+    class Pickle:
+        Unpickler = NoTrainyard
+        load = pickle.load
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, pickle_module=Pickle)
+    assert "val/trainyard/confusion_matrix" in state["message_hub"]["runtime_info"]
 
 
 def test_patience_stops_when_the_metric_does_not_improve(tmp_path: Path) -> None:
-    from services.trainer.hooks import METRIC_PREFIX, TrainyardStopHook
+    import logging
+
+    from services.trainer.evaluation import METRIC_PREFIX
+    from services.trainer.hooks import TrainyardEarlyStoppingHook
 
     class Loop:
         stop_training = False
@@ -39,8 +63,11 @@ def test_patience_stops_when_the_metric_does_not_improve(tmp_path: Path) -> None
     class Runner:
         epoch = 1
         train_loop = Loop()
+        logger = logging.getLogger("test")
 
-    hook = TrainyardStopHook(patience_metric="bbox_mAP", patience=2)
+    # As build_config configures it for patience: an equal value is no improvement.
+    hook = TrainyardEarlyStoppingHook(monitor=METRIC_PREFIX + "bbox_mAP", rule="greater", min_delta=0.0,
+                                      check_finite=False, patience=2)
     runner = Runner()
     for value in (0.1, 0.3, 0.3, 0.2):
         assert not runner.train_loop.stop_training

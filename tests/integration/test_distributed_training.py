@@ -107,7 +107,7 @@ def assert_trained_one_epoch_on_two_ranks(job: TrainingJob, reports: list[ChildR
     predictions = json.loads((Path(job.work_dir) / "predictions" / "epoch_1.bbox.json").read_text())
     val_images = json.loads(Path(job.dataset.val.annotations).read_text())["images"]
     assert {p["image_id"] for p in predictions} == {image["id"] for image in val_images}
-    assert "reached the limit" in log
+    assert "Stopping threshold reached" in log
     assert isinstance(finished, FinishedReport) and finished.checkpoint and finished.best_checkpoint
     assert Path(finished.checkpoint).is_file() and Path(finished.best_checkpoint).is_file()
     config = (Path(job.work_dir) / "config.py").read_text()

@@ -5,9 +5,10 @@ import signal
 import sys
 from pathlib import Path
 
+from shared.exits import describe_exit
 from tests.helpers import wait_until
 from trainyard.localstack import LocalStack
-from trainyard.supervisor import Supervisor, describe_exit
+from trainyard.supervisor import Supervisor
 
 
 def test_a_killed_process_is_restarted_with_its_arguments_and_environment(tmp_path: Path) -> None:

@@ -172,7 +172,7 @@ def test_crowd_only_ground_truth_is_undefined_not_zero(tmp_path: Path, monkeypat
 
 def test_categories_out_of_id_order_map_consistently(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("mmengine")
-    from services.trainer.mmdet_config import check_annotations
+    from services.trainer.annotations import check_annotations
 
     # Listed out of id order, ids not contiguous; registration's classes are in id order: a(2), b(5), c(9).
     listed = [{"id": 9, "name": "c"}, {"id": 5, "name": "b"}, {"id": 2, "name": "a"}]

@@ -95,16 +95,17 @@ class AsyncRuns(AsyncResource):
 
     @overload
     async def logs(self, run_id: str, kind: Literal["epoch"]) -> builtins.list[EpochLog]: ...
-
     @overload
-    async def logs(self, run_id: str, kind: Literal["iteration"]) -> builtins.list[IterationLog]: ...
+    async def logs(self, run_id: str, kind: Literal["iteration"], after_step: int | None = None
+                   ) -> builtins.list[IterationLog]: ...
 
     @overload
     async def logs(self, run_id: str, kind: Literal["all"] = "all") -> builtins.list[LogEntry]: ...
 
-    async def logs(self, run_id: str, kind: Literal["all", "epoch", "iteration"] = "all") -> Any:
-        """Epoch (and iteration) logs in time order; each has `kind` and `logged_at`."""
-        return cast(RunLogs, await self._send(calls.run(run_id, "logs", kind=kind)))["items"]
+    async def logs(self, run_id: str, kind: Literal["all", "epoch", "iteration"] = "all",
+                   after_step: int | None = None) -> Any:
+        """Logs in time order, each with `kind` and `logged_at`; `after_step`: iterations after it only."""
+        return cast(RunLogs, await self._send(calls.run(run_id, "logs", kind=kind, after_step=after_step)))["items"]
 
     async def metrics(self, run_id: str, names: builtins.list[str] | None = None) -> MetricSeries:
         return cast(MetricSeries, await self._send(calls.run(run_id, "metrics", name=names)))

@@ -96,16 +96,17 @@ class Runs(SyncResource):
 
     @overload
     def logs(self, run_id: str, kind: Literal["epoch"]) -> builtins.list[EpochLog]: ...
-
     @overload
-    def logs(self, run_id: str, kind: Literal["iteration"]) -> builtins.list[IterationLog]: ...
+    def logs(self, run_id: str, kind: Literal["iteration"], after_step: int | None = None
+                   ) -> builtins.list[IterationLog]: ...
 
     @overload
     def logs(self, run_id: str, kind: Literal["all"] = "all") -> builtins.list[LogEntry]: ...
 
-    def logs(self, run_id: str, kind: Literal["all", "epoch", "iteration"] = "all") -> Any:
-        """Epoch (and iteration) logs in time order; each has `kind` and `logged_at`."""
-        return cast(RunLogs, self._send(calls.run(run_id, "logs", kind=kind)))["items"]
+    def logs(self, run_id: str, kind: Literal["all", "epoch", "iteration"] = "all",
+                   after_step: int | None = None) -> Any:
+        """Logs in time order, each with `kind` and `logged_at`; `after_step`: iterations after it only."""
+        return cast(RunLogs, self._send(calls.run(run_id, "logs", kind=kind, after_step=after_step)))["items"]
 
     def metrics(self, run_id: str, names: builtins.list[str] | None = None) -> MetricSeries:
         return cast(MetricSeries, self._send(calls.run(run_id, "metrics", name=names)))

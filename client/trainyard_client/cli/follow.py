@@ -53,19 +53,37 @@ class RunClock:
         return None if done <= 0 or total <= 0 else self.elapsed_s() * (total - done) / done
 
 
+class NewestStep:
+    """The run's newest logged iteration step, asking only for the logs after the last one seen:
+    each poll is small, and the API's cap on one answer (10,000 logs) never stops the bar."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.step: int | None = None
+
+    def poll(self, client: TrainyardClient) -> int | None:
+        """Read every iteration log after the newest seen (page after page); the newest step so far."""
+        while True:
+            logs = client.runs.logs(self.run_id, "iteration", after_step=self.step or 0)
+            if not logs:
+                return self.step
+            self.step = max(int(entry["step"]) for entry in logs)
+
+
 def _watch_iterations(client: TrainyardClient, run_id: str, progress: Progress, bar: TaskID,
                       clock: RunClock, stop: threading.Event) -> None:
     """Move the bar to the newest iteration log until `stop`; the client is this thread's own."""
     total = progress.tasks[0].total or 0
+    newest = NewestStep(run_id)
     with client:
         while not stop.wait(POLL_S):
             try:
                 run = client.runs.get(run_id)
-                iterations = [e for e in client.runs.logs(run_id, "iteration") if e["kind"] == "iteration"]
+                step = newest.poll(client)
             except TrainyardError:
                 continue
             clock.update(run)
-            done = float(iterations[-1]["step"]) if iterations else progress.tasks[0].completed
+            done = float(step) if step is not None else progress.tasks[0].completed
             left = clock.left_s(done, total)
             progress.update(bar, completed=done, clock=f"{duration(clock.elapsed_s())} elapsed, "
                                                         f"{duration(left) if left is not None else '?'} left")

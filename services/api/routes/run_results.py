@@ -50,14 +50,18 @@ async def get_run_logs(
     caller: RunsReader,
     store: Store,
     kind: Annotated[Literal["all", "epoch", "iteration"], Query(description="which logs")] = "all",
+    after_step: Annotated[int | None, Query(ge=0, le=2**62, description=(
+        f"only iteration logs after this step (and no epoch logs): a follower's newest; each answer holds at "
+        f"most {MAX_ITERATION_LOGS} iteration logs, the first after it"))] = None,
 ) -> RunLogs:
     """Epoch logs (losses, learning rate, COCO metrics) and iteration logs as timestamped events in time order."""
     await existing_run(store, caller.project, run_id)
     items: list[LogEntry] = []
-    if kind in ("all", "epoch"):
+    if kind in ("all", "epoch") and after_step is None:
         items += [EpochLog.model_validate(doc) for doc in await store.epochs_of(run_id)]
     if kind in ("all", "iteration"):
-        items += [IterationLog.model_validate(doc) for doc in await store.iterations_of(run_id, MAX_ITERATION_LOGS)]
+        items += [IterationLog.model_validate(doc)
+                  for doc in await store.iterations_of(run_id, MAX_ITERATION_LOGS, after_step=after_step)]
     items.sort(key=lambda entry: entry.logged_at)
     return RunLogs(run_id=run_id, items=items)
 
