@@ -20,7 +20,6 @@ from shared.events import (
     RunRerunRequested,
     RunStarted,
     TrainerHeartbeat,
-    utcnow,
 )
 from shared.subjects import Subjects
 from shared.sweeps import SweepKillRequested
@@ -68,7 +67,7 @@ def build_router(scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) 
             scheduler.request_placement()
 
     async def heartbeat(beat: TrainerHeartbeat) -> None:
-        news = await store.record_heartbeat(beat, utcnow())
+        news = await scheduler.heartbeat(beat)
         if news == "restarted":
             await scheduler.reset_attempts_of_previous_process(beat)
         if beat.running:

@@ -5,6 +5,7 @@ streams and integrators see the same history the runs collection records.
 """
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from faststream.nats import NatsBroker
@@ -45,6 +46,8 @@ class RunLifecycle:
         self.broker = broker
         self.subjects = subjects
         self.aging_s = aging_s
+        # Told of every run that enters the queue (the scheduler's in-memory queue index).
+        self.on_queued: Callable[[str], Awaitable[None]] | None = None
 
     async def _move(self, run_id: str, target: RunStatus, message: str | None, *, previous: str | None,
                     guard: Document | None = None, fields: Document | None = None,
@@ -62,6 +65,8 @@ class RunLifecycle:
             trainer_id=trainer_id if trainer_id is not None else guard.get("trainer_id"),
         )
         await publish_event(self.broker, self.subjects, self.subjects.run_status_changed, event)
+        if target == RunStatus.PENDING and self.on_queued is not None:
+            await self.on_queued(run_id)
         return True
 
     async def queue(self, run_id: str) -> None:
