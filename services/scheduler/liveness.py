@@ -6,8 +6,9 @@ fsync'd updates a second. What the database needs is written when it changes:
 a trainer joining, restarting as a new process, changing its accelerators or
 draining goes through `SchedulerStore.record_heartbeat` at once; being
 presumed lost is the periodic pass's conditional update. The stored
-`last_seen` (what the API shows) is refreshed for all trainers in one bulk
-write per periodic pass, so it lags by at most that interval.
+`last_seen` (what the API shows) is refreshed in one bulk write per periodic
+pass, each trainer's at most once per half timeout, so it stays inside the
+timeout.
 
 Every replica hears every heartbeat (a core subscription, no queue group), so
 each keeps its own memory; a restarted scheduler counts silence from its own
@@ -45,6 +46,7 @@ class Liveness:
         self.timeout = timeout
         self._heard: dict[str, Heard] = {}
         self._unflushed: set[str] = set()
+        self._flushed_at: dict[str, datetime] = {}
 
     async def heartbeat(self, beat: TrainerHeartbeat, now: datetime) -> HeartbeatNews:
         signature = signature_of(beat)
@@ -56,6 +58,7 @@ class Liveness:
             return "known"
         news = await self.store.record_heartbeat(beat, now)
         self._heard[beat.trainer_id] = Heard(now, signature, running)
+        self._flushed_at[beat.trainer_id] = now
         return news
 
     def forget(self, trainer_id: str) -> None:
@@ -86,11 +89,17 @@ class Liveness:
                                      draining=bool(doc.get("draining"))))
         return views
 
-    async def flush(self) -> None:
-        """Store when each trainer was last heard from, all in one bulk write."""
-        if not self._unflushed:
+    async def flush(self, now: datetime) -> None:
+        """Store when trainers were last heard from, in one bulk write: each trainer at most once per
+        half timeout, so the stored `last_seen` stays inside the timeout (the API's view of
+        health) for a fraction of the writes (each update is fsync'd on its own)."""
+        due = {tid for tid in self._unflushed if now - self._flushed_at.get(tid, datetime.min.replace(
+            tzinfo=now.tzinfo)) >= self.timeout / 2}
+        beats = {tid: self._heard[tid] for tid in due if tid in self._heard}
+        self._unflushed -= due
+        if not beats:
             return
-        beats = {tid: self._heard[tid] for tid in self._unflushed if tid in self._heard}
-        self._unflushed.clear()
+        for tid in beats:
+            self._flushed_at[tid] = now
         await self.store.touch_trainers(
             [(tid, heard.signature[4], heard.at, heard.running) for tid, heard in beats.items()])

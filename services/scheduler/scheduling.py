@@ -209,7 +209,7 @@ class Scheduler:
         """Recover what events alone cannot: lost announcements, silent trainers,
         unaccepted assignments, runs over their time limit."""
         now = utcnow()
-        await self.liveness.flush()
+        await self.liveness.flush(now)
         for run_id in await self.store.created_before(now - UNANNOUNCED_RUN_GRACE):
             await self.lifecycle.queue(run_id)
             self.request_placement()
