@@ -41,8 +41,7 @@ def dataset_id(client: TrainyardClient, tmp_path: Path) -> str:
 def test_a_scheduler_killed_under_load_loses_no_queued_run_and_assigns_none_twice(
     stack: LocalStack, client: TrainyardClient, dataset_id: str
 ) -> None:
-    scheduler = stack.start_service("scheduler", TRAINYARD_ASSIGNMENT_ACK_TIMEOUT_S="3")
-    stack.start_load_generator("fleet", "--trainers", "10", "--run-seconds", "0.2", "--heartbeat-seconds", "1")
+    stack.start_load_generator("fleet", "--trainers", "10", "--run-seconds", "0.5", "--heartbeat-seconds", "1")
     assignments: Counter[tuple[str, int]] = Counter()
 
     async def scenario() -> list[dict[str, Any]]:
@@ -62,6 +61,8 @@ def test_a_scheduler_killed_under_load_loses_no_queued_run_and_assigns_none_twic
         spec = {"dataset_id": dataset_id, "architecture": "rtmdet-tiny"}
         ids = [str((await asyncio.to_thread(client.runs.start, {"name": f"run-{i}", **spec}))["id"])
                for i in range(RUNS)]
+        # Started once every run is stored: the queue is deep when the scheduler dies.
+        scheduler = stack.start_service("scheduler", TRAINYARD_ASSIGNMENT_ACK_TIMEOUT_S="3")
         # Killed mid-queue: some runs done, some training, most still waiting.
         deadline = time.monotonic() + 120
         while sum(r["status"] == "success" for r in await asyncio.to_thread(every_run)) < 20:
