@@ -12,6 +12,7 @@ Names are paths, one place spells them:
     runs/<run>/previews/epoch_<n>/<image>.png
     runs/<run>/predictions/epoch_<n>.bbox.json           an evaluation's predictions (COCO results)
     models/<model>.pth                       a registered model's weights
+    datasets/<dataset>/archive               an uploaded dataset (tar, tar.gz or zip), as sent
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ TRANSFER_SECONDS = Histogram(
 TRANSFER_BYTES = Counter(
     "trainyard_artifact_bytes_total", "Bytes stored into or fetched from the artifact store", ["operation", "kind"],
 )
-KINDS = ("checkpoint", "manifest", "model", "preview", "predictions", "other")
+KINDS = ("checkpoint", "manifest", "model", "preview", "predictions", "dataset", "other")
 for _operation in ("store", "fetch"):
     for _kind in KINDS:  # exported from the start, so dashboards and alerts see zeros, not gaps
         TRANSFER_SECONDS.labels(_operation, _kind)
@@ -66,6 +67,8 @@ for _operation in ("store", "fetch"):
 def kind_of(name: str) -> str:
     if name.startswith("models/"):
         return "model"
+    if name.startswith("datasets/"):
+        return "dataset"
     if "/previews/" in name:
         return "preview"
     if "/predictions/" in name:
@@ -119,6 +122,10 @@ def predictions_name(run_id: str, epoch: int) -> str:
 
 def model_weights_name(model_id: str) -> str:
     return f"models/{model_id}.pth"
+
+
+def dataset_archive_name(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}/archive"
 
 
 @dataclass(frozen=True)

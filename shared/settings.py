@@ -83,6 +83,12 @@ class ApiSettings(CommonSettings):
     max_json_depth: int = 32
     max_images: int = 200_000
     max_image_pixels: int = 40_000_000
+    # An uploaded dataset archive (POST /v1/datasets with a tar, tar.gz or zip body): its size
+    # as sent (413 beyond), and its members' size unpacked (422 beyond: a zip or gzip bomb).
+    max_upload_bytes: int = 4 * 1024 * 1024 * 1024
+    max_unpacked_bytes: int = 8 * 1024 * 1024 * 1024
+    # Where an upload is spooled and unpacked while it is validated; empty: the system's temp dir.
+    upload_dir: str = ""
 
     @property
     def dataset_root_paths(self) -> list[str]:

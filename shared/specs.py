@@ -139,9 +139,13 @@ class DatasetSplit(Strict):
 
 
 class DatasetLayout(Strict):
-    """Where a registered dataset's files are; every trainer must see the same paths."""
+    """Where a registered dataset's files are; every trainer must see the same paths.
+
+    An uploaded dataset is an archive in the artifact store instead (`archive`): its paths
+    are then relative to where a trainer unpacks it (services/trainer/datasets.py)."""
 
     root: str
     train: DatasetSplit
     val: DatasetSplit
     classes: list[str]
+    archive: str | None = Field(default=None, description="artifact store object of an uploaded dataset")

@@ -21,6 +21,8 @@ USER_AGENT = "trainyard-client/0.1"
 # The server sends a comment at least every 15 s; silence much longer means a dead connection.
 STREAM_READ_TIMEOUT_S = 60.0
 RECONNECT_ATTEMPTS = 5
+# An upload's answer comes after the server has unpacked and validated the whole dataset.
+UPLOAD_READ_TIMEOUT_S = 600.0
 
 
 # -- connection defaults ----------------------------------------------------------
@@ -121,6 +123,10 @@ class _Calls:
     @staticmethod
     def register_dataset(name: str, path: str, layout: Mapping[str, str]) -> Call:
         return Call("POST", "/v1/datasets", body={"name": name, "path": path, **layout})
+
+    @staticmethod
+    def upload_dataset(name: str) -> Call:
+        return Call("POST", "/v1/datasets", _params(name=name))
 
     @staticmethod
     def list_datasets(limit: int, cursor: str | None) -> Call:

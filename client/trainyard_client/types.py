@@ -111,6 +111,7 @@ class Dataset(TypedDict):
     name: str
     project: str
     root: str
+    archive: str | None
     classes: list[str]
     train: SplitSummary
     val: SplitSummary

@@ -272,7 +272,10 @@ def layout_paths(layout: dict[str, Any]) -> list[str]:
 
 
 def recheck(layout: dict[str, Any], recorded: dict[str, list[int]] | None) -> list[Problem]:
-    """Problems of a registered dataset now; validated again only when its files changed."""
+    """Problems of a registered dataset now; validated again only when its files changed.
+    An uploaded one cannot change: its archive is stored once, under its own id."""
+    if layout.get("archive"):
+        return []
     if recorded is not None and fingerprint(layout_paths(layout)) == recorded:
         return []
     train_annotations, train_images, val_annotations, val_images = (Path(p) for p in layout_paths(layout))

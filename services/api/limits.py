@@ -1,6 +1,7 @@
 """Refuse request bodies over a size limit before reading them (413, as a problem)."""
 
 import json
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,15 +12,17 @@ from services.api.errors import PROBLEM_JSON
 class BodySizeLimit:
     """Pure ASGI middleware: checks Content-Length up front and counts chunked bodies as they arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, own_limit: Callable[[Scope], bool] = lambda scope: False) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Requests that enforce a limit of their own while streaming (a dataset upload).
+        self.own_limit = own_limit
 
     def _too_large(self) -> str:
         return f"request body larger than {self.max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.own_limit(scope):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from services.api.auth import authenticate
 from services.api.console.routes import install_console
 from services.api.console.sessions import ConsoleStore
+from services.api.dataset_upload import is_dataset_upload
 from services.api.errors import FieldProblem, Problem, install_error_handlers, problem_responses
 from services.api.limits import BodySizeLimit
 from services.api.routes import (
@@ -91,7 +92,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, own_limit=is_dataset_upload)
     # Added after the body limit, so its metrics also count the requests the limit refuses.
     install_http_telemetry(app)
     # compare first: its /v1/runs/compare must not be read as /v1/runs/{run_id}.

@@ -36,7 +36,8 @@ class DatasetOut(BaseModel):
     id: str
     name: str
     project: str
-    root: str
+    root: str = Field(description="the server path; for an upload, relative to where a trainer unpacks it")
+    archive: str | None = Field(None, description="an uploaded dataset's archive in the artifact store")
     classes: list[str]
     train: SplitOut
     val: SplitOut

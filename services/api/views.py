@@ -76,6 +76,7 @@ def run_out(doc: Doc, latest_epoch: Doc | None, now: datetime, queue_position: i
 def dataset_out(doc: Doc) -> DatasetOut:
     return DatasetOut(
         id=doc["_id"], name=doc["name"], project=doc["project"], root=doc["layout"]["root"],
+        archive=doc["layout"].get("archive"),
         classes=doc["layout"]["classes"], train=SplitOut.model_validate(doc["train"]),
         val=SplitOut.model_validate(doc["val"]), created_at=doc["created_at"],
     )

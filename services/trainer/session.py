@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from services.trainer.checkpoints import CheckpointStoreError, RunCheckpoints
+from services.trainer.datasets import DatasetUnavailable, local_dataset
 from services.trainer.decisions import write_decision
 from services.trainer.drain import request_drain
 from services.trainer.launch import ChildExit, TrainingProcesses, killed_by_signal_message
@@ -194,7 +195,8 @@ class TrainingSession:
     async def _train(self, log_path: Path) -> tuple[int, str | None, bool]:
         try:
             resume_from, base_model = await self._inputs()
-        except CheckpointStoreError as error:
+            dataset = await local_dataset(self.assignment.dataset, self.cache)  # an upload: unpacked here
+        except (CheckpointStoreError, DatasetUnavailable) as error:
             return -1, str(error), False
         if resume_from is not None:
             log.info("run %s attempt %d resumes from %s", self.run_id, self.attempt, resume_from)
@@ -205,7 +207,7 @@ class TrainingSession:
             run_id=self.run_id,
             attempt=self.assignment.attempt,
             spec=self.assignment.spec,
-            dataset=self.assignment.dataset,
+            dataset=dataset,
             work_dir=str(self.work_dir),
             device="cuda" if self.device == "cuda" else "cpu",
             threads=max(1, self.threads // world_size),

@@ -8,7 +8,7 @@ this file only, then run the script.
 
 import asyncio
 import builtins
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast, overload
 
@@ -17,6 +17,7 @@ import httpx
 from trainyard_client.calls import (
     RECONNECT_ATTEMPTS,
     STREAM_READ_TIMEOUT_S,
+    UPLOAD_READ_TIMEOUT_S,
     Call,
     Connection,
     EventParser,
@@ -28,6 +29,7 @@ from trainyard_client.calls import (
     resolve_connection,
 )
 from trainyard_client.errors import ApiUnreachable, error_from_response
+from trainyard_client.packing import UploadBody, upload_body
 from trainyard_client.sweep_types import Sweep, SweepList
 from trainyard_client.types import (
     ApiKey,
@@ -79,6 +81,24 @@ class AsyncTransport:
         if response.is_error:
             raise error_from_response(response)
         return response
+
+    async def upload(self, call: Call, body: UploadBody, progress: Callable[[int, int], None] | None) -> Any:
+        """Send `body` as the request's content, a chunk at a time; `progress(sent, total)` after each."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for chunk in body.chunks(progress):
+                yield chunk
+
+        timeout = httpx.Timeout(self.http.timeout.connect, read=UPLOAD_READ_TIMEOUT_S)
+        sent_headers = {"Content-Type": body.content_type, "Content-Length": str(body.size)}
+        try:
+            response = await self.http.request(
+                call.method, call.path, params=call.params, content=chunks(), headers=sent_headers, timeout=timeout)
+        except httpx.TransportError as error:
+            raise self._unreachable("upload broke to", error) from error
+        if response.is_error:
+            raise error_from_response(response)
+        return response.json()
 
     async def download(self, call: Call, dest: Path) -> Path:
         """Stream a binary answer into `dest`, whole or not at all."""
@@ -247,7 +267,16 @@ class AsyncRuns(AsyncResource):
 
 class AsyncDatasets(AsyncResource):
     async def register(self, name: str, path: str, **layout: str) -> Dataset:
+        """A dataset on storage the server and its trainers read, under one of its dataset roots."""
         return cast(Dataset, await self._send(calls.register_dataset(name, path, layout)))
+
+    async def upload(
+        self, name: str, source: str | Path, progress: Callable[[int, int], None] | None = None
+    ) -> Dataset:
+        """Send a dataset: a directory (annotations/{train,val}.json, images/{train,val}/), packed as a
+        tar while it is sent, or a .tar, .tar.gz, .tgz or .zip of one. `progress(sent, total)` in bytes."""
+        body = upload_body(Path(source))
+        return cast(Dataset, await self._transport.upload(calls.upload_dataset(name), body, progress))
 
     async def get(self, dataset_id: str) -> Dataset:
         return cast(Dataset, await self._send(calls.get_dataset(dataset_id)))

@@ -9,7 +9,7 @@ this file only, then run the script.
 
 import builtins
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast, overload
 
@@ -18,6 +18,7 @@ import httpx
 from trainyard_client.calls import (
     RECONNECT_ATTEMPTS,
     STREAM_READ_TIMEOUT_S,
+    UPLOAD_READ_TIMEOUT_S,
     Call,
     Connection,
     EventParser,
@@ -29,6 +30,7 @@ from trainyard_client.calls import (
     resolve_connection,
 )
 from trainyard_client.errors import ApiUnreachable, error_from_response
+from trainyard_client.packing import UploadBody, upload_body
 from trainyard_client.sweep_types import Sweep, SweepList
 from trainyard_client.types import (
     ApiKey,
@@ -80,6 +82,24 @@ class SyncTransport:
         if response.is_error:
             raise error_from_response(response)
         return response
+
+    def upload(self, call: Call, body: UploadBody, progress: Callable[[int, int], None] | None) -> Any:
+        """Send `body` as the request's content, a chunk at a time; `progress(sent, total)` after each."""
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in body.chunks(progress):
+                yield chunk
+
+        timeout = httpx.Timeout(self.http.timeout.connect, read=UPLOAD_READ_TIMEOUT_S)
+        sent_headers = {"Content-Type": body.content_type, "Content-Length": str(body.size)}
+        try:
+            response = self.http.request(
+                call.method, call.path, params=call.params, content=chunks(), headers=sent_headers, timeout=timeout)
+        except httpx.TransportError as error:
+            raise self._unreachable("upload broke to", error) from error
+        if response.is_error:
+            raise error_from_response(response)
+        return response.json()
 
     def download(self, call: Call, dest: Path) -> Path:
         """Stream a binary answer into `dest`, whole or not at all."""
@@ -248,7 +268,16 @@ class Runs(SyncResource):
 
 class Datasets(SyncResource):
     def register(self, name: str, path: str, **layout: str) -> Dataset:
+        """A dataset on storage the server and its trainers read, under one of its dataset roots."""
         return cast(Dataset, self._send(calls.register_dataset(name, path, layout)))
+
+    def upload(
+        self, name: str, source: str | Path, progress: Callable[[int, int], None] | None = None
+    ) -> Dataset:
+        """Send a dataset: a directory (annotations/{train,val}.json, images/{train,val}/), packed as a
+        tar while it is sent, or a .tar, .tar.gz, .tgz or .zip of one. `progress(sent, total)` in bytes."""
+        body = upload_body(Path(source))
+        return cast(Dataset, self._transport.upload(calls.upload_dataset(name), body, progress))
 
     def get(self, dataset_id: str) -> Dataset:
         return cast(Dataset, self._send(calls.get_dataset(dataset_id)))

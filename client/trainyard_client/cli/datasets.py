@@ -1,13 +1,16 @@
-"""`trainyard datasets ...`: register and inspect COCO datasets (`synth` comes with the platform)."""
+"""`trainyard datasets ...`: send, register and inspect COCO datasets (`synth` comes with the platform)."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from trainyard_client import TrainyardClient
 from trainyard_client.cli import common
-from trainyard_client.cli.common import api_command, console, short, show_table, when
+from trainyard_client.cli.common import CliError, api_command, console, short, show_table, when
+from trainyard_client.packing import PackingError
 from trainyard_client.types import Dataset, DatasetPage
 
 app = typer.Typer(help="Datasets: generate, register, inspect", no_args_is_help=True)
@@ -41,6 +44,28 @@ def show_dataset(dataset: Dataset) -> None:
 def register(client: TrainyardClient, name: str, path: Path) -> Dataset:
     """Validate and register a COCO dataset (annotations/{train,val}.json, images/{train,val}/)."""
     return client.datasets.register(name, str(path.resolve()))
+
+
+@api_command(app, "push", lambda dataset: _table([dataset], wide=True))
+def push(client: TrainyardClient, name: str,
+         source: Annotated[Path, typer.Argument(help="a dataset directory (annotations/{train,val}.json, "
+                                                      "images/{train,val}/), or a .tar, .tar.gz, .tgz or .zip")],
+         ) -> Dataset:
+    """Send a dataset to the server (no shared file system needed): a directory is packed as a tar
+    while it is sent; the server validates it, then every trainer can train on it."""
+    # On stderr: `--json` keeps stdout for the answer alone.
+    columns = (TextColumn("sending {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        bar = progress.add_task(common.shown(source.name), total=None)
+
+        def sent(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        try:
+            return client.datasets.upload(name, source, progress=sent)
+        except PackingError as error:
+            raise CliError(str(error)) from error
 
 
 @api_command(app, "list", show_page)

@@ -4,8 +4,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from services.api.auth import DatasetsReader, DatasetsWriter
+from services.api.dataset_upload import AcceptedUpload, is_archive_request, received_upload
 from services.api.dataset_validation import (
     DatasetLimits,
     SplitSummary,
@@ -14,12 +17,13 @@ from services.api.dataset_validation import (
     layout_paths,
     validate_dataset,
 )
-from services.api.deps import Store
+from services.api.deps import ArtifactStore, Store
 from services.api.errors import NotFound, Unprocessable, problem_responses
 from services.api.listing import page_of_datasets
 from services.api.models import DatasetList, DatasetOut, DatasetRegistration
 from services.api.pagination import InvalidCursor
 from services.api.views import dataset_out
+from shared.artifacts import Artifacts, dataset_archive_name
 from shared.events import new_id, utcnow
 from shared.settings import ApiSettings
 from shared.specs import DatasetLayout, DatasetSplit, ObjectId
@@ -59,11 +63,72 @@ def _limits(settings: ApiSettings) -> DatasetLimits:
                          max_images=settings.max_images, max_image_pixels=settings.max_image_pixels)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(400, 413))
-async def register_dataset(body: DatasetRegistration, caller: DatasetsWriter, store: Store,
-                           request: Request) -> DatasetOut:
-    """Validate a COCO dataset on disk, under one of the server's dataset roots, and register it
-    in the key's project."""
+_ARCHIVE_BODY = {"schema": {"type": "string", "format": "binary"}}
+_REGISTER_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": DatasetRegistration.model_json_schema()},
+    # An upload: the dataset's files travel with the request (services/api/dataset_upload.py).
+    "application/x-tar": _ARCHIVE_BODY, "application/gzip": _ARCHIVE_BODY, "application/zip": _ARCHIVE_BODY,
+}}}
+UploadName = Annotated[str | None, Query(
+    min_length=1, max_length=200,
+    description="with an archive body: the dataset's name (required then; JSON bodies carry their own)")]
+
+
+async def _registration(request: Request) -> DatasetRegistration:
+    """The JSON body, read here rather than by FastAPI: it would read an archive body whole too."""
+    try:
+        return DatasetRegistration.model_validate_json(await request.body())
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]) from None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problem_responses(400, 413),
+             openapi_extra=_REGISTER_OPENAPI)
+async def register_dataset(caller: DatasetsWriter, store: Store, artifacts: ArtifactStore,
+                           request: Request, name: UploadName = None) -> DatasetOut:
+    """Register a COCO dataset in the key's project, in one of two ways.
+
+    **By server path** (`application/json`, a `DatasetRegistration`): files on storage the API and
+    every trainer read, under one of the server's dataset roots.
+
+    **By upload** (`application/x-tar`, `application/gzip` or `application/zip` body, `?name=`): an
+    archive holding `annotations/train.json`, `annotations/val.json`, `images/train/`, `images/val/`
+    (at its top or in its one top-level directory). It is streamed to disk (413 over
+    `TRAINYARD_MAX_UPLOAD_BYTES`), unpacked with every member checked (422 naming a member that is
+    absolute, has `..`, is a link or a device, or passes `TRAINYARD_MAX_UNPACKED_BYTES`), validated
+    with the same limits as a path, and only then stored in the artifact store trainers fetch it from."""
+    if is_archive_request(request):
+        if name is None:
+            raise Unprocessable("name: an uploaded dataset needs ?name=",
+                                [{"field": "query.name", "message": "required with an archive body"}])
+        async with received_upload(request, request.app.state.settings) as upload:
+            return await _record_upload(name, upload, caller, store, artifacts)
+    return await _register_path(await _registration(request), caller, store, request)
+
+
+async def _record_upload(name: str, upload: AcceptedUpload, caller: DatasetsWriter, store: Store,
+                         artifacts: Artifacts) -> DatasetOut:
+    dataset_id = new_id()
+    object_name = dataset_archive_name(dataset_id)
+    await artifacts.upload_file(object_name, upload.archive, description=f"dataset {name!r} of {caller.project}")
+    layout = upload.layout.model_copy(update={"archive": object_name})
+    doc = {
+        "_id": dataset_id, "project": caller.project, "name": name, "layout": layout.model_dump(),
+        "fingerprint": None, "archive_bytes": upload.size,
+        "created_at": utcnow(), "created_by": caller.key_id,
+        "train": _split_doc(layout.train, upload.report.train), "val": _split_doc(layout.val, upload.report.val),
+    }
+    try:
+        await store.insert_dataset(doc)
+    except BaseException:
+        await artifacts.delete(object_name)  # nothing stored for a dataset that was not recorded
+        raise
+    return dataset_out(doc)
+
+
+async def _register_path(body: DatasetRegistration, caller: DatasetsWriter, store: Store,
+                         request: Request) -> DatasetOut:
     settings: ApiSettings = request.app.state.settings
     if _has_nul(body.path, body.train_annotations, body.train_images, body.val_annotations, body.val_images):
         raise Unprocessable("paths must not contain NUL characters",

@@ -1,5 +1,7 @@
 // The console's first page: sign-in and the runs table. It calls the public API only, with the
 // session cookie; writes echo the CSRF cookie in X-CSRF-Token.
+import { LiveTable } from "./live.js";
+import { hideRun, showRun } from "./run.js";
 const $ = (id) => document.getElementById(id);
 let me = null;
 let cursor = null;
@@ -32,7 +34,8 @@ function duration(seconds) {
 function row(run) {
   const tr = document.createElement("tr");
   tr.dataset.runId = run.id;
-  const cells = [run.name, new Date(run.created_at).toLocaleString(), null, null, duration(run.duration_s),
+  tr.dataset.status = run.status;
+  const cells = [null, new Date(run.created_at).toLocaleString(), null, null, duration(run.duration_s),
                  run.trainer_id || "–", run.spec.architecture, run.spec.dataset_id.slice(0, 8),
                  run.latest_metrics.bbox_mAP != null ? run.latest_metrics.bbox_mAP.toFixed(3) : "–"];
   for (const text of cells) {
@@ -40,6 +43,10 @@ function row(run) {
     if (text !== null) td.textContent = text;
     tr.append(td);
   }
+  const link = Object.assign(document.createElement("a"), { href: `#/runs/${run.id}`, textContent: run.name });
+  tr.children[0].append(link);
+  Object.assign(tr.children[4], { className: "duration" });
+  Object.assign(tr.children[4].dataset, { seconds: String(run.duration_s ?? 0), fetchedAt: String(Date.now()) });
   const status = tr.children[2];
   status.textContent = run.status;  // the word itself, never the colour alone
   status.className = `status status-${run.status}`;
@@ -65,7 +72,7 @@ function row(run) {
 }
 
 async function loadRuns(fresh) {
-  if (fresh) { cursor = null; $("run-rows").replaceChildren(); }
+  if (fresh) { cursor = null; liveTable.stop(); $("run-rows").replaceChildren(); }
   const params = new URLSearchParams({ limit: "50" });
   if ($("search").value) params.set("search", $("search").value);
   if ($("status").value) params.set("status", $("status").value);
@@ -76,6 +83,7 @@ async function loadRuns(fresh) {
     $("run-rows").append(...page.items.map(row));
     cursor = page.next_cursor;
     $("more").hidden = !cursor;
+    liveTable.watch();
   } catch (error) { $("runs-error").textContent = error.message; }
 }
 
@@ -85,8 +93,19 @@ async function start() {
   $("runs").hidden = !me;
   $("sign-out").hidden = !me;
   $("who").textContent = me ? `project ${me.project} · ${me.scopes.join(", ")}` : "";
-  if (me) await loadRuns(true);
+  await route();
 }
+
+// #/runs/<id> is a run's page (run.js); anything else the runs table, live while it is shown.
+const liveTable = new LiveTable($("run-rows"), { api, renderRow: row, duration });
+async function route() {
+  const match = location.hash.match(/^#\/runs\/([0-9a-f]{32})$/);
+  $("runs").hidden = !me || !!match;
+  if (me && match) { liveTable.stop(); await showRun(match[1], { api, may, duration }); return; }
+  hideRun();
+  if (me) await loadRuns(true); else liveTable.stop();
+}
+window.addEventListener("hashchange", route);
 
 $("sign-in").addEventListener("submit", async (event) => {
   event.preventDefault();
