@@ -29,17 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nats.js.api import ObjectMeta, ObjectMetaOptions, StorageType
+from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, StorageType
 from nats.js.errors import BadRequestError, NotFoundError, ObjectDeletedError, ObjectNotFoundError
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
 
+from shared.bus import retry_while_leaderless
 from shared.events import BestCheckpoint
 from shared.settings import stream_replicas
 from shared.subjects import Subjects
 
 if TYPE_CHECKING:
     from faststream.nats import NatsBroker
+    from nats.aio.client import Client
     from nats.js.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -176,8 +178,13 @@ def bucket_name(subjects: Subjects) -> str:
 class Artifacts:
     """The object store, in the terms the services use."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, connection: Client | None = None) -> None:
         self.store = store
+        self.connection = connection
+
+    def reconnects(self) -> int:
+        """How often this process's NATS connection broke and was made again (0 without one)."""
+        return int(self.connection.stats["reconnects"]) if self.connection is not None else 0
 
     @classmethod
     async def open(cls, broker: NatsBroker, subjects: Subjects, replicas: int | None = None) -> Artifacts:
@@ -190,18 +197,27 @@ class Artifacts:
         except BadRequestError:  # "stream name already in use with a different configuration"
             await _scale_bucket(broker, bucket, replicas)
             store = await broker.object_storage(bucket, declare=False)
-        return cls(store)
+        return cls(store, broker.connection)
 
     async def upload_file(self, name: str, path: Path, description: str | None = None) -> StoredObject:
         began = time.perf_counter()
-        with path.open("rb") as stream:
-            stored = _stored(await self.store.put(name, stream, meta=self._meta(name, description)))
+
+        async def put() -> ObjectInfo:
+            with path.open("rb") as stream:
+                return await self.store.put(name, stream, meta=self._meta(name, description))
+
+        # A put replaces the object whole: one cut short by a leader election is simply done again.
+        stored = _stored(await retry_while_leaderless(put, f"storing {name}"))
         _measured("store", name, began, stored.size)
         return stored
 
     async def upload_bytes(self, name: str, data: bytes, description: str | None = None) -> StoredObject:
         began = time.perf_counter()
-        stored = _stored(await self.store.put(name, data, meta=self._meta(name, description)))
+
+        async def put() -> ObjectInfo:
+            return await self.store.put(name, data, meta=self._meta(name, description))
+
+        stored = _stored(await retry_while_leaderless(put, f"storing {name}"))
         _measured("store", name, began, stored.size)
         return stored
 

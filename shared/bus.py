@@ -1,9 +1,11 @@
 """NATS helpers every service uses: the broker, the stream, durable consumers,
 publishing with de-duplication, and decoding with dead-lettering (one middleware)."""
 
+import asyncio
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, get_type_hints
 
@@ -14,8 +16,11 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.errors import ConnectionReconnectingError, NoRespondersError
 from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType
+from nats.js.errors import NoStreamResponseError
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import BaseModel
 from pymongo.errors import PyMongoError
@@ -35,6 +40,11 @@ ACK_WAIT_S = 30.0
 DUPLICATE_WINDOW_S = 600.0
 STORAGE_RETRY_DELAY_S = 2.0
 PUBLISH_ATTEMPTS = 3
+# How long a publish is retried while the stream answers nothing (a cluster electing a leader
+# takes a few seconds; a loaded 2-core machine measured up to 8 s).
+PUBLISH_RETRY_S = 30.0
+# What a publish gets while its stream has no leader or the connection is between servers.
+LEADERLESS = (NoStreamResponseError, NoRespondersError, NatsTimeoutError, ConnectionReconnectingError)
 
 DEAD_LETTERED = Counter(
     "trainyard_dead_lettered_events_total",
@@ -89,23 +99,53 @@ def pull() -> PullSub:
 
 
 async def publish_event(
-    broker: NatsBroker, subjects: Subjects, subject: str, event: Event, *, dedup_key: str | None = None
+    broker: NatsBroker, subjects: Subjects, subject: str, event: Event, *, dedup_key: str | None = None,
+    retry_for_s: float = PUBLISH_RETRY_S,
 ) -> None:
-    """Publish to JetStream and wait for its ack; a repeat of dedup_key is dropped by the stream."""
+    """Publish to JetStream and wait for its ack; a repeat of dedup_key is dropped by the stream.
+
+    While the stream has no leader (a few seconds after its leader's node of a cluster died, or
+    while the connection moves to another node) the publish is retried for `retry_for_s`: each
+    try carries the same Msg-Id, so one that landed unacknowledged is not stored twice."""
     headers = {"Nats-Msg-Id": dedup_key or event.event_id, "content-type": "application/json"}
-    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+
+    async def publish_once() -> None:
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await broker.publish(event.model_dump_json(), subject, headers=headers, stream=subjects.stream,
+                                     timeout=10.0)
+                return
+            except json.JSONDecodeError:
+                # The publish is a request: a plain (core) subscriber on the subject that
+                # answers it can beat the stream's ack with an empty reply. The stream has
+                # the message or will have it on retry; the Msg-Id makes a retry harmless.
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                log.warning("a non-JetStream reply answered the publish on %s (a core subscriber replying?); "
+                            "publishing again", subject)
+
+    await retry_while_leaderless(publish_once, f"publishing on {subject}", retry_for_s)
+
+
+ResultT = TypeVar("ResultT")
+
+
+async def retry_while_leaderless(action: Callable[[], Awaitable[ResultT]], what: str,
+                                 retry_for_s: float = PUBLISH_RETRY_S) -> ResultT:
+    """Run a JetStream request (an object-store put, say) again while its stream answers nothing,
+    for `retry_for_s`; `action` must be safe to repeat."""
+    deadline = time.monotonic() + retry_for_s
+    pause = 0.25
+    while True:
         try:
-            await broker.publish(event.model_dump_json(), subject, headers=headers, stream=subjects.stream,
-                                 timeout=10.0)
-            return
-        except json.JSONDecodeError:
-            # The publish is a request: a plain (core) subscriber on the subject that
-            # answers it can beat the stream's ack with an empty reply. The stream has
-            # the message or will have it on retry; the Msg-Id makes a retry harmless.
-            if attempt == PUBLISH_ATTEMPTS:
+            return await action()
+        except LEADERLESS as error:
+            if time.monotonic() + pause > deadline:
                 raise
-            log.warning("a non-JetStream reply answered the publish on %s (a core subscriber replying?); "
-                        "publishing again", subject)
+            log.warning("%s got no answer (%s: the stream may be electing a leader); trying again", what,
+                        type(error).__name__)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 2.0)
 
 
 class Undecodable(Exception):

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker
 from prometheus_client import Counter
 
@@ -52,10 +53,10 @@ class RunLifecycle:
     async def _move(self, run_id: str, target: RunStatus, message: str | None, *, previous: str | None,
                     guard: Document | None = None, fields: Document | None = None,
                     trainer_id: str | None = None, attempt: int | None = None) -> bool:
-        """Store a transition and announce it; False if the run was not in a state to make it."""
+        """Store a transition with its event in the run's outbox, then announce it; False if the
+        run was not in a state to make it. An event the bus did not take stays in the outbox and
+        the periodic pass publishes it (announce_unannounced): the change itself is stored."""
         guard = guard or {}
-        if not await self.store.transition(run_id, target, guard=guard, fields=fields, message=message):
-            return False
         event = RunStatusChanged(
             run_id=run_id,
             status=target,
@@ -64,10 +65,51 @@ class RunLifecycle:
             message=message,
             trainer_id=trainer_id if trainer_id is not None else guard.get("trainer_id"),
         )
-        await publish_event(self.broker, self.subjects, self.subjects.run_status_changed, event)
+        if not await self.store.transition(run_id, target, guard=guard, fields=fields, message=message,
+                                           announcement=event):
+            return False
         if target == RunStatus.PENDING and self.on_queued is not None:
             await self.on_queued(run_id)
+        if not self.broker_connected():
+            # A publish now would wait out its timeout in the reconnect buffer: leave it to the pass.
+            log.warning("NATS is not connected: the change of run %s to %s stays in its outbox", run_id, target)
+            return True
+        try:
+            await self._announce(event)
+        except Exception:
+            log.warning("announcing the change of run %s to %s failed; it stays in its outbox", run_id, target,
+                        exc_info=True)
         return True
+
+    def broker_connected(self) -> bool:
+        try:
+            return bool(self.broker.connection.is_connected)
+        except IncorrectState:  # never connected (or stopped): FastStream raises rather than answer None
+            return False
+
+    async def _announce(self, event: RunStatusChanged) -> None:
+        # The Msg-Id is the event's own id: publishing an entry again (the pass, a retry) is dropped
+        # by the stream inside its duplicate window, and consumers can dedupe on event_id after it.
+        await publish_event(self.broker, self.subjects, self.subjects.run_status_changed, event)
+        await self.store.announced(event.run_id, event.event_id)
+
+    async def announce_unannounced(self, stored_before: datetime) -> int:
+        """Publish what the outbox holds from before `stored_before`, each run's changes in the
+        order they were stored; how many were announced. Stops at the first failure (the bus is
+        away): the rest stay for the next pass."""
+        if not self.broker_connected():
+            return 0
+        announced = 0
+        try:
+            for run_id, entries in await self.store.unannounced(stored_before):
+                for entry in entries:
+                    await self._announce(RunStatusChanged.model_validate_json(entry["event"]))
+                    announced += 1
+                log.info("announced %d stored change(s) of run %s from its outbox", len(entries), run_id)
+        except Exception:
+            log.warning("announcing from the outbox failed after %d event(s); the next pass goes on", announced,
+                        exc_info=True)
+        return announced
 
     async def queue(self, run_id: str) -> None:
         """created -> pending: the scheduler has the run and looks for a trainer."""

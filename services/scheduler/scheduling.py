@@ -39,6 +39,8 @@ TRAINERS_LOST = Counter("trainyard_trainers_lost_total", "Trainers presumed lost
 UNANNOUNCED_RUN_GRACE = timedelta(seconds=10)
 # A run moves rerun -> pending at once; one still in `rerun` after this was stranded.
 RERUN_GRACE = timedelta(seconds=5)
+# A transition publishes its own event at once; an outbox entry older than this was not taken.
+OUTBOX_GRACE = timedelta(seconds=5)
 # The smallest execution timeout a spec may set: older runs are the only candidates.
 MIN_EXECUTION_TIMEOUT_S = RunSpec.model_fields["execution_timeout_s"].metadata[0].ge
 # Pending reasons stored per periodic pass at most (see Scheduler._store_reasons).
@@ -243,6 +245,9 @@ class Scheduler:
             if (now - run["started_at"]).total_seconds() > limit_s:
                 await self.lifecycle.stop_attempt(run, RunStatus.ABORTED,
                                                   f"exceeded its execution timeout of {limit_s} s")
+        # Stored changes whose run.status_changed the bus did not take (NATS away, or this process
+        # killed between the write and the publish) are announced now, never forgotten.
+        await self.lifecycle.announce_unannounced(now - OUTBOX_GRACE)
 
     async def reset_attempts_of_previous_process(self, beat: TrainerHeartbeat) -> None:
         """A trainer came back as a new process before it was missed: the attempts its

@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.scheduler.placement import QueuedRun
 from services.scheduler.state import sources_of
 from shared.bus import Refused
-from shared.events import CheckpointSaved, TrainerHeartbeat, utcnow
+from shared.events import CheckpointSaved, Event, TrainerHeartbeat, utcnow
 from shared.specs import AcceleratorRequest
 from shared.status import RunStatus
 from shared.store import REPORT_HOLDER_FIELDS, RUNS, TRAINERS, Document, report_refusal
@@ -27,6 +27,11 @@ HeartbeatNews = Literal["known", "joined", "restarted"]
 UNASSIGNED_PENDING = {"status": str(RunStatus.PENDING), "trainer_id": None}
 QUEUED_RUN_FIELDS = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1, "pending_reason": 1,
                      "attempt": 1, "sweep.id": 1, "sweep.max_concurrent": 1, "trace_context": 1}
+
+
+def outbox_entry(event: Event) -> Document:
+    """An event waiting for the stream's ack, as the run document keeps it until then."""
+    return {"event_id": event.event_id, "at": utcnow(), "event": event.model_dump_json()}
 
 
 def history_entry(status: RunStatus, message: str | None, attempt: int | None) -> Document:
@@ -60,6 +65,8 @@ class SchedulerStore:
             [("status", ASCENDING), ("spec.priority", DESCENDING), ("created_at", ASCENDING)], name="queue_order"
         )
         await self.trainers.create_index([("last_seen", ASCENDING)], name="last_seen")
+        # Only runs with an unannounced change have entries: the outbox pass reads this index alone.
+        await self.runs.create_index([("status_outbox.at", ASCENDING)], name="status_outbox_at")
 
     # -- runs --------------------------------------------------------------
 
@@ -72,11 +79,16 @@ class SchedulerStore:
         fields: Document | None = None,
         message: str | None = None,
         inc: Document | None = None,
+        announcement: Event | None = None,
     ) -> bool:
-        """Move a run to `target` if it may; whether it moved."""
+        """Move a run to `target` if it may; whether it moved. An `announcement` is stored in the
+        run's outbox by the same write, so a change is never stored without its event."""
+        push: Document = {"history": history_entry(target, message, (guard or {}).get("attempt"))}
+        if announcement is not None:
+            push["status_outbox"] = outbox_entry(announcement)
         update: Document = {
             "$set": {"status": str(target), "updated_at": utcnow(), **(fields or {})},
-            "$push": {"history": history_entry(target, message, (guard or {}).get("attempt"))},
+            "$push": push,
         }
         if inc:
             update["$inc"] = inc
@@ -85,6 +97,16 @@ class SchedulerStore:
             {"_id": run_id, "status": {"$in": sources_of(target)}, **(guard or {})}, update
         )
         return result.modified_count == 1
+
+    async def announced(self, run_id: str, event_id: str) -> None:
+        """The event left the outbox: the stream acknowledged it."""
+        await self.runs.update_one({"_id": run_id}, {"$pull": {"status_outbox": {"event_id": event_id}}})
+
+    async def unannounced(self, stored_before: datetime) -> list[tuple[str, list[Document]]]:
+        """Runs with outbox entries stored before `stored_before`, each with its entries in the
+        order they were stored (the order of the run's changes)."""
+        cursor = self.runs.find({"status_outbox.at": {"$lt": stored_before}}, {"status_outbox": 1})
+        return [(doc["_id"], list(doc.get("status_outbox") or [])) async for doc in cursor]
 
     async def run(self, run_id: str) -> Document | None:
         return await self.runs.find_one({"_id": run_id})

@@ -9,6 +9,12 @@ records the newest checkpoint of the run's *current* attempt and hands it to
 the next attempt (`RunAssigned.resume_from`); a superseded attempt that is
 still running writes only under its own prefix and is never recorded.
 
+Retention is fenced by the connection: what the next attempt resumes from is one
+of the superseded attempt's own checkpoints, and an attempt is superseded while
+it runs only when the scheduler stops hearing its trainer (presumed lost). So an
+attempt deletes only epochs it stored since its NATS connection last broke and
+was made again; older ones stay (orphans once the run moves on, never holes).
+
 Only reported epochs are stored, so a resume never leaves a hole in the run's
 epochs (MMEngine saves epoch N before validating it: a trainer lost in between
 holds a checkpoint of an epoch nobody saw).
@@ -72,6 +78,9 @@ class RunCheckpoints:
         # The best so far carries over from the attempt this one continues.
         self.manifest = CheckpointManifest(attempt=attempt, best=resume_from.best if resume_from else None)
         self.newest: StoredCheckpoint | None = resume_from
+        # The connection's reconnect count when each epoch was stored: retention deletes only epochs
+        # stored since the connection last broke (see store_epoch).
+        self._stored_at: dict[int, int] = {}
 
     async def resume_point(self) -> Path | None:
         """A local copy of the checkpoint this attempt continues from, or None for a fresh start."""
@@ -93,6 +102,8 @@ class RunCheckpoints:
             log.warning("run %s: epoch %d has no checkpoint at %s; not stored", self.run_id, epoch, path)
             return None
         name = checkpoint_name(self.run_id, self.attempt, epoch)
+        # Counted before the upload: one the connection broke during counts as stored before that.
+        self._stored_at.setdefault(epoch, self.artifacts.reconnects())
         await self.artifacts.upload_file(name, path, description=describe_checkpoint(epoch, metrics))
         manifest = self.manifest
         best = improves(self.spec, epoch, name, metrics, manifest.best)
@@ -101,6 +112,14 @@ class RunCheckpoints:
         mine = attempt_prefix(self.run_id, self.attempt)
         own_best = manifest.best.name if manifest.best and manifest.best.name.startswith(mine) else None
         manifest, dropped = manifest.keeping(epoch, keep=max(MIN_KEPT, self.spec.checkpoint.keep), own_best=own_best)
+        reconnects = self.artifacts.reconnects()
+        pinned = [old for old in dropped if self._stored_at.get(old, -1) != reconnects]
+        if pinned:
+            # Stored before the connection last broke: the scheduler may have presumed this trainer lost
+            # meanwhile and handed one of them to the next attempt as `resume_from`. Kept, not deleted.
+            log.info("run %s attempt %d keeps epochs %s: stored before its NATS connection broke", self.run_id,
+                     self.attempt, pinned)
+            dropped = [old for old in dropped if old not in pinned]
         await self.artifacts.write_manifest(self.run_id, manifest)
         self.manifest = manifest
         for old in dropped:
