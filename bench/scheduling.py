@@ -8,6 +8,11 @@ or its trainer's previous run completed, whichever is later) to the
 assignment. A NATS request-reply round trip is measured in the same run as the
 baseline; results are printed as percentiles and as ratios to it.
 
+Throughput is compared with what the database allows: its raw rate of
+fsync'd single-document updates (awaited one by one, and 16 at a time, with the
+same client options) measured in the same run, divided by the writes the
+stack made per run (the server's opcounters over the measurement).
+
     .venv/bin/python bench/scheduling.py [--runs 1000] [--trainers 50]
 """
 
@@ -18,14 +23,53 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
 from nats.aio.msg import Msg
+from pymongo import AsyncMongoClient
 
 from shared.events import RunAssigned, RunCompleted
+from shared.subjects import Subjects
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
+
+WRITE_SAMPLES = 300
+
+
+async def raw_write_rates(mongo_url: str, database: str) -> tuple[float, float]:
+    """Updates per second, awaited one by one and 16 at a time, on a scratch collection."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    scratch = client[database]["bench_raw_writes"]
+    try:
+        await scratch.insert_many([{"_id": i, "n": 0} for i in range(WRITE_SAMPLES)])
+        started = time.perf_counter()
+        for i in range(WRITE_SAMPLES):
+            await scratch.update_one({"_id": i}, {"$inc": {"n": 1}})
+        one_by_one = WRITE_SAMPLES / (time.perf_counter() - started)
+        semaphore = asyncio.Semaphore(16)
+
+        async def write(i: int) -> None:
+            async with semaphore:
+                await scratch.update_one({"_id": i}, {"$inc": {"n": 1}})
+
+        started = time.perf_counter()
+        await asyncio.gather(*(write(i) for i in range(WRITE_SAMPLES)))
+        concurrent = WRITE_SAMPLES / (time.perf_counter() - started)
+        await scratch.drop()
+        return one_by_one, concurrent
+    finally:
+        await client.close()
+
+
+async def writes_so_far(mongo_url: str) -> int:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    try:
+        counters = (await client.admin.command("serverStatus"))["opcounters"]
+        return int(counters["insert"]) + int(counters["update"]) + int(counters["delete"])
+    finally:
+        await client.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -69,8 +113,10 @@ async def measure(stack: LocalStack, runs: int, dataset_id: str) -> tuple[list[f
         event = RunCompleted.model_validate_json(message.data)
         freed[event.trainer_id] = event.occurred_at
 
-    await connection.subscribe(f"{prefix}.run.assigned.>", cb=on_assigned)
-    await connection.subscribe(f"{prefix}.run.completed", cb=on_completed)
+    subjects = Subjects(prefix)
+    await connection.subscribe(subjects.run_assigned("*"), cb=on_assigned)
+    # Per-trainer subjects: every trainer's completions.
+    await connection.subscribe(subjects.run_completed(), cb=on_completed)
     await connection.flush()
     started = time.perf_counter()
     auth = {"Authorization": f"Bearer {stack.admin_key}"}
@@ -107,9 +153,12 @@ def main() -> None:
         dataset = httpx.post(f"{stack.api_url}/v1/datasets", json={"name": "b", "path": str(files.root)},
                              headers={"Authorization": f"Bearer {stack.admin_key}"}).json()
         time.sleep(3)  # every simulated trainer has sent a heartbeat
-        assert stack.nats_url
+        assert stack.nats_url and stack.mongo_url
         rtt = asyncio.run(nats_round_trips(stack.nats_url, 1000))
+        raw_one_by_one, raw_concurrent = asyncio.run(raw_write_rates(stack.mongo_url, "bench"))
+        writes_before = asyncio.run(writes_so_far(stack.mongo_url))
         latencies, throughput = asyncio.run(measure(stack, args.runs, dataset["id"]))
+        writes_per_run = (asyncio.run(writes_so_far(stack.mongo_url)) - writes_before) / args.runs
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     r50, r99 = percentile(rtt, 0.5), percentile(rtt, 0.99)
     print(f"{args.runs} runs queued through the API onto {args.trainers} simulated trainers")
@@ -118,6 +167,11 @@ def main() -> None:
     print(f"NATS request-reply round trip (baseline):                p50 {r50 * 1e3:.2f} ms, p99 {r99 * 1e3:.2f} ms")
     print(f"ratio to the baseline: p50 {p50 / r50:.1f}x, p99 {p99 / r99:.1f}x")
     print(f"end-to-end throughput: {throughput:.1f} runs/s (creation through assignment of all runs)")
+    print(f"database writes per run (server opcounters, heartbeats and all): {writes_per_run:.1f}")
+    for label, raw in (("one by one", raw_one_by_one), ("16 at a time", raw_concurrent)):
+        bound = raw / writes_per_run
+        print(f"raw fsync'd updates {label} (baseline): {raw:.0f}/s -> bound {bound:.1f} runs/s; "
+              f"throughput is {throughput / bound:.2f}x of it")
 
 
 if __name__ == "__main__":

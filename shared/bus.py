@@ -199,13 +199,17 @@ HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
 
 
 def durable_subscriber(
-    router: NatsRouter | NatsBroker, subjects: Subjects, subject: str, consumer: str
+    router: NatsRouter | NatsBroker, subjects: Subjects, subject: str, consumer: str, *, max_workers: int = 1
 ) -> Callable[[HandlerT], Any]:
     """The one subscription policy for events that must not be lost: a durable pull consumer on the
     event stream, acked after the handler, nacked (redelivered) when it raises. The handler takes the
-    decoded event as its first parameter (its annotation says which model)."""
+    decoded event as its first parameter (its annotation says which model).
+
+    `max_workers` > 1 handles that many messages of the consumer at once: only for handlers whose
+    every write is guarded so that any order of two events gives the same result."""
 
     def register(handler: HandlerT) -> Any:
+        concurrency: dict[str, Any] = {"max_workers": max_workers} if max_workers > 1 else {}
         return router.subscriber(
             subject,
             stream=event_stream(subjects),
@@ -214,6 +218,7 @@ def durable_subscriber(
             pull_sub=pull(),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=payload_decoder(payload_model(handler)),
+            **concurrency,
         )(handler)
 
     return register

@@ -33,6 +33,9 @@ from shared.store import (
 )
 
 SEARCH_KEYS_MIGRATION = "run_search_keys"
+# A listed run leaves at home what no list item shows: the resolved training config the trainer
+# stored (tens of kB), the search keys, the dataset layout, the trace context, the checkpoint.
+LISTED_RUN = {"config": 0, "search_keys": 0, "dataset": 0, "trace_context": 0, "checkpoint": 0}
 
 
 class ApiStore:
@@ -138,7 +141,7 @@ class ApiStore:
             query["status"] = status
         origin = await self.first_run_at(project)
         if search is None:
-            scan = await scan_by_created(self._fetcher(self.runs, query), direction=direction, after=after,
+            scan = await scan_by_created(self._fetcher(self.runs, query, LISTED_RUN), direction=direction, after=after,
                                          wanted=limit, window=window, now=now, origin=origin)
             return scan.items, scan.window
         matches = run_matcher(search)
@@ -154,7 +157,8 @@ class ApiStore:
         scan = await scan_by_created(matching, direction=direction, after=after, wanted=limit, window=window,
                                      now=now, origin=origin)
         ids = [run["_id"] for run in scan.items]
-        full = {doc["_id"]: doc for doc in await self.runs.find({"_id": {"$in": ids}, "project": project}).to_list()}
+        full = {doc["_id"]: doc
+                for doc in await self.runs.find({"_id": {"$in": ids}, "project": project}, LISTED_RUN).to_list()}
         return [full[run_id] for run_id in ids if run_id in full], scan.window
 
     async def add_missing_search_keys(self) -> int:
@@ -180,9 +184,10 @@ class ApiStore:
         return await self.runs.find(query).limit(limit).to_list()
 
     @staticmethod
-    def _fetcher(collection: AsyncCollection[Document], query: dict[str, Any]) -> Fetch:
+    def _fetcher(collection: AsyncCollection[Document], query: dict[str, Any],
+                 projection: dict[str, int] | None = None) -> Fetch:
         async def fetch(fragment: dict[str, Any], sort: list[tuple[str, int]], limit: int) -> list[Document]:
-            return await collection.find({**query, **fragment}).sort(sort).limit(limit).to_list()
+            return await collection.find({**query, **fragment}, projection).sort(sort).limit(limit).to_list()
 
         return fetch
 

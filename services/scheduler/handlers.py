@@ -20,20 +20,22 @@ from shared.events import (
     RunRerunRequested,
     RunStarted,
     TrainerHeartbeat,
-    utcnow,
 )
 from shared.subjects import Subjects
 from shared.sweeps import SweepKillRequested
 
 log = logging.getLogger(__name__)
 
+# Messages of one high-volume consumer handled at once.
+EVENT_WORKERS = 16
+
 
 def build_router(scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) -> NatsRouter:
     router = NatsRouter()
     store, lifecycle = scheduler.store, scheduler.lifecycle
 
-    def durable_subscriber(subject: str, consumer: str) -> Any:
-        return shared_durable_subscriber(router, subjects, subject, consumer)
+    def durable_subscriber(subject: str, consumer: str, max_workers: int = 1) -> Any:
+        return shared_durable_subscriber(router, subjects, subject, consumer, max_workers=max_workers)
 
     async def queue(event: RunCreated) -> None:
         await lifecycle.queue(event.run_id)
@@ -68,7 +70,7 @@ def build_router(scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) 
             scheduler.request_placement()
 
     async def heartbeat(beat: TrainerHeartbeat) -> None:
-        news = await store.record_heartbeat(beat, utcnow())
+        news = await scheduler.heartbeat(beat)
         if news == "restarted":
             await scheduler.reset_attempts_of_previous_process(beat)
         if beat.running:
@@ -86,17 +88,20 @@ def build_router(scheduler: Scheduler, subjects: Subjects, sweeps: SweepKeeper) 
 
     # Decoding, dead-lettering, the trainer-id check of trainer reports and the storage guard
     # are the bus's (shared.bus.DeadLetters); each handler takes its event.
-    for subject, consumer, action in (
-        (subjects.run_created, "scheduler-run-created", queue),
-        (subjects.run_accepted(), "scheduler-run-accepted", accept),
-        (subjects.run_started(), "scheduler-run-started", start),
-        (subjects.run_completed(), "scheduler-run-completed", complete),
-        (subjects.run_released(), "scheduler-run-released", release),
-        (subjects.run_kill_requested, "scheduler-run-kill-requested", kill),
-        (subjects.run_rerun_requested, "scheduler-run-rerun-requested", rerun),
-        (subjects.checkpoint_saved(), "scheduler-checkpoint-saved", checkpoint),
+    # The events of a busy fleet (one of each per attempt, every write fenced by the attempt)
+    # are handled several at a time: one by one, a burst of completions waited on each other's
+    # database round trips before their trainers could be given new runs.
+    for subject, consumer, action, workers in (
+        (subjects.run_created, "scheduler-run-created", queue, EVENT_WORKERS),
+        (subjects.run_accepted(), "scheduler-run-accepted", accept, EVENT_WORKERS),
+        (subjects.run_started(), "scheduler-run-started", start, EVENT_WORKERS),
+        (subjects.run_completed(), "scheduler-run-completed", complete, EVENT_WORKERS),
+        (subjects.run_released(), "scheduler-run-released", release, 1),
+        (subjects.run_kill_requested, "scheduler-run-kill-requested", kill, 1),
+        (subjects.run_rerun_requested, "scheduler-run-rerun-requested", rerun, 1),
+        (subjects.checkpoint_saved(), "scheduler-checkpoint-saved", checkpoint, 1),
     ):
-        durable_subscriber(subject, consumer)(action)
+        durable_subscriber(subject, consumer, workers)(action)
 
     async def sweep_epoch(event: EpochLogged, message: NatsMessage) -> None:
         # ASHA acts on a trial's metrics: only the trainer holding the trial's attempt may report them.

@@ -5,6 +5,7 @@ streams and integrators see the same history the runs collection records.
 """
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from faststream.exceptions import IncorrectState
@@ -46,6 +47,8 @@ class RunLifecycle:
         self.broker = broker
         self.subjects = subjects
         self.aging_s = aging_s
+        # Told of every run that enters the queue (the scheduler's in-memory queue index).
+        self.on_queued: Callable[[str], Awaitable[None]] | None = None
 
     async def _move(self, run_id: str, target: RunStatus, message: str | None, *, previous: str | None,
                     guard: Document | None = None, fields: Document | None = None,
@@ -65,6 +68,8 @@ class RunLifecycle:
         if not await self.store.transition(run_id, target, guard=guard, fields=fields, message=message,
                                            announcement=event):
             return False
+        if target == RunStatus.PENDING and self.on_queued is not None:
+            await self.on_queued(run_id)
         if not self.broker_connected():
             # A publish now would wait out its timeout in the reconnect buffer: leave it to the pass.
             log.warning("NATS is not connected: the change of run %s to %s stays in its outbox", run_id, target)

@@ -1,6 +1,6 @@
 """Pure placement: the order of the queue, which trainer takes a run, or why none can."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.specs import AcceleratorRequest
@@ -27,6 +27,8 @@ class QueuedRun:
     # A sweep's trial: at most `sweep_max_concurrent` of the sweep's trials hold trainers at once.
     sweep_id: str | None = None
     sweep_max_concurrent: int = 0
+    # The context the API stored with the run: its assignment is a span of the run's trace.
+    trace_context: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

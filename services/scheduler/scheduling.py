@@ -1,16 +1,21 @@
 """The scheduler's passes: place queued runs, and watch over assigned ones."""
 
 import asyncio
+import contextlib
 import logging
+import math
 from dataclasses import replace
 from datetime import timedelta
+from typing import Literal
 
 from faststream.nats import NatsBroker
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.scheduler.lifecycle import RunLifecycle
-from services.scheduler.placement import NotPlaced, Placement, QueuedRun, place, queue_order
-from services.scheduler.store import SchedulerStore
+from services.scheduler.liveness import Liveness
+from services.scheduler.placement import NotPlaced, Placement, QueuedRun, place
+from services.scheduler.queue_index import QueueIndex
+from services.scheduler.store import HeartbeatNews, SchedulerStore
 from services.scheduler.sweeps import SweepKeeper
 from services.scheduler.telemetry import traced_assignment
 from shared.bus import publish_event
@@ -38,6 +43,11 @@ RERUN_GRACE = timedelta(seconds=5)
 OUTBOX_GRACE = timedelta(seconds=5)
 # The smallest execution timeout a spec may set: older runs are the only candidates.
 MIN_EXECUTION_TIMEOUT_S = RunSpec.model_fields["execution_timeout_s"].metadata[0].ge
+# Pending reasons stored per periodic pass at most (see Scheduler._store_reasons).
+MAX_REASON_WRITES_PER_PASS = 50
+# What became of one claim: the trainer was taken meanwhile (the run stays queued), the run was no
+# longer queued (claimed elsewhere, killed), or its assignment could not be published.
+AssignOutcome = Literal["assigned", "trainer_taken", "run_gone", "unsent"]
 
 
 class Scheduler:
@@ -53,29 +63,64 @@ class Scheduler:
         self._lock = asyncio.Lock()
         self._wanted = asyncio.Event()
         self._accelerators_seen: set[str] = set()
+        self._reasons_task: asyncio.Task[None] | None = None
         # A trainer's silence counts from the later of its last heartbeat and this process's start:
         # heartbeats sent while this scheduler was down were never seen, not missed.
         self.started_at = utcnow()
+        self.liveness = Liveness(store, self.started_at, timedelta(seconds=settings.trainer_timeout_s))
+        self.queue = QueueIndex()
+        # Runs entering the queue (created, requeued, reset) join the index at once.
+        lifecycle.on_queued = self.note_queued
 
     def request_placement(self) -> None:
         """Ask for a placement pass soon; many requests while one runs coalesce into one more."""
         self._wanted.set()
 
+    async def note_queued(self, run_id: str) -> None:
+        run = await self.store.queued_run(run_id)
+        if run is not None:
+            self.queue.add(run)
+
+    async def heartbeat(self, beat: TrainerHeartbeat) -> HeartbeatNews:
+        return await self.liveness.heartbeat(beat, utcnow())
+
+    async def _rebuild_queue(self) -> None:
+        """Re-read the queue from the database: what events missed (another replica's requeue, a
+        lost event, a restart) heals here, and runs claimed or killed elsewhere drop out."""
+        self.queue.begin_rebuild()
+        try:
+            snapshot = await self.store.queued_runs()
+        except BaseException:
+            self.queue.finish_rebuild(list(self.queue.everything(utcnow(), self.settings.aging_s)))
+            raise
+        self.queue.finish_rebuild(snapshot)
+
     async def assign_pending_runs(self, refresh_reasons: bool = True) -> int:
+        """One placement pass over the in-memory queue: decide every placement first, then make
+        the claims of all of them concurrently. `refresh_reasons` (the periodic pass) also
+        rebuilds the queue from the database and stores why runs wait."""
         async with self._lock:
             self._wanted.clear()
+            if refresh_reasons:
+                await self._rebuild_queue()
             now = utcnow()
-            online = await self.store.online_trainers(now - timedelta(seconds=self.settings.trainer_timeout_s))
-            if not refresh_reasons and not any(t.free > 0 and not t.draining for t in online):
+            online = self.liveness.online_views(await self.store.trainer_docs(), now)
+            room = {t.accelerator_name for t in online if t.free > 0 and not t.draining}
+            if not refresh_reasons and not room:
                 return 0  # nothing can be placed; the periodic pass keeps reasons current
-            queued = await self.store.queued_runs()
-            active = await self.store.active_runs_per_project()
-            active_trials = await self.store.active_trials_per_sweep()
+            names = self.queue.accelerators() if refresh_reasons else [n for n in self.queue.accelerators()
+                                                                       if n in room]
+            candidates = [run for name in names for run in self.queue.ordered(name, now, self.settings.aging_s)]
             limit = self.settings.project_max_active_runs
-            assigned = 0
+            # Counted only when something can hold them back: each is a scan of the active runs.
+            active = await self.store.active_runs_per_project() if limit and candidates else {}
+            active_trials = await self.store.active_trials_per_sweep() \
+                if any(run.sweep_id for run in candidates) else {}
+            batch: list[tuple[QueuedRun, str]] = []
+            reasons: dict[str, str] = {}
             depth: dict[str, int] = {}
             advertised = {t.accelerator_name for t in online}
-            for run in queue_order(queued, now, self.settings.aging_s):
+            for run in candidates:
                 if limit and active.get(run.project, 0) >= limit:
                     decision: Placement | NotPlaced = NotPlaced(
                         f"project {run.project} is at its limit of {limit} active runs")
@@ -87,35 +132,57 @@ class Scheduler:
                 if isinstance(decision, NotPlaced):
                     # No head-of-line blocking: a run that cannot fit waits, the rest go on.
                     if decision.reason != run.pending_reason:
-                        await self.store.set_pending_reason(run.run_id, decision.reason)
+                        reasons[run.run_id] = decision.reason
                     # Label values stay bounded: a name no trainer advertises is user
                     # input, counted as "other".
                     label = run.accelerator.name if run.accelerator.name in advertised else "other"
                     depth[label] = depth.get(label, 0) + 1
                     continue
-                if await self._assign(run, decision.trainer_id):
-                    assigned += 1
-                    active[run.project] = active.get(run.project, 0) + 1
-                    if run.sweep_id:
-                        active_trials[run.sweep_id] = active_trials.get(run.sweep_id, 0) + 1
+                batch.append((run, decision.trainer_id))
+                active[run.project] = active.get(run.project, 0) + 1
+                if run.sweep_id:
+                    active_trials[run.sweep_id] = active_trials.get(run.sweep_id, 0) + 1
                 online = [replace(t, free=t.free - run.accelerator.count) if t.trainer_id == decision.trainer_id
                           else t for t in online]
-            # Names seen before are set too, so an emptied queue reads 0, not its last depth.
-            self._accelerators_seen |= set(depth)
-            for name in self._accelerators_seen:
-                QUEUE_DEPTH.labels(accelerator=name).set(depth.get(name, 0))
-            return assigned
+            # The claims of one pass go to the database together, not one after another.
+            outcomes = await asyncio.gather(*(self._assign(run, trainer_id) for run, trainer_id in batch))
+            for (run, _), outcome in zip(batch, outcomes, strict=True):
+                if outcome != "trainer_taken":
+                    self.queue.discard(run.run_id)  # assigned, or no longer queued here
+            if refresh_reasons:
+                self._store_reasons(reasons)
+                # Names seen before are set too, so an emptied queue reads 0, not its last depth.
+                self._accelerators_seen |= set(depth)
+                for name in self._accelerators_seen:
+                    QUEUE_DEPTH.labels(accelerator=name).set(depth.get(name, 0))
+            return outcomes.count("assigned")
+
+    def _store_reasons(self, reasons: dict[str, str]) -> None:
+        """Store why runs wait, off the placement path and a bounded number per pass (head of the
+        queue first): each is an fsync'd write, and a deep queue changing reason at once (a fleet
+        filling up) would otherwise hold the database for seconds. The rest follow in later passes."""
+        if not reasons or (self._reasons_task is not None and not self._reasons_task.done()):
+            return
+        head = dict(list(reasons.items())[:MAX_REASON_WRITES_PER_PASS])
+
+        async def store() -> None:
+            try:
+                await self.store.set_pending_reasons(head)
+            except Exception:
+                log.exception("storing pending reasons failed; the next pass retries")
+
+        self._reasons_task = asyncio.create_task(store())
 
     @traced_assignment
-    async def _assign(self, run: QueuedRun, trainer_id: str) -> bool:
+    async def _assign(self, run: QueuedRun, trainer_id: str) -> AssignOutcome:
         run_id, count = run.run_id, run.accelerator.count
         if not await self.store.claim_trainer(trainer_id, run_id, count):
-            return False
+            return "trainer_taken"
         attempt = run.attempt + 1
         claimed = await self.store.claim_run(run_id, attempt, trainer_id) and await self.store.assignment_of(run_id)
         if not claimed:
             await self.store.release_trainer(trainer_id, run_id)
-            return False
+            return "run_gone"
         event = RunAssigned(
             run_id=run_id,
             attempt=attempt,
@@ -133,27 +200,30 @@ class Scheduler:
             log.exception("publishing the assignment of run %s failed; it stays queued", run_id)
             await self.store.unclaim_run(run_id, trainer_id, "assignment could not be sent; will retry")
             await self.store.release_trainer(trainer_id, run_id)
-            return False
+            return "unsent"
         ASSIGNMENTS.inc()
         queued_since = claimed.get("queued_at") or claimed["created_at"]
         SCHEDULING_LATENCY.observe(max(0.0, (utcnow() - queued_since).total_seconds()))
         log.info("assigned run %s attempt %d to trainer %s", run_id, attempt, trainer_id)
-        return True
+        return "assigned"
 
     async def watch_over_runs(self) -> None:
         """Recover what events alone cannot: lost announcements, silent trainers,
         unaccepted assignments, runs over their time limit."""
         now = utcnow()
+        await self.liveness.flush(now)
         for run_id in await self.store.created_before(now - UNANNOUNCED_RUN_GRACE):
             await self.lifecycle.queue(run_id)
             self.request_placement()
         timeout = timedelta(seconds=self.settings.trainer_timeout_s)
-        silent = await self.store.trainers_silent_since(now - timeout) if now - timeout > self.started_at else []
+        silent = [doc for doc in await self.store.trainer_docs()
+                  if not doc.get("lost") and self.liveness.last_alive(doc) < now - timeout]
         for trainer in silent:
             if await self.store.mark_trainer_lost(trainer["_id"], trainer["last_seen"]):
+                self.liveness.forget(trainer["_id"])
                 TRAINERS_LOST.inc()
                 log.warning("trainer %s missed its heartbeats since %s: presumed lost", trainer["_id"],
-                            trainer["last_seen"])
+                            self.liveness.last_alive(trainer))
                 for run in await self.store.runs_on_trainer(trainer["_id"]):
                     await self.lifecycle.reset_attempt(run, "trainer_lost", f"trainer {trainer['_id']} was lost")
                 self.request_placement()
@@ -211,19 +281,22 @@ class Scheduler:
                                     stop, dedup_key=f"{running.run_id}:{running.attempt}:stop")
 
     async def run_forever(self) -> None:
-        periodic = True
+        last_periodic = -math.inf
+        loop = asyncio.get_running_loop()
         while True:
+            # Periodic by the clock, not by a quiet moment: under steady load (events all the time)
+            # lost trainers must still be found and the queue index rebuilt.
+            periodic = loop.time() - last_periodic >= self.settings.placement_interval_s
             try:
                 if periodic:
+                    last_periodic = loop.time()
                     await self.watch_over_runs()
                 # Passes asked for by events only matter when something can be placed.
                 await self.assign_pending_runs(refresh_reasons=periodic)
             except Exception:
                 # The loop must outlive a storage outage; the next pass retries.
                 log.exception("scheduling pass failed")
-            try:
-                await asyncio.wait_for(self._wanted.wait(), timeout=self.settings.placement_interval_s)
-                periodic = False
-            except TimeoutError:
-                periodic = True
+            wait_s = max(0.0, last_periodic + self.settings.placement_interval_s - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), timeout=wait_s)
 

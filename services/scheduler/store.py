@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Literal
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.scheduler.placement import QueuedRun, TrainerView
+from services.scheduler.placement import QueuedRun
 from services.scheduler.state import sources_of
 from shared.bus import Refused
 from shared.events import CheckpointSaved, Event, TrainerHeartbeat, utcnow
@@ -26,6 +26,8 @@ from shared.store import REPORT_HOLDER_FIELDS, RUNS, TRAINERS, Document, report_
 # trainer, or a trainer that restarted (a new process under the same id).
 HeartbeatNews = Literal["known", "joined", "restarted"]
 UNASSIGNED_PENDING = {"status": str(RunStatus.PENDING), "trainer_id": None}
+QUEUED_RUN_FIELDS = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1, "pending_reason": 1,
+                     "attempt": 1, "sweep.id": 1, "sweep.max_concurrent": 1, "trace_context": 1}
 
 
 def outbox_entry(event: Event) -> Document:
@@ -35,6 +37,22 @@ def outbox_entry(event: Event) -> Document:
 
 def history_entry(status: RunStatus, message: str | None, attempt: int | None) -> Document:
     return HistoryEntry(status=status, message=message, attempt=attempt).document()
+
+
+def queued_run_of(doc: Document) -> QueuedRun:
+    sweep = doc.get("sweep") or {}
+    return QueuedRun(
+        run_id=doc["_id"],
+        project=doc.get("project", "default"),
+        priority=int(doc["spec"].get("priority", 0)),
+        created_at=doc["created_at"],
+        accelerator=AcceleratorRequest.model_validate(doc["spec"]["accelerator"]),
+        pending_reason=doc.get("pending_reason"),
+        attempt=int(doc.get("attempt", 0)),
+        sweep_id=sweep.get("id"),
+        sweep_max_concurrent=int(sweep.get("max_concurrent", 0)),
+        trace_context=doc.get("trace_context"),
+    )
 
 
 class SchedulerStore:
@@ -110,22 +128,12 @@ class SchedulerStore:
         return [doc["_id"] async for doc in cursor]
 
     async def queued_runs(self) -> list[QueuedRun]:
-        fields = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1, "pending_reason": 1,
-                  "attempt": 1, "sweep.id": 1, "sweep.max_concurrent": 1}
-        return [
-            QueuedRun(
-                run_id=doc["_id"],
-                project=doc.get("project", "default"),
-                priority=int(doc["spec"].get("priority", 0)),
-                created_at=doc["created_at"],
-                accelerator=AcceleratorRequest.model_validate(doc["spec"]["accelerator"]),
-                pending_reason=doc.get("pending_reason"),
-                attempt=int(doc.get("attempt", 0)),
-                sweep_id=(doc.get("sweep") or {}).get("id"),
-                sweep_max_concurrent=int((doc.get("sweep") or {}).get("max_concurrent", 0)),
-            )
-            async for doc in self.runs.find(UNASSIGNED_PENDING, fields)
-        ]
+        return [queued_run_of(doc) async for doc in self.runs.find(UNASSIGNED_PENDING, QUEUED_RUN_FIELDS)]
+
+    async def queued_run(self, run_id: str) -> QueuedRun | None:
+        """The run as the queue index holds it, if it waits for a trainer."""
+        doc = await self.runs.find_one({**UNASSIGNED_PENDING, "_id": run_id}, QUEUED_RUN_FIELDS)
+        return queued_run_of(doc) if doc is not None else None
 
     async def active_runs_per_project(self) -> dict[str, int]:
         pipeline: list[Document] = [
@@ -143,10 +151,16 @@ class SchedulerStore:
         ]
         return {doc["_id"]: int(doc["n"]) async for doc in await self.runs.aggregate(pipeline)}
 
-    async def set_pending_reason(self, run_id: str, reason: str) -> None:
-        await self.runs.update_one(
-            {**UNASSIGNED_PENDING, "_id": run_id, "pending_reason": {"$ne": reason}},
-            {"$set": {"pending_reason": reason, "updated_at": utcnow()}},
+    async def set_pending_reasons(self, reasons: dict[str, str]) -> None:
+        """Store why each run still waits, in one bulk write (only runs still waiting take it)."""
+        if not reasons:
+            return
+        now = utcnow()
+        await self.runs.bulk_write(
+            [UpdateOne({**UNASSIGNED_PENDING, "_id": run_id, "pending_reason": {"$ne": reason}},
+                       {"$set": {"pending_reason": reason, "updated_at": now}})
+             for run_id, reason in reasons.items()],
+            ordered=False,
         )
 
     async def claim_run(self, run_id: str, attempt: int, trainer_id: str) -> bool:
@@ -251,21 +265,22 @@ class SchedulerStore:
         )
         return "joined"
 
-    async def online_trainers(self, seen_since: datetime) -> list[TrainerView]:
-        query = {"last_seen": {"$gte": seen_since}, "lost": {"$ne": True}}
-        return [
-            TrainerView(
-                trainer_id=doc["_id"],
-                accelerator_name=doc.get("accelerator_name", "CPU"),
-                capacity=int(doc.get("capacity", 0)),
-                free=int(doc.get("free", 0)),
-                draining=bool(doc.get("draining")),
-            )
-            async for doc in self.trainers.find(query).sort("_id", ASCENDING)
-        ]
+    async def trainer_docs(self) -> list[Document]:
+        """Every registered trainer, lost ones too (liveness decides which are online)."""
+        fields = {"accelerator_name": 1, "capacity": 1, "free": 1, "draining": 1, "lost": 1, "last_seen": 1}
+        return await self.trainers.find({}, fields).sort("_id", ASCENDING).to_list()
 
-    async def trainers_silent_since(self, moment: datetime) -> list[Document]:
-        return await self.trainers.find({"last_seen": {"$lt": moment}, "lost": {"$ne": True}}).to_list()
+    async def touch_trainers(self, beats: list[tuple[str, str, datetime, list[Document]]]) -> None:
+        """Store when each (trainer, process) was last heard from and what it runs, in one bulk write;
+        a trainer meanwhile presumed lost or restarted is left alone."""
+        if not beats:
+            return
+        await self.trainers.bulk_write(
+            [UpdateOne({"_id": trainer_id, "lost": False, "instance": instance},
+                       {"$max": {"last_seen": at}, "$set": {"reported_running": running}})
+             for trainer_id, instance, at, running in beats],
+            ordered=False,
+        )
 
     async def trainer(self, trainer_id: str) -> Document | None:
         return await self.trainers.find_one({"_id": trainer_id})

@@ -98,10 +98,11 @@ class _HasStore(Protocol):
 
 
 SchedulerT = TypeVar("SchedulerT", bound=_HasStore)
-AssignFn = Callable[[SchedulerT, QueuedRun, str], Awaitable[bool]]
+OutcomeT = TypeVar("OutcomeT", bound=str)
+AssignFn = Callable[[SchedulerT, QueuedRun, str], Awaitable[OutcomeT]]
 
 
-def traced_assignment(assign: AssignFn[SchedulerT]) -> AssignFn[SchedulerT]:
+def traced_assignment(assign: AssignFn[SchedulerT, OutcomeT]) -> AssignFn[SchedulerT, OutcomeT]:
     """Runs an assignment in the run's own trace, whatever pass of the scheduler made it.
 
     Placement happens in the scheduling loop, outside any event of the run; the
@@ -109,14 +110,15 @@ def traced_assignment(assign: AssignFn[SchedulerT]) -> AssignFn[SchedulerT]:
     """
 
     @functools.wraps(assign)
-    async def assign_in_run_trace(self: SchedulerT, run: QueuedRun, trainer_id: str) -> bool:
-        doc = await self.store.runs.find_one({"_id": run.run_id}, {"trace_context": 1})
-        parent = continue_trace((doc or {}).get("trace_context"))
+    async def assign_in_run_trace(self: SchedulerT, run: QueuedRun, trainer_id: str) -> OutcomeT:
+        # The queue index read the run's trace context with the rest of it: no read here.
+        parent = continue_trace(run.trace_context)
         attributes: dict[str, AttributeValue] = {RUN_ID_ATTRIBUTE: run.run_id, "trainyard.trainer_id": trainer_id,
                                                  "trainyard.accelerator": run.accelerator.name}
         with tracer().start_as_current_span("assign run", context=parent, attributes=attributes) as span:
-            assigned = await assign(self, run, trainer_id)
-            span.set_attribute("trainyard.assigned", assigned)
-            return assigned
+            outcome = await assign(self, run, trainer_id)
+            span.set_attribute("trainyard.assigned", outcome == "assigned")
+            span.set_attribute("trainyard.assignment_outcome", outcome)
+            return outcome
 
     return assign_in_run_trace

@@ -1,0 +1,69 @@
+"""The scheduler's in-memory index of the queue, per accelerator name.
+
+A placement pass walks this instead of reading the whole queue from the
+database: runs are added when they enter the queue (the lifecycle says so),
+dropped when they are claimed or found gone, and the whole index is rebuilt
+from the database by the periodic pass, so a missed event heals within one
+interval. The database stays the source of truth: every claim is still a
+conditional update there, so a stale entry costs one refused claim, never a
+double assignment.
+"""
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from services.scheduler.placement import QueuedRun, queue_order
+
+
+class QueueIndex:
+    def __init__(self) -> None:
+        self._by_accelerator: dict[str, dict[str, QueuedRun]] = {}
+        self._accelerator_of: dict[str, str] = {}
+        # Runs added while a rebuild read the database: the rebuild's snapshot may predate them.
+        self._added_during_rebuild: dict[str, QueuedRun] | None = None
+
+    def __len__(self) -> int:
+        return len(self._accelerator_of)
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._accelerator_of
+
+    def add(self, run: QueuedRun) -> None:
+        self.discard(run.run_id)
+        name = run.accelerator.name
+        self._by_accelerator.setdefault(name, {})[run.run_id] = run
+        self._accelerator_of[run.run_id] = name
+        if self._added_during_rebuild is not None:
+            self._added_during_rebuild[run.run_id] = run
+
+    def discard(self, run_id: str) -> None:
+        name = self._accelerator_of.pop(run_id, None)
+        if name is not None:
+            self._by_accelerator[name].pop(run_id, None)
+        if self._added_during_rebuild is not None:
+            self._added_during_rebuild.pop(run_id, None)
+
+    def begin_rebuild(self) -> None:
+        self._added_during_rebuild = {}
+
+    def finish_rebuild(self, snapshot: list[QueuedRun]) -> None:
+        """Replace the index by a snapshot read from the database, keeping what was added while it
+        was read. (Nothing is claimed meanwhile: claims and rebuilds both hold the pass's lock.)"""
+        added = self._added_during_rebuild or {}
+        self._added_during_rebuild = None
+        self._by_accelerator.clear()
+        self._accelerator_of.clear()
+        for run in snapshot:
+            self.add(run)
+        for run in added.values():
+            self.add(run)
+
+    def accelerators(self) -> list[str]:
+        return [name for name, runs in self._by_accelerator.items() if runs]
+
+    def ordered(self, accelerator: str, now: datetime, aging_s: float) -> list[QueuedRun]:
+        return queue_order(list(self._by_accelerator.get(accelerator, {}).values()), now, aging_s)
+
+    def everything(self, now: datetime, aging_s: float) -> Iterator[QueuedRun]:
+        for name in self.accelerators():
+            yield from self.ordered(name, now, aging_s)
