@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from services.api.models import EpochLog, StatusChange
 from services.api.store import ApiStore
 from shared.events import utcnow
+from shared.run_document import RunSummary
 from shared.status import TERMINAL_STATUSES
 
 EPOCH_GAP_GRACE = timedelta(seconds=45)
@@ -76,11 +77,11 @@ class LiveEvent:
         return f"id: {self.position.token}\nevent: {self.kind}\ndata: {self.data.model_dump_json()}\n\n"
 
 
-def _terminal(run: dict[str, Any]) -> bool:
-    return run["status"] in TERMINAL_STATUSES
+def _terminal(run: RunSummary) -> bool:
+    return run.status in TERMINAL_STATUSES
 
 
-def _epochs_ready(epochs: list[dict[str, Any]], position: "StreamPosition", run: dict[str, Any],
+def _epochs_ready(epochs: list[dict[str, Any]], position: "StreamPosition", run: RunSummary,
                   now: datetime) -> list[dict[str, Any]]:
     """Epochs not sent yet, in order, stopping at a gap that a late epoch may still fill."""
     ready: list[dict[str, Any]] = []
@@ -100,14 +101,13 @@ def _epochs_ready(epochs: list[dict[str, Any]], position: "StreamPosition", run:
     return ready
 
 
-def next_events(run: dict[str, Any], unsent_epochs: list[dict[str, Any]], position: StreamPosition,
+def next_events(run: RunSummary, unsent_epochs: list[dict[str, Any]], position: StreamPosition,
                 now: datetime) -> tuple[list[LiveEvent], StreamPosition]:
     """The events a client at `position` has not seen yet, in time order, and where that leaves it."""
-    run_id = run["_id"]
-    history = run.get("history", [])
+    run_id = run.id
     timeline: list[tuple[datetime, int, str, dict[str, Any]]] = []
-    for change in history[position.statuses:]:
-        timeline.append((change["at"], 0, "status", change))
+    for change in run.history[position.statuses:]:
+        timeline.append((change.at, 0, "status", change.document()))
     for epoch in _epochs_ready(unsent_epochs, position, run, now):
         timeline.append((epoch["logged_at"], 1, "epoch", epoch))
     # Stable: each source keeps its own order; the two interleave by time.
@@ -125,13 +125,13 @@ def next_events(run: dict[str, Any], unsent_epochs: list[dict[str, Any]], positi
     return events, position
 
 
-def stream_is_over(run: dict[str, Any], position: StreamPosition, now: datetime) -> bool:
+def stream_is_over(run: RunSummary, position: StreamPosition, now: datetime) -> bool:
     """A finished run whose history is all sent, and whose epochs are too (or will not come any more)."""
-    if not _terminal(run) or position.statuses < len(run.get("history", [])):
+    if not _terminal(run) or position.statuses < len(run.history):
         return False
-    if position.epoch >= int(run.get("epochs_completed") or 0):
+    if position.epoch >= (run.epochs_completed or 0):
         return True
-    ended = run.get("completed_at") or run["updated_at"]
+    ended = run.completed_at or run.updated_at
     return bool(now - ended > FINAL_EPOCHS_GRACE)
 
 
@@ -174,7 +174,7 @@ async def live_events(store: ApiStore, project: str, run_id: str, start: StreamP
             yield event.encode()
             quiet_since = time.monotonic()
         if stream_is_over(run, position, now):
-            yield LiveEvent("end", position, EndEvent(run_id=run_id, status=str(run["status"]))).encode()
+            yield LiveEvent("end", position, EndEvent(run_id=run_id, status=str(run.status))).encode()
             return
         if time.monotonic() - quiet_since >= keepalive_s:
             # A comment line: invisible to EventSource, keeps idle proxies from closing the stream.

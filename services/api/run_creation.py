@@ -48,6 +48,12 @@ async def checked_base_model(store: ApiStore, project: str, spec: RunSpec) -> di
 
 def run_document(project: str, spec: RunSpec, dataset: dict[str, Any], base_model: dict[str, Any] | None,
                  created_by: str, sweep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A new run's document as MongoDB stores it."""
+    return new_run(project, spec, dataset, base_model, created_by, sweep).document()
+
+
+def new_run(project: str, spec: RunSpec, dataset: dict[str, Any], base_model: dict[str, Any] | None,
+            created_by: str, sweep: dict[str, Any] | None = None) -> RunDocument:
     """A run as the api inserts it (status `created`); the scheduler owns every change after."""
     now = utcnow()
     run_id = new_id()
@@ -60,4 +66,4 @@ def run_document(project: str, spec: RunSpec, dataset: dict[str, Any], base_mode
         # The scheduler continues this request's trace whenever it handles the run.
         trace_context=run_trace_context(run_id),
         sweep=sweep,
-    ).document()
+    )

@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.api.pagination import ORIGIN, After, Direction, Fetch, scan_by_created
 from services.api.search import run_matcher, search_key, search_keys
 from shared.events import utcnow
+from shared.run_document import RunDocument, RunSummary
 from shared.status import TERMINAL_STATUSES
 from shared.store import (
     API_KEYS,
@@ -35,6 +36,7 @@ from shared.store import (
 SEARCH_KEYS_MIGRATION = "run_search_keys"
 # A listed run leaves at home what no list item shows: the resolved training config the trainer
 # stored (tens of kB), the search keys, the dataset layout, the trace context, the checkpoint.
+# What is left reads as a RunSummary.
 LISTED_RUN = {"config": 0, "search_keys": 0, "dataset": 0, "trace_context": 0, "checkpoint": 0}
 
 
@@ -114,8 +116,9 @@ class ApiStore:
         first: datetime | None = (stats or {}).get("first_run_at")
         return first or ORIGIN
 
-    async def run(self, project: str, run_id: str) -> Document | None:
-        return await self.runs.find_one({"_id": run_id, "project": project})
+    async def run(self, project: str, run_id: str) -> RunDocument | None:
+        doc = await self.runs.find_one({"_id": run_id, "project": project})
+        return RunDocument.model_validate(doc) if doc is not None else None
 
     async def mark_rerun_requested(self, run_id: str, at: datetime) -> None:
         await self.runs.update_one({"_id": run_id}, {"$max": {"rerun_requested_at": at}})
@@ -236,18 +239,18 @@ class ApiStore:
             query["epoch"] = epoch
         return await self.confusion_matrices.find_one(query, {"_id": 0}, sort=[("epoch", DESCENDING)])
 
-    async def queue_position(self, run: Document) -> int | None:
+    async def queue_position(self, run: RunSummary) -> int | None:
         """1 + the queued runs asking for the same accelerators that the scheduler takes first:
         by `queue_key`, which the scheduler stores when it queues a run (priority with aging
         as one instant; services/scheduler/placement.py). None until it has."""
-        key = run.get("queue_key")
+        key = run.queue_key
         if key is None:
             return None
         ahead = await self.runs.count_documents({
-            "status": "pending", "trainer_id": None, "_id": {"$ne": run["_id"]},
-            "spec.accelerator.name": run["spec"]["accelerator"]["name"],
-            "spec.accelerator.count": run["spec"]["accelerator"]["count"],
-            "$or": [{"queue_key": {"$lt": key}}, {"queue_key": key, "created_at": {"$lt": run["created_at"]}}],
+            "status": "pending", "trainer_id": None, "_id": {"$ne": run.id},
+            "spec.accelerator.name": run.spec.accelerator.name,
+            "spec.accelerator.count": run.spec.accelerator.count,
+            "$or": [{"queue_key": {"$lt": key}}, {"queue_key": key, "created_at": {"$lt": run.created_at}}],
         })
         return ahead + 1
 

@@ -19,7 +19,7 @@ from services.api.models import (
     SplitOut,
     StatusChange,
 )
-from shared.specs import RunSpec
+from shared.run_document import HistoryEntry, RunSummary
 from shared.status import RunStatus
 
 Doc = dict[str, Any]
@@ -53,24 +53,28 @@ def run_overview(status: str, progress: Progress, trainer_id: str | None, messag
             return f"{status} after {done}" + (f": {message}" if message else "")
 
 
-def run_out(doc: Doc, latest_epoch: Doc | None, now: datetime, queue_position: int | None = None) -> RunOut:
-    total = int(doc["spec"]["epochs"])
+def run_out(run: RunSummary, latest_epoch: Doc | None, now: datetime, queue_position: int | None = None) -> RunOut:
+    total = run.spec.epochs
     epoch = int(latest_epoch["epoch"]) if latest_epoch else 0
     progress = Progress(epoch=epoch, total_epochs=total, percent=round(100.0 * min(epoch, total) / total, 1))
-    started, completed = doc.get("started_at"), doc.get("completed_at")
+    started, completed = run.started_at, run.completed_at
     duration: timedelta | None = (completed or now) - started if started else None
     duration_s = max(0.0, duration.total_seconds()) if duration is not None else None
-    status = str(doc["status"])
-    message = doc.get("pending_reason") if status == RunStatus.PENDING else doc.get("message")
+    status = str(run.status)
+    message = run.pending_reason if run.status == RunStatus.PENDING else run.message
     return RunOut(
-        id=doc["_id"], name=doc["name"], project=doc["project"], status=status,
-        overview=run_overview(status, progress, doc.get("trainer_id"), message, duration_s),
-        message=message, pending_reason=doc.get("pending_reason"), spec=RunSpec.model_validate(doc["spec"]),
-        trainer_id=doc.get("trainer_id"), attempt=doc.get("attempt", 0), device=doc.get("device"),
+        id=run.id, name=run.name, project=run.project, status=status,
+        overview=run_overview(status, progress, run.trainer_id, message, duration_s),
+        message=message, pending_reason=run.pending_reason, spec=run.spec,
+        trainer_id=run.trainer_id, attempt=run.attempt, device=run.device,
         progress=progress, queue_position=queue_position, latest_metrics=(latest_epoch or {}).get("metrics", {}),
-        created_at=doc["created_at"], updated_at=doc["updated_at"], started_at=started, completed_at=completed,
-        duration_s=duration_s, history=[StatusChange.model_validate(h) for h in doc.get("history", [])],
+        created_at=run.created_at, updated_at=run.updated_at, started_at=started, completed_at=completed,
+        duration_s=duration_s, history=[status_change(entry) for entry in run.history],
     )
+
+
+def status_change(entry: HistoryEntry) -> StatusChange:
+    return StatusChange(status=str(entry.status), at=entry.at, message=entry.message, attempt=entry.attempt)
 
 
 def dataset_out(doc: Doc) -> DatasetOut:

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from services.api.live import EPOCH_GAP_GRACE, FINAL_EPOCHS_GRACE, StreamPosition, next_events, stream_is_over
+from shared.run_document import RunSummary
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -23,8 +24,12 @@ def epoch(n: int, seconds: float, attempt: int = 1) -> dict[str, Any]:
             "epoch_time_s": 1.0, "metrics": {}, "logged_at": at(seconds)}
 
 
-def run(status: str, history: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
-    return {"_id": "r" * 32, "status": status, "history": history, "updated_at": at(100), **fields}
+def run(status: str, history: list[dict[str, Any]], **fields: Any) -> RunSummary:
+    """The run as the stream reads it back from the database."""
+    return RunSummary.model_validate({
+        "_id": "r" * 32, "project": "p", "name": "live", "status": status, "history": history,
+        "spec": {"name": "live", "dataset_id": "d" * 32, "architecture": "rtmdet-tiny", "epochs": 3},
+        "created_at": at(0), "updated_at": at(100), **fields})
 
 
 def test_history_and_epochs_interleave_by_time_and_each_event_moves_the_position() -> None:

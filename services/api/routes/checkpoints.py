@@ -8,7 +8,6 @@ from services.api.errors import problem_responses
 from services.api.models import CheckpointOut, RunCheckpoints
 from services.api.routes.runs import RunId, existing_run
 from shared.artifacts import ArtifactNotFound, checkpoint_name
-from shared.events import StoredCheckpoint
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403, 404))
 
@@ -19,10 +18,10 @@ async def get_run_checkpoints(run_id: RunId, caller: RunsReader, store: Store,
     """The checkpoints the artifact store keeps for the run, each attempt's newest few and the
     best, oldest first; `resume_from` is the one a rerun continues from."""
     run = await existing_run(store, caller.project, run_id)
-    resume = StoredCheckpoint.model_validate(run["checkpoint"]) if run.get("checkpoint") else None
+    resume = run.checkpoint
     items: list[CheckpointOut] = []
     best = None
-    for attempt in range(1, int(run.get("attempt") or 0) + 1):
+    for attempt in range(1, run.attempt + 1):
         manifest = await artifacts.manifest(run_id, attempt)
         best = manifest.best or best
         for epoch in manifest.epochs:

@@ -18,6 +18,7 @@ from services.api.errors import NotFound, Unprocessable, problem_responses
 from services.api.models import MetricSeries
 from services.api.views import default_mode, metric_series, run_out
 from shared.events import utcnow
+from shared.run_document import RunDocument
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403, 404))
 MIN_RUNS, MAX_RUNS = 2, 10
@@ -84,11 +85,11 @@ def _best(epochs: list[dict[str, Any]]) -> dict[str, BestValue]:
     return best
 
 
-def _config_diff(first: dict[str, Any], other: dict[str, Any]) -> str:
-    if not first.get("config") or not other.get("config"):
+def _config_diff(first: RunDocument, other: RunDocument) -> str:
+    if not first.config or not other.config:
         return ""
-    lines = difflib.unified_diff(first["config"].splitlines(), other["config"].splitlines(),
-                                 fromfile=f"{first['_id']}/config.py", tofile=f"{other['_id']}/config.py",
+    lines = difflib.unified_diff(first.config.splitlines(), other.config.splitlines(),
+                                 fromfile=f"{first.id}/config.py", tofile=f"{other.id}/config.py",
                                  lineterm="", n=1)
     return "\n".join(lines)
 
@@ -120,16 +121,16 @@ async def compare_runs(
     now = utcnow()
     compared = []
     for doc in docs:
-        epochs = await store.epochs_of(doc["_id"])
+        epochs = await store.epochs_of(doc.id)
         out = run_out(doc, epochs[-1] if epochs else None, now)
         final = dict(epochs[-1].get("metrics", {})) | {"loss": epochs[-1]["loss"]} if epochs else {}
         compared.append(ComparedRun(
             id=out.id, name=out.name, status=out.status, architecture=out.spec.architecture,
             dataset_id=out.spec.dataset_id, epochs_done=out.progress.epoch, duration_s=out.duration_s,
-            final_metrics=final, best_metrics=_best(epochs), series=metric_series(doc["_id"], epochs, None)))
-    specs = [_flatten(doc["spec"]) for doc in docs]
+            final_metrics=final, best_metrics=_best(epochs), series=metric_series(doc.id, epochs, None)))
+    specs = [_flatten(doc.spec.model_dump(mode="json")) for doc in docs]
     fields = sorted({name for spec in specs for name in spec} - {"name"})
     differences = [FieldDifference(field=name, values=[spec.get(name) for spec in specs]) for name in fields
                    if len({repr(spec.get(name)) for spec in specs}) > 1]
-    configs = [ConfigDifference(run_id=doc["_id"], diff=_config_diff(docs[0], doc)) for doc in docs[1:]]
+    configs = [ConfigDifference(run_id=doc.id, diff=_config_diff(docs[0], doc)) for doc in docs[1:]]
     return RunComparison(runs=compared, spec_differences=differences, config_differences=configs)

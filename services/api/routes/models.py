@@ -25,7 +25,7 @@ async def _model_out(store: Store, project: str, doc: dict[str, Any]) -> ModelOu
     run = await store.run(project, doc["run_id"])
     return ModelOut(
         id=doc["_id"], project=doc["project"], architecture=doc["architecture"], classes=doc["classes"],
-        run=ModelRunOut(id=doc["run_id"], name=doc.get("run_name"), status=(run or {}).get("status")),
+        run=ModelRunOut(id=doc["run_id"], name=doc.get("run_name"), status=run.status if run else None),
         checkpoint=doc["checkpoint"], epochs=doc.get("epochs", 0), best_epoch=doc.get("best_epoch"),
         best_metrics=doc.get("best_metrics", {}), base_model_id=doc.get("base_model_id"),
         published=bool(doc.get("published")), created_at=doc["created_at"],

@@ -25,6 +25,7 @@ from services.api.models import (
 from services.api.routes.runs import RunId, existing_run
 from services.api.views import best_epoch, confusion_matrix_out, datature_confusion_matrix, default_mode, metric_series
 from shared.artifacts import ArtifactNotFound
+from shared.run_document import RunDocument
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403, 404))
 MetricName = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -105,7 +106,7 @@ async def get_confusion_matrix(
 ) -> ConfusionMatrixOut | DatatureConfusionMatrixOut:
     """The confusion matrix of one evaluation (the latest unless `epoch` is given)."""
     run = await existing_run(store, caller.project, run_id)
-    if not run["spec"].get("matrix", True):
+    if not run.spec.matrix:
         raise ApiError(404, f"run {run_id} was started with matrix=false: its evaluations compute no confusion "
                             "matrix")
     doc = await store.confusion_matrix(run_id, epoch)
@@ -118,14 +119,14 @@ async def get_confusion_matrix(
 async def get_run_config(run_id: RunId, caller: RunsReader, store: Store) -> RunConfigOut:
     """The MMEngine config the run's latest attempt trained with, to reproduce it."""
     run = await existing_run(store, caller.project, run_id)
-    if not run.get("config"):
+    if not run.config:
         raise NotFound("generated config (the run has not started) for run", run_id)
-    return RunConfigOut(run_id=run_id, attempt=int(run.get("attempt", 0)), config=run["config"])
+    return RunConfigOut(run_id=run_id, attempt=run.attempt, config=run.config)
 
 
-def _with_previews(run: dict[str, Any]) -> None:
-    if not run["spec"].get("preview", False):
-        raise ApiError(404, f"run {run['_id']} was started with preview=false: its evaluations render no previews")
+def _with_previews(run: RunDocument) -> None:
+    if not run.spec.preview:
+        raise ApiError(404, f"run {run.id} was started with preview=false: its evaluations render no previews")
 
 
 def preview_url(run_id: str, epoch: int, image_id: int) -> str:

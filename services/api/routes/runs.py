@@ -1,5 +1,5 @@
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi import Path as PathParam
@@ -10,11 +10,12 @@ from services.api.errors import Conflict, NotFound, Unprocessable, problem_respo
 from services.api.listing import RunSort, page_of_runs, runs_of_sweep
 from services.api.models import RunList, RunOut
 from services.api.pagination import InvalidCursor
-from services.api.run_creation import checked_base_model, checked_dataset, run_document
+from services.api.run_creation import checked_base_model, checked_dataset, new_run
 from services.api.views import run_out
 from shared.artifacts import run_prefix
 from shared.bus import REQUEST_PUBLISH_RETRY_S, publish_event
 from shared.events import RunCreated, RunKillRequested, RunRemoved, RunRerunRequested, new_id, utcnow
+from shared.run_document import RunDocument, RunSummary
 from shared.specs import ObjectId, RunSpec
 from shared.status import TERMINAL_STATUSES, RunStatus
 
@@ -30,7 +31,7 @@ MODEL_REGISTRATION_GRACE = timedelta(seconds=60)
 CursorParam = Annotated[str, Query(min_length=1, max_length=1000, description="`next_cursor` of the previous page")]
 
 
-async def existing_run(store: Store, project: str, run_id: str) -> dict[str, Any]:
+async def existing_run(store: Store, project: str, run_id: str) -> RunDocument:
     """The run with this id in the caller's project; 404 for ids of other projects, as for unknown ones."""
     doc = await store.run(project, run_id)
     if doc is None:
@@ -43,14 +44,14 @@ async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, s
     """Create a training run; the scheduler queues and places it."""
     dataset = await checked_dataset(store, caller.project, spec.dataset_id)
     base_model = await checked_base_model(store, caller.project, spec)
-    doc = run_document(caller.project, spec, dataset, base_model, caller.key_id)
-    await store.insert_run(doc)
+    run = new_run(caller.project, spec, dataset, base_model, caller.key_id)
+    await store.insert_run(run.document())
     # If this publish is lost, the scheduler still finds the run in `created` and queues it.
     await publish_event(bus, subjects, subjects.run_created,
-                        RunCreated(run_id=doc["_id"], project=caller.project, spec=spec),
-                        dedup_key=f"{doc['_id']}:created",
+                        RunCreated(run_id=run.id, project=caller.project, spec=spec),
+                        dedup_key=f"{run.id}:created",
                         retry_for_s=REQUEST_PUBLISH_RETRY_S)
-    return run_out(doc, None, doc["created_at"])
+    return run_out(run, None, run.created_at)
 
 
 @router.get("")
@@ -76,29 +77,29 @@ async def list_runs(
                                       limit=limit, cursor=cursor, now=utcnow())
     except InvalidCursor as error:
         raise Unprocessable(f"cursor: {error}", [{"field": "query.cursor", "message": str(error)}]) from error
-    latest = await store.latest_epochs([doc["_id"] for doc in page.items])
+    runs = [RunSummary.model_validate(doc) for doc in page.items]
+    latest = await store.latest_epochs([run.id for run in runs])
     now = utcnow()
-    return RunList(items=[run_out(doc, latest.get(doc["_id"]), now) for doc in page.items],
-                   next_cursor=page.next_cursor)
+    return RunList(items=[run_out(run, latest.get(run.id), now) for run in runs], next_cursor=page.next_cursor)
 
 
 @router.get("/{run_id}", responses=problem_responses(404))
 async def get_run(run_id: RunId, caller: RunsReader, store: Store) -> RunOut:
     """A run's status overview, progress, duration, trainer, attempts, latest metrics and history."""
-    doc = await existing_run(store, caller.project, run_id)
-    queued = doc["status"] == RunStatus.PENDING and doc.get("trainer_id") is None
-    position = await store.queue_position(doc) if queued else None
-    return run_out(doc, await store.latest_epoch(run_id), utcnow(), position)
+    run = await existing_run(store, caller.project, run_id)
+    queued = run.status == RunStatus.PENDING and run.trainer_id is None
+    position = await store.queue_position(run) if queued else None
+    return run_out(run, await store.latest_epoch(run_id), utcnow(), position)
 
 
 @router.post("/{run_id}/kill", status_code=status.HTTP_202_ACCEPTED, responses=problem_responses(404, 409))
 async def kill_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
     """Stop a run: a queued run ends `terminated` at once, a training one when its trainer stops it."""
-    doc = await existing_run(store, caller.project, run_id)
-    rerun_at, ended_at = doc.get("rerun_requested_at"), doc.get("completed_at")
+    run = await existing_run(store, caller.project, run_id)
+    rerun_at, ended_at = run.rerun_requested_at, run.completed_at
     rerun_on_its_way = rerun_at is not None and (ended_at is None or rerun_at > ended_at)
-    if doc["status"] in TERMINAL_STATUSES and not rerun_on_its_way:
-        raise Conflict(f"run {run_id} already ended {doc['status']}")
+    if run.status in TERMINAL_STATUSES and not rerun_on_its_way:
+        raise Conflict(f"run {run_id} already ended {run.status}")
     # An ended run with a rerun accepted but not yet applied is killed too: the scheduler lets
     # the later kill win over the earlier rerun, whichever it handles first.
     await publish_event(bus, subjects, subjects.run_kill_requested,
@@ -106,15 +107,15 @@ async def kill_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, su
                         # Each request its own event: a second kill is never deduplicated away.
                         dedup_key=f"{run_id}:kill:{new_id()}",
                         retry_for_s=REQUEST_PUBLISH_RETRY_S)
-    return run_out(doc, await store.latest_epoch(run_id), utcnow())
+    return run_out(run, await store.latest_epoch(run_id), utcnow())
 
 
 @router.post("/{run_id}/rerun", status_code=status.HTTP_202_ACCEPTED, responses=problem_responses(404, 409))
 async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames) -> RunOut:
     """Run again a run that failed, was aborted or terminated; it resumes from its latest checkpoint."""
-    doc = await existing_run(store, caller.project, run_id)
-    if doc["status"] not in (RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
-        raise Conflict(f"run {run_id} is {doc['status']}: only failed, aborted or terminated runs can be rerun")
+    run = await existing_run(store, caller.project, run_id)
+    if run.status not in (RunStatus.FAILED, RunStatus.ABORTED, RunStatus.TERMINATED):
+        raise Conflict(f"run {run_id} is {run.status}: only failed, aborted or terminated runs can be rerun")
     request = RunRerunRequested(run_id=run_id, requested_by=caller.key_id)
     # A request marker, not a status (the scheduler owns those): a kill arriving before the
     # scheduler has applied the rerun is accepted, not refused as "already ended".
@@ -122,7 +123,7 @@ async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, s
     await publish_event(bus, subjects, subjects.run_rerun_requested, request,
                         dedup_key=f"{run_id}:rerun:{new_id()}",
                         retry_for_s=REQUEST_PUBLISH_RETRY_S)
-    return run_out(doc, await store.latest_epoch(run_id), utcnow())
+    return run_out(run, await store.latest_epoch(run_id), utcnow())
 
 
 @router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
@@ -130,12 +131,12 @@ async def rerun_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, s
 async def remove_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, subjects: SubjectNames,
                      artifacts: ArtifactStore) -> Response:
     """Remove a finished run and everything stored for it; a model it produced stays in the registry."""
-    doc = await existing_run(store, caller.project, run_id)
-    if doc["status"] not in TERMINAL_STATUSES:
-        raise Conflict(f"run {run_id} is {doc['status']}: only a finished run can be removed; kill it first "
+    run = await existing_run(store, caller.project, run_id)
+    if run.status not in TERMINAL_STATUSES:
+        raise Conflict(f"run {run_id} is {run.status}: only a finished run can be removed; kill it first "
                        f"(POST /v1/runs/{run_id}/kill) and remove it once it has ended")
-    completed = doc.get("completed_at")
-    if (doc["status"] == RunStatus.SUCCESS and await store.model_of_run(run_id) is None
+    completed = run.completed_at
+    if (run.status == RunStatus.SUCCESS and await store.model_of_run(run_id) is None
             and completed is not None and utcnow() - completed < MODEL_REGISTRATION_GRACE):
         raise Conflict(f"run {run_id} just succeeded and its trained model is still being registered; "
                        "try again in a few seconds", headers={"Retry-After": "5"})
@@ -143,7 +144,7 @@ async def remove_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, 
     # leaves the run in place, and the caller may simply try again. The metrics service
     # acts on the event only once the document is gone.
     await publish_event(bus, subjects, subjects.run_removed,
-                        RunRemoved(run_id=run_id, project=caller.project, status=doc["status"],
+                        RunRemoved(run_id=run_id, project=caller.project, status=run.status,
                                    requested_by=caller.key_id),
                         retry_for_s=REQUEST_PUBLISH_RETRY_S)
     await artifacts.delete_prefix(run_prefix(run_id))  # checkpoints and previews; models/<id> stays
@@ -151,5 +152,5 @@ async def remove_run(run_id: RunId, caller: RunsWriter, store: Store, bus: Bus, 
         now = await store.run(caller.project, run_id)
         if now is None:
             raise NotFound("run", run_id)  # a concurrent DELETE removed it
-        raise Conflict(f"run {run_id} became {now['status']} while it was being removed; it was not removed")
+        raise Conflict(f"run {run_id} became {now.status} while it was being removed; it was not removed")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
