@@ -11,8 +11,12 @@ from typing import Any
 
 import nats
 import pytest
+from pymongo import MongoClient
 
 from shared.events import RunReleased, StoredCheckpoint
+from shared.run_document import RunDocument
+from shared.status import RunStatus
+from shared.store import RUNS
 from shared.subjects import Subjects
 from tests.helpers import TERMINAL, wait_status, wait_until
 from trainyard.localstack import LocalStack
@@ -36,6 +40,17 @@ def dataset_id(client: TrainyardClient, tmp_path: Path) -> str:
 
 def start(client: TrainyardClient, dataset_id: str, name: str, **spec: Any) -> dict[str, Any]:
     return dict(client.runs.start({"name": name, "dataset_id": dataset_id, "architecture": "rtmdet-tiny", **spec}))
+
+
+def stored_run(stack: LocalStack, run_id: str) -> RunDocument:
+    """The run's document as the api wrote it and the scheduler moved it, read straight from the database
+    through the model every service reads it with: a field a writer spells otherwise fails here."""
+    assert stack.mongo_url
+    mongo: MongoClient[dict[str, Any]]
+    with MongoClient(stack.mongo_url, tz_aware=True) as mongo:
+        doc = mongo[stack.mongo_db][RUNS].find_one({"_id": run_id})
+    assert doc is not None
+    return RunDocument.model_validate(doc)
 
 
 def first_at(run: dict[str, Any], status: str) -> str:
@@ -143,6 +158,11 @@ def test_unaccepted_assignments_retry_until_attempts_run_out(
     assert done["attempt"] == 2
     assert "out of attempts (2 of 2)" in done["message"]
     assert "did not accept the assignment in time" in done["message"]
+    stored = stored_run(stack, run["id"])
+    assert (stored.status, stored.attempt, stored.message) == (RunStatus.ABORTED, 2, done["message"])
+    assert stored.completed_at is not None and stored.started_at is None and stored.attempt_limit is None
+    assert [(h.status, h.attempt) for h in stored.history][:2] == [(RunStatus.CREATED, None), (RunStatus.PENDING, None)]
+    assert stored.history[-1].status == RunStatus.ABORTED and stored.history[-1].attempt == 2
 
 
 def test_execution_timeout_aborts_and_frees_the_trainer(
@@ -155,6 +175,10 @@ def test_execution_timeout_aborts_and_frees_the_trainer(
     done = wait_status(client, run["id"], TERMINAL, timeout=30)
     assert done["status"] == "aborted"
     assert done["message"] == "exceeded its execution timeout of 10 s"
+    stored = stored_run(stack, run["id"])
+    assert stored.status == RunStatus.ABORTED and stored.trainer_id == "stuck-0" and stored.device
+    assert stored.started_at is not None and stored.completed_at is not None and stored.started_at < stored.completed_at
+    assert [h.status for h in stored.history][-2:] == [RunStatus.IN_PROGRESS, RunStatus.ABORTED]
     trainers = wait_until(lambda: [t for t in client.trainers.list() if t["free"] == 1],
                           what="the trainer freed")
     assert trainers[0]["id"] == "stuck-0" and trainers[0]["health"] == "online"
