@@ -75,7 +75,7 @@ class RunSummary(BaseModel):
 
 # The fields a writer after the api adds: a new run's document leaves them out rather than store nulls.
 LATER_FIELDS = ("sweep", "queue_key", "started_at", "completed_at", "device", "epochs_completed", "attempt_limit",
-                "rerun_requested_at", "kill_requested_at", "config", "checkpoint")
+                "rerun_requested_at", "kill_requested_at", "config", "checkpoint", "trainer_instance")
 
 
 class RunDocument(RunSummary):
@@ -89,6 +89,8 @@ class RunDocument(RunSummary):
     # The resolved training config (config.py text) the trainer stored, and the checkpoint a rerun resumes from.
     config: str | None = None
     checkpoint: StoredCheckpoint | None = None
+    # The trainer process that accepted the current attempt (a restarted trainer is a new one).
+    trainer_instance: str | None = None
 
     def document(self) -> dict[str, Any]:
         """As MongoDB stores it (`_id`, the spec as JSON values, no later writer's field while it is unset)."""

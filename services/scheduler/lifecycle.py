@@ -24,6 +24,7 @@ from shared.events import (
     RunStopRequested,
     utcnow,
 )
+from shared.run_document import RunDocument
 from shared.status import RunStatus
 from shared.store import Document
 from shared.subjects import Subjects
@@ -114,14 +115,13 @@ class RunLifecycle:
     async def queue(self, run_id: str) -> None:
         """created -> pending: the scheduler has the run and looks for a trainer."""
         run = await self.store.run(run_id)
-        if run is None or run.get("status") != str(RunStatus.CREATED):
+        if run is None or run.status != RunStatus.CREATED:
             return
         await self._move(run_id, RunStatus.PENDING, "waiting for placement", previous=RunStatus.CREATED,
                          guard={"status": str(RunStatus.CREATED)},
                          fields={"pending_reason": "waiting for placement", "trainer_id": None,
                                  "attempt_limit": None, "queued_at": utcnow(),
-                                 "queue_key": queue_key(run["created_at"], int(run["spec"].get("priority", 0)),
-                                                        self.aging_s)})
+                                 "queue_key": queue_key(run.created_at, run.spec.priority, self.aging_s)})
 
     async def started(self, event: RunStarted) -> bool:
         return await self._move(
@@ -145,7 +145,7 @@ class RunLifecycle:
         if event.status == RunStatus.SUCCESS and message is None:
             # A sweep trial that ASHA stopped at a rung says so (the decision was stored with it).
             run = await self.store.run(event.run_id)
-            message = ((run or {}).get("sweep") or {}).get("stop_message")
+            message = (run.sweep or {}).get("stop_message") if run is not None else None
         moved = await self._move(
             event.run_id, RunStatus(event.status), message, previous=None,
             guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
@@ -169,11 +169,11 @@ class RunLifecycle:
             if run is None:
                 return "unknown run"
             message = "killed by user"
-            status = RunStatus(run["status"])
-            holds_no_trainer = status == RunStatus.PENDING and not run.get("trainer_id")
+            status = run.status
+            holds_no_trainer = status == RunStatus.PENDING and not run.trainer_id
             if status in (RunStatus.CREATED, RunStatus.RERUN) or holds_no_trainer:
                 if await self._move(run_id, RunStatus.TERMINATED, message, previous=status,
-                                    guard={"status": str(status), "trainer_id": run.get("trainer_id")},
+                                    guard={"status": str(status), "trainer_id": run.trainer_id},
                                     fields={"completed_at": utcnow(), "message": message, "pending_reason": None}):
                     return "terminated"
             elif status in (RunStatus.PENDING, RunStatus.IN_PROGRESS):
@@ -184,18 +184,20 @@ class RunLifecycle:
         # Still moving under us: the event is redelivered and tried again.
         raise RunChangedMeanwhile(f"run {run_id} kept changing while being killed")
 
-    async def stop_attempt(self, run: Document, status: RunStatus, message: str) -> bool:
+    async def stop_attempt(self, run: RunDocument, status: RunStatus, message: str) -> bool:
         """End a running attempt now and tell its trainer to stop it (it frees the accelerator when done);
         False if the attempt was no longer the run's current one."""
-        trainer_id, attempt = run["trainer_id"], int(run["attempt"])
-        if not await self._move(run["_id"], status, message, previous=run["status"],
+        trainer_id, attempt = run.trainer_id, run.attempt
+        if trainer_id is None:
+            return False  # holds no trainer: not a running attempt (the callers read it holding one)
+        if not await self._move(run.id, status, message, previous=run.status,
                                 guard={"attempt": attempt, "trainer_id": trainer_id},
                                 fields={"completed_at": utcnow(), "message": message, "pending_reason": None}):
             return False
-        stop = RunStopRequested(run_id=run["_id"], attempt=attempt, trainer_id=trainer_id,
+        stop = RunStopRequested(run_id=run.id, attempt=attempt, trainer_id=trainer_id,
                                 status=status, message=message)
         await publish_event(self.broker, self.subjects, self.subjects.run_stop_requested(trainer_id), stop,
-                            dedup_key=f"{run['_id']}:{attempt}:stop")
+                            dedup_key=f"{run.id}:{attempt}:stop")
         return True
 
     async def rerun(self, run_id: str, max_attempts: int | None = None, requested_at: datetime | None = None) -> bool:
@@ -203,15 +205,15 @@ class RunLifecycle:
         run = await self.store.run(run_id)
         if run is None:
             return False
-        killed_at = run.get("kill_requested_at")
+        killed_at = run.kill_requested_at
         if requested_at is not None and killed_at is not None and killed_at >= requested_at:
             log.info("rerun of run %s asked at %s is older than its kill at %s: ignored", run_id, requested_at,
                      killed_at)
             return False
-        budget = max_attempts or int(run["spec"].get("max_attempts", 3))
-        if not await self._move(run_id, RunStatus.RERUN, "rerun requested", previous=run["status"],
-                                guard={"status": run["status"], "attempt": run.get("attempt", 0)},
-                                fields={"attempt_limit": int(run.get("attempt", 0)) + budget, "message": None,
+        budget = max_attempts or run.spec.max_attempts
+        if not await self._move(run_id, RunStatus.RERUN, "rerun requested", previous=run.status,
+                                guard={"status": str(run.status), "attempt": run.attempt},
+                                fields={"attempt_limit": run.attempt + budget, "message": None,
                                         "completed_at": None, "trainer_id": None}):
             return False
         await self._requeue(run_id, "rerun requested: waiting for placement")
@@ -227,34 +229,32 @@ class RunLifecycle:
                          fields={"pending_reason": reason, "trainer_id": None, "accepted_at": None,
                                  "queued_at": utcnow()})
 
-    async def reset_attempt(self, run: Document, cause: str, reason: str) -> None:
+    async def reset_attempt(self, run: RunDocument, cause: str, reason: str) -> None:
         """An attempt ended without an outcome (trainer lost, never accepted, handed back):
         retry it from the latest checkpoint while attempts remain, else end the run."""
         RESETS.labels(cause=cause).inc()
-        run_id, attempt, trainer_id = run["_id"], int(run["attempt"]), run.get("trainer_id")
-        spec = run["spec"]
-        limit = run.get("attempt_limit") or int(spec.get("max_attempts", 3))
+        run_id, attempt, trainer_id = run.id, run.attempt, run.trainer_id
+        limit = run.attempt_limit or run.spec.max_attempts
         guard = {"attempt": attempt, "trainer_id": trainer_id}
-        if spec.get("on_reset", "rerun") == "fail" and cause != "released":
+        if run.spec.on_reset == "fail" and cause != "released":
             message = f"{reason}; on_reset is 'fail'"
-            await self._move(run_id, RunStatus.FAILED, message, previous=run["status"], guard=guard,
+            await self._move(run_id, RunStatus.FAILED, message, previous=run.status, guard=guard,
                              fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
         elif attempt >= limit:
             attempts = "; ".join(
-                f"#{h['attempt']} {h['status']}: {h.get('message') or ''}".strip()
-                for h in run.get("history", []) if h.get("attempt")
+                f"#{h.attempt} {h.status}: {h.message or ''}".strip() for h in run.history if h.attempt
             )
             message = f"{reason}; out of attempts ({attempt} of {limit}). Attempts: {attempts}"
-            await self._move(run_id, RunStatus.ABORTED, message, previous=run["status"], guard=guard,
+            await self._move(run_id, RunStatus.ABORTED, message, previous=run.status, guard=guard,
                              fields={"completed_at": utcnow(), "message": message, "pending_reason": None})
-        elif RunStatus(run["status"]) == RunStatus.PENDING:
+        elif run.status == RunStatus.PENDING:
             # Never started: straight back to the queue under a new attempt number.
             await self._move(run_id, RunStatus.PENDING, reason, previous=RunStatus.PENDING,
                              guard={**guard, "status": str(RunStatus.PENDING)},
                              fields={"pending_reason": f"{reason}; waiting for placement", "trainer_id": None,
                                      "accepted_at": None, "queued_at": utcnow()})
         else:
-            if await self._move(run_id, RunStatus.RERUN, reason, previous=run["status"], guard=guard,
+            if await self._move(run_id, RunStatus.RERUN, reason, previous=run.status, guard=guard,
                                 fields={"trainer_id": None, "accepted_at": None}):
                 await self._requeue(run_id, f"{reason}; resuming from the latest checkpoint")
         if trainer_id:
@@ -262,7 +262,7 @@ class RunLifecycle:
 
     async def released(self, event: RunReleased) -> None:
         run = await self.store.run(event.run_id)
-        if run is None or run.get("attempt") != event.attempt or run.get("trainer_id") != event.trainer_id:
+        if run is None or run.attempt != event.attempt or run.trainer_id != event.trainer_id:
             await self.store.release_trainer(event.trainer_id, event.run_id)
             return
         if event.checkpoint is not None:

@@ -236,13 +236,13 @@ class Scheduler:
         for run in await self.store.unaccepted_assignments(now - ack_timeout):
             ASSIGNMENT_RETRIES.labels(cause="not_accepted").inc()
             await self.lifecycle.reset_attempt(
-                run, "not_accepted", f"trainer {run['trainer_id']} did not accept the assignment in time")
+                run, "not_accepted", f"trainer {run.trainer_id} did not accept the assignment in time")
             self.request_placement()
         if self.sweeps is not None:
             await self.sweeps.watch(now)
         async for run in self.store.runs_started_before(now - timedelta(seconds=MIN_EXECUTION_TIMEOUT_S)):
-            limit_s = int(run["spec"].get("execution_timeout_s", 3600))
-            if (now - run["started_at"]).total_seconds() > limit_s:
+            limit_s = run.spec.execution_timeout_s
+            if run.started_at is not None and (now - run.started_at).total_seconds() > limit_s:
                 await self.lifecycle.stop_attempt(run, RunStatus.ABORTED,
                                                   f"exceeded its execution timeout of {limit_s} s")
         # Stored changes whose run.status_changed the bus did not take (NATS away, or this process
@@ -256,13 +256,13 @@ class Scheduler:
         acceptance timeout: the new process may be the one accepting them."""
         held = {r.run_id for r in beat.running}
         for run in await self.store.runs_on_trainer(beat.trainer_id):
-            previous = run.get("trainer_instance")
-            if previous and previous != beat.instance and run["_id"] not in held:
+            previous = run.trainer_instance
+            if previous and previous != beat.instance and run.id not in held:
                 log.warning("trainer %s restarted: attempt %d of run %s ended with its previous process",
-                            beat.trainer_id, run["attempt"], run["_id"])
+                            beat.trainer_id, run.attempt, run.id)
                 await self.lifecycle.reset_attempt(
                     run, "trainer_restarted",
-                    f"trainer {beat.trainer_id} restarted; attempt {run['attempt']} ended with its previous process")
+                    f"trainer {beat.trainer_id} restarted; attempt {run.attempt} ended with its previous process")
 
     async def reconcile_heartbeat(self, beat: TrainerHeartbeat) -> None:
         """Stop attempts a trainer runs that are no longer its to run (it was presumed lost)."""

@@ -17,7 +17,7 @@ from services.scheduler.placement import QueuedRun
 from services.scheduler.state import sources_of
 from shared.bus import Refused
 from shared.events import CheckpointSaved, Event, TrainerHeartbeat, utcnow
-from shared.run_document import HistoryEntry
+from shared.run_document import HistoryEntry, RunDocument
 from shared.specs import AcceleratorRequest
 from shared.status import RunStatus
 from shared.store import REPORT_HOLDER_FIELDS, RUNS, TRAINERS, Document, report_refusal
@@ -109,8 +109,9 @@ class SchedulerStore:
         cursor = self.runs.find({"status_outbox.at": {"$lt": stored_before}}, {"status_outbox": 1})
         return [(doc["_id"], list(doc.get("status_outbox") or [])) async for doc in cursor]
 
-    async def run(self, run_id: str) -> Document | None:
-        return await self.runs.find_one({"_id": run_id})
+    async def run(self, run_id: str) -> RunDocument | None:
+        doc = await self.runs.find_one({"_id": run_id})
+        return RunDocument.model_validate(doc) if doc is not None else None
 
     async def runs_by_id(self, run_ids: list[str]) -> dict[str, Document]:
         fields = {"trainer_id": 1, "attempt": 1, "status": 1}
@@ -216,19 +217,19 @@ class SchedulerStore:
         )
         return result.modified_count == 1
 
-    async def unaccepted_assignments(self, assigned_before: datetime) -> list[Document]:
+    async def unaccepted_assignments(self, assigned_before: datetime) -> list[RunDocument]:
         query = {"status": str(RunStatus.PENDING), "trainer_id": {"$ne": None}, "accepted_at": None,
                  "assigned_at": {"$lt": assigned_before}}
-        return await self.runs.find(query).to_list()
+        return [RunDocument.model_validate(doc) for doc in await self.runs.find(query).to_list()]
 
-    async def runs_on_trainer(self, trainer_id: str) -> list[Document]:
+    async def runs_on_trainer(self, trainer_id: str) -> list[RunDocument]:
         query = {"trainer_id": trainer_id,
                  "status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]}}
-        return await self.runs.find(query).to_list()
+        return [RunDocument.model_validate(doc) for doc in await self.runs.find(query).to_list()]
 
-    async def runs_started_before(self, moment: datetime) -> AsyncIterator[Document]:
+    async def runs_started_before(self, moment: datetime) -> AsyncIterator[RunDocument]:
         async for doc in self.runs.find({"status": str(RunStatus.IN_PROGRESS), "started_at": {"$lt": moment}}):
-            yield doc
+            yield RunDocument.model_validate(doc)
 
     # -- trainers ----------------------------------------------------------
 

@@ -18,7 +18,9 @@ import nats
 from pymongo import MongoClient
 
 from shared.events import utcnow
-from shared.specs import AcceleratorRequest
+from shared.run_document import HistoryEntry, RunDocument
+from shared.specs import DatasetLayout, DatasetSplit, RunSpec
+from shared.status import RunStatus
 from shared.store import RUNS
 from shared.subjects import Subjects
 from tests.conftest import service_log
@@ -56,10 +58,14 @@ def _mongo(url: str) -> MongoClient[dict[str, Any]]:
 def _unannounced_run(created_ago_s: float) -> dict[str, Any]:
     """A run whose run.created was never published (the API died between insert and publish)."""
     created = utcnow() - timedelta(seconds=created_ago_s)
-    return {"_id": RUN_ID, "project": "default", "name": "outbox", "status": "created",
-            "spec": {"priority": 0, "accelerator": AcceleratorRequest().model_dump(), "epochs": 1},
-            "created_at": created, "updated_at": created, "attempt": 0, "trainer_id": None,
-            "history": [{"status": "created", "at": created, "message": None, "attempt": None}]}
+    split = DatasetSplit(annotations="/data/outbox/train.json", images="/data/outbox/images")
+    return RunDocument(
+        id=RUN_ID, project="default", name="outbox", status=RunStatus.CREATED,
+        spec=RunSpec(name="outbox", dataset_id="d" * 32, architecture="rtmdet-tiny", epochs=1),
+        dataset=DatasetLayout(root="/data/outbox", train=split, val=split, classes=["shape"]),
+        created_at=created, updated_at=created, created_by="test",
+        history=[HistoryEntry(status=RunStatus.CREATED, at=created)],
+    ).document()
 
 
 def test_a_change_stored_while_nats_is_down_is_published_once_it_is_back(tmp_path: Path) -> None:
