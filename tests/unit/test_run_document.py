@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from services.api.models import StatusChange
 from services.api.run_creation import run_document
-from shared.run_document import HistoryEntry, RunDocument
+from services.api.store import LISTED_RUN
+from shared.run_document import HistoryEntry, RunDocument, RunSummary
 from shared.specs import RunSpec
 from shared.status import RunStatus
 from trainyard.synth import write_synthetic_coco
@@ -35,3 +39,24 @@ def test_a_history_entry_is_what_the_api_shows() -> None:
     assert type(stored["status"]) is str and stored["attempt"] == 2
     shown = StatusChange.model_validate(stored)
     assert (shown.status, shown.message, shown.attempt) == ("failed", entry.message, 2)
+
+
+def test_a_listed_run_reads_as_a_summary_and_the_later_writers_fields_read_typed(tmp_path: Path) -> None:
+    layout = write_synthetic_coco(tmp_path / "shapes", train_images=2, val_images=1, size=64).layout()
+    spec = RunSpec.model_validate({"name": "Listed", "dataset_id": "0" * 32, "architecture": "rtmdet-tiny"})
+    doc = run_document("p", spec, {"layout": layout.model_dump()}, None, "key-1")
+    started = doc["created_at"]
+    # What the scheduler and the trainer add later, as they store it.
+    doc |= {"status": "in_progress", "attempt": 1, "trainer_id": "t-1", "started_at": started, "device": "cpu",
+            "queue_key": started, "config": "model = dict()", "trainer_instance": "i-1", "status_outbox": [],
+            "checkpoint": {"attempt": 1, "epoch": 2, "name": "runs/r/checkpoints/attempt_1/epoch_2.pth"}}
+    run = RunDocument.model_validate(doc)
+    assert run.status == RunStatus.IN_PROGRESS and run.started_at == started and run.device == "cpu"
+    assert run.checkpoint is not None and run.checkpoint.epoch == 2 and run.config == "model = dict()"
+    assert run.model_extra == {"status_outbox": []}  # undeclared fields are kept, not dropped
+    # A listing leaves the heavy fields at home: what is left is a summary, not a whole document.
+    listed = {name: value for name, value in doc.items() if name not in LISTED_RUN}
+    summary = RunSummary.model_validate(listed)
+    assert (summary.id, summary.spec, summary.attempt) == (doc["_id"], spec, 1)
+    with pytest.raises(ValidationError, match="dataset"):
+        RunDocument.model_validate(listed)
