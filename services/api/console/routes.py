@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from services.api.console.sessions import ConsoleStore, Session
 from services.api.errors import problem
@@ -21,6 +23,23 @@ from shared.console import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, SESSION_TTL
 from shared.events import utcnow
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+class ConsolePages(StaticFiles):
+    """The console's files, and its page for any path without a file extension.
+
+    Pages have addresses of their own (`/console/new`, `/console/runs/<id>`) that a
+    person can bookmark or reload; the one HTML page routes them in the browser.
+    A missing asset (a name with an extension) still answers 404.
+    """
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            return await super().get_response(path, scope)
+        except HTTPException as error:
+            if error.status_code != 404 or "." in path.rsplit("/", 1)[-1]:
+                raise
+            return await super().get_response("index.html", scope)
 
 
 def _stores(request: Request) -> tuple[ApiStore, ConsoleStore]:
@@ -111,4 +130,4 @@ def install_console(app: Starlette) -> None:
     app.add_route("/console/session", sign_out, methods=["DELETE"], include_in_schema=False)
     app.add_route("/console/signin", one_time_sign_in, methods=["GET"], include_in_schema=False)
     app.add_route("/", to_console, methods=["GET"], include_in_schema=False)
-    app.mount("/console", StaticFiles(directory=STATIC_DIR, html=True, check_dir=False), name="console")
+    app.mount("/console", ConsolePages(directory=STATIC_DIR, html=True, check_dir=False), name="console")

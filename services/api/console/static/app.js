@@ -1,5 +1,8 @@
 // The console's first page: sign-in and the runs table. It calls the public API only, with the
 // session cookie; writes echo the CSRF cookie in X-CSRF-Token.
+import { route } from "./pages/router.js";
+import { installSelection, selectionCell } from "./pages/compare.js";
+
 const $ = (id) => document.getElementById(id);
 let me = null;
 let cursor = null;
@@ -61,6 +64,7 @@ function row(run) {
     actions.append(kill);
   }
   tr.append(actions);
+  tr.prepend(selectionCell(run));
   return tr;
 }
 
@@ -82,10 +86,12 @@ async function loadRuns(fresh) {
 async function start() {
   try { me = await api("GET", "/v1/keys/me"); } catch { me = null; }
   $("sign-in").hidden = !!me;
-  $("runs").hidden = !me;
   $("sign-out").hidden = !me;
+  $("pages").hidden = !me;
   $("who").textContent = me ? `project ${me.project} · ${me.scopes.join(", ")}` : "";
-  if (me) await loadRuns(true);
+  const elsewhere = await route(me, $("page"));  // another page than the runs table (pages/router.js)
+  $("runs").hidden = !me || elsewhere;
+  if (me && !elsewhere) await loadRuns(true);
 }
 
 $("sign-in").addEventListener("submit", async (event) => {
@@ -96,4 +102,5 @@ $("sign-in").addEventListener("submit", async (event) => {
 $("sign-out").addEventListener("click", async () => { await api("DELETE", "/console/session"); await start(); });
 $("filters").addEventListener("submit", (event) => { event.preventDefault(); loadRuns(true); });
 $("more").addEventListener("click", () => loadRuns(false));
+installSelection($("runs"));
 start();
