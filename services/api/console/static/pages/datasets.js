@@ -25,8 +25,10 @@ function registerForm() {
       const problems = (error.data && error.data.errors) || [];
       report.replaceChildren(el("p", { role: "alert", className: "error" }, `Not registered: ${error.message}`));
       if (problems.length) {
-        report.append(table("Validation report", ["File or field", "Problem"], problems,
-                            (p) => [el("td", {}, el("code", {}, p.file || p.field || "–")), p.message]));
+        report.append(table("Validation report", ["File", "Where in it", "Problem"], problems,
+                            (p) => [el("td", {}, el("code", {}, p.file || "–")),
+                                    el("td", {}, el("code", {}, p.field || (p.image_id != null ? `image ${p.image_id}` : "–"))),
+                                    p.message]));
       }
     }
   });
