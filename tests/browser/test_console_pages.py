@@ -166,9 +166,11 @@ def test_datasets_page_lists_counts_per_class_and_shows_a_validation_report(stac
 def curve_series_counts(page: Page) -> dict[str, int] | None:
     """Per chart on the page (its data-metric or data-parameter), how many series ECharts draws; None
     without ECharts on the page."""
-    return page.evaluate("""() => window.echarts ? Object.fromEntries([...document.querySelectorAll('.chart')]
+    counts: dict[str, int] | None = page.evaluate("""() => window.echarts ? Object.fromEntries(
+        [...document.querySelectorAll('.chart')]
         .map((box) => [box.dataset.metric || box.dataset.parameter,
                        window.echarts.getInstanceByDom(box).getOption().series.length])) : null""")
+    return counts
 
 
 @pytest.mark.training
