@@ -20,8 +20,25 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
     || echo "setup: chromium unavailable; the browser tests will be skipped" >&2
 fi
 
+# The console's charting library (ECharts) from the npm registry, pinned by package-lock.json; the API
+# serves it from node_modules, so the browser never fetches it from a CDN. Its own stamp: instant when done.
+console_dir="$root/services/api/console"
+lock_sum="$(sha256sum "$console_dir/package-lock.json" | cut -d' ' -f1)"
+npm_stamp="$console_dir/node_modules/.trainyard-lock"
+if [ ! -f "$npm_stamp" ] || [ "$(cat "$npm_stamp")" != "$lock_sum" ] \
+   || [ ! -f "$console_dir/node_modules/echarts/dist/echarts.min.js" ]; then
+  if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y npm >/dev/null || { apt-get update >/dev/null && apt-get install -y npm >/dev/null; } || true
+  fi
+  if command -v npm >/dev/null 2>&1; then
+    (cd "$console_dir" && npm ci --no-audit --no-fund --loglevel=error >&2) && echo "$lock_sum" > "$npm_stamp"
+  else
+    echo "setup: npm unavailable; the console's charts will be missing" >&2
+  fi
+fi
+
 stamp="$venv/.trainyard-setup"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml scripts/setup.sh services/api/console/package-lock.json | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

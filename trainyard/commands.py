@@ -194,6 +194,10 @@ def demo(data_dir: DataDir = Path(".trainyard"), architecture: str = "rtmdet-tin
                 run = client.runs.start(name=f"demo-{architecture}", dataset_id=dataset["id"],
                                         architecture=architecture, epochs=epochs, batch_size=batch_size)
                 console.print(f"run {run['id']} created")
+                # While it trains: watch it live in a browser, signed in by this link (once, 10 min).
+                console.print(f"watch it in the console: {stack.signin_link()} (one-time sign-in link; then "
+                              f"/console/runs/{run['id']}; `trainyard ui` for another link)",
+                              highlight=False, markup=False)
                 run = follow_run(client, run["id"])
                 logs = [entry for entry in client.runs.logs(run["id"], "epoch") if entry["kind"] == "epoch"]
                 if logs:

@@ -2,10 +2,9 @@
 (problem details at the fields they name, a run started), datasets with their class counts and a
 validation report, and, with real training, compare, models, trainers and a sweep.
 
-Screenshots of every page go to $TRAINYARD_SCREENSHOTS (default .trainyard/screenshots/)."""
+Screenshots of every page go where the other browser tests put theirs (tests/browser/conftest.py)."""
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,36 +12,38 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from shared.apikeys import Scope
-from tests.browser.test_console import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.conftest import LAPTOP, PHONE, screenshot
 from tests.e2e.conftest import FAST_LOSS_DETECTION, start_trainer
 from tests.helpers import TERMINAL, create_key, http, wait_until
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("TRAINYARD_SCREENSHOTS") or ROOT / ".trainyard" / "screenshots")
-LAPTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 TINY = {"architecture": "rtmdet-tiny", "epochs": 1, "batch_size": 4, "input_size": 64, "log_interval": 5}
 
 # The machine is shared and busy: a page may take more than the default 5 s to show.
 expect.set_options(timeout=20_000)
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing (scripts/setup.sh)")
+# Uncaught script errors of every page a test opened, checked at its end.
+page_errors: list[str] = []
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+def browser(chromium: Browser) -> Browser:
+    page_errors.clear()
+    return chromium
 
 
-def signed_in(browser: Browser, stack: LocalStack, key: str, viewport: dict[str, int] = LAPTOP) -> Page:
-    page = browser.new_page(viewport=viewport)  # type: ignore[arg-type]
+@pytest.fixture(autouse=True)
+def no_script_errors() -> Iterator[None]:
+    yield
+    assert page_errors == []
+
+
+def signed_in(browser: Browser, stack: LocalStack, key: str, viewport: ViewportSize = LAPTOP) -> Page:
+    page = browser.new_page(viewport=viewport)
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
     page.goto(f"{stack.api_url}/console/")
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
@@ -51,8 +52,7 @@ def signed_in(browser: Browser, stack: LocalStack, key: str, viewport: dict[str,
 
 
 def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    screenshot(page, f"pages-{name}")
 
 
 def fits_width(page: Page) -> bool:
@@ -102,8 +102,10 @@ def test_new_run_form_shows_problems_at_their_fields_then_starts_a_run(stack: Lo
     page.locator("#field-learning_rate").fill("0.002")
     page.locator("#field-checkpoint-strategy").select_option("best")
     page.get_by_role("button", name="Start run").click()
-    page.wait_for_url(re.compile(r"/console/runs/[0-9a-f]{32}$"))
+    # /console/runs/<id> is the run page (redirected to its hash address).
+    page.wait_for_url(re.compile(r"/console/#/runs/[0-9a-f]{32}$"))
     run_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#run-title")).to_have_text("Run from-the-form")
     spec = admin.get(f"/v1/runs/{run_id}").json()["spec"]
     assert (spec["name"], spec["dataset_id"], spec["input_size"], spec["epochs"]) == (
         "from-the-form", dataset["id"], 64, 1)
@@ -214,8 +216,10 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
         page.get_by_label(f"Select run {trial['name']} for comparison").check()
     page.get_by_role("button", name="Compare selected (2)").click()
     page.wait_for_url(re.compile(r"/console/compare\?ids="))
-    comparison = admin.get("/v1/runs/compare", params={"ids": ",".join(sorted(
-        trial_ids, key=lambda run_id: page.url.index(run_id)))}).json()
+    answer = admin.get("/v1/runs/compare", params={"ids": ",".join(sorted(
+        trial_ids, key=lambda run_id: page.url.index(run_id)))})
+    assert answer.status_code == 200, answer.text
+    comparison = answer.json()
     for run in comparison["runs"]:
         cells = page.locator(f"tr[data-run-id='{run['id']}'] td")
         expect(cells.nth(0)).to_have_text(run["name"])

@@ -5,13 +5,14 @@ dependency demands a credential and these are where a browser gets one.
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -23,13 +24,17 @@ from shared.console import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, SESSION_TTL
 from shared.events import utcnow
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Installed by scripts/setup.sh (`npm ci` against package-lock.json); served from here, never from a CDN.
+ECHARTS_FILE = Path(__file__).parent / "node_modules" / "echarts" / "dist" / "echarts.min.js"
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class ConsolePages(StaticFiles):
     """The console's files, and its page for any path without a file extension.
 
-    Pages have addresses of their own (`/console/new`, `/console/runs/<id>`) that a
-    person can bookmark or reload; the one HTML page routes them in the browser.
+    Pages have addresses of their own (`/console/new`, `/console/datasets/<id>`) that a
+    person can bookmark or reload; the one HTML page routes them in the browser
+    (a run's page, `/console/runs/<id>`, redirects to its `#/runs/<id>`: `run_page`).
     A missing asset (a name with an extension) still answers 404.
     """
 
@@ -121,6 +126,24 @@ async def one_time_sign_in(request: Request) -> Response:
                                  session)
 
 
+async def echarts_asset(request: Request) -> Response:
+    """GET /console/vendor/echarts.min.js: the charting library the pages import."""
+    if not ECHARTS_FILE.is_file():
+        return problem(503, "the console's charting library is not installed: run scripts/setup.sh "
+                            "(npm ci in services/api/console)", request.url.path)
+    # Versioned by package-lock.json, so a browser may keep it for a day without asking again.
+    return FileResponse(ECHARTS_FILE, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+
+
+async def run_page(request: Request) -> Response:
+    """GET /console/runs/<id>: the run's page, which the single-page console shows at #/runs/<id>."""
+    run_id = request.path_params["run_id"]
+    if not RUN_ID.match(run_id):
+        return problem(404, f"path.run_id: {run_id[:40]!r} is not a run id (32 hex digits)", request.url.path,
+                       [{"field": "path.run_id", "message": "expected 32 hex digits"}])
+    return RedirectResponse(f"/console/#/runs/{run_id}", status_code=307)
+
+
 async def to_console(request: Request) -> Response:
     return RedirectResponse("/console/", status_code=307)
 
@@ -130,4 +153,7 @@ def install_console(app: Starlette) -> None:
     app.add_route("/console/session", sign_out, methods=["DELETE"], include_in_schema=False)
     app.add_route("/console/signin", one_time_sign_in, methods=["GET"], include_in_schema=False)
     app.add_route("/", to_console, methods=["GET"], include_in_schema=False)
+    # Before the static mount, which would otherwise answer these paths with 404.
+    app.add_route("/console/vendor/echarts.min.js", echarts_asset, methods=["GET"], include_in_schema=False)
+    app.add_route("/console/runs/{run_id}", run_page, methods=["GET"], include_in_schema=False)
     app.mount("/console", ConsolePages(directory=STATIC_DIR, html=True, check_dir=False), name="console")

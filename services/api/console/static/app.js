@@ -1,6 +1,8 @@
 // The console's first page: sign-in and the runs table. It calls the public API only, with the
 // session cookie; writes echo the CSRF cookie in X-CSRF-Token.
-import { route } from "./pages/router.js";
+import { LiveTable } from "./live.js";
+import { hideRun, showRun } from "./run.js";
+import { route as routePage } from "./pages/router.js";
 import { installSelection, selectionCell } from "./pages/compare.js";
 
 const $ = (id) => document.getElementById(id);
@@ -35,7 +37,8 @@ function duration(seconds) {
 function row(run) {
   const tr = document.createElement("tr");
   tr.dataset.runId = run.id;
-  const cells = [run.name, new Date(run.created_at).toLocaleString(), null, null, duration(run.duration_s),
+  tr.dataset.status = run.status;
+  const cells = [null, new Date(run.created_at).toLocaleString(), null, null, duration(run.duration_s),
                  run.trainer_id || "–", run.spec.architecture, run.spec.dataset_id.slice(0, 8),
                  run.latest_metrics.bbox_mAP != null ? run.latest_metrics.bbox_mAP.toFixed(3) : "–"];
   for (const text of cells) {
@@ -43,6 +46,10 @@ function row(run) {
     if (text !== null) td.textContent = text;
     tr.append(td);
   }
+  const link = Object.assign(document.createElement("a"), { href: `#/runs/${run.id}`, textContent: run.name });
+  tr.children[0].append(link);
+  Object.assign(tr.children[4], { className: "duration" });
+  Object.assign(tr.children[4].dataset, { seconds: String(run.duration_s ?? 0), fetchedAt: String(Date.now()) });
   const status = tr.children[2];
   status.textContent = run.status;  // the word itself, never the colour alone
   status.className = `status status-${run.status}`;
@@ -69,7 +76,7 @@ function row(run) {
 }
 
 async function loadRuns(fresh) {
-  if (fresh) { cursor = null; $("run-rows").replaceChildren(); }
+  if (fresh) { cursor = null; liveTable.stop(); $("run-rows").replaceChildren(); }
   const params = new URLSearchParams({ limit: "50" });
   if ($("search").value) params.set("search", $("search").value);
   if ($("status").value) params.set("status", $("status").value);
@@ -80,6 +87,7 @@ async function loadRuns(fresh) {
     $("run-rows").append(...page.items.map(row));
     cursor = page.next_cursor;
     $("more").hidden = !cursor;
+    liveTable.watch();
   } catch (error) { $("runs-error").textContent = error.message; }
 }
 
@@ -89,10 +97,21 @@ async function start() {
   $("sign-out").hidden = !me;
   $("pages").hidden = !me;
   $("who").textContent = me ? `project ${me.project} · ${me.scopes.join(", ")}` : "";
-  const elsewhere = await route(me, $("page"));  // another page than the runs table (pages/router.js)
-  $("runs").hidden = !me || elsewhere;
-  if (me && !elsewhere) await loadRuns(true);
+  await route();
 }
+
+// #/runs/<id> is a run's page (run.js); anything else the runs table, live while it is shown.
+const liveTable = new LiveTable($("run-rows"), { api, renderRow: row, duration });
+async function route() {
+  const match = location.hash.match(/^#\/runs\/([0-9a-f]{32})$/);
+  // Another page by its path (/console/new, /console/compare, ...: pages/router.js).
+  const elsewhere = !match && await routePage(me, $("page"));
+  $("runs").hidden = !me || !!match || elsewhere;
+  if (me && match) { liveTable.stop(); await showRun(match[1], { api, may, duration }); return; }
+  hideRun();
+  if (me && !elsewhere) await loadRuns(true); else liveTable.stop();
+}
+window.addEventListener("hashchange", route);
 
 $("sign-in").addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -1,3 +1,5 @@
+import { loadECharts } from "../charts.js";
+
 // What every page module shares: the API call with the session cookie and CSRF header, the
 // signed-in key's scopes, and small DOM helpers. Pages call the public API only.
 
@@ -69,17 +71,18 @@ export function alertBox(id) {
   return el("p", { id, role: "alert", className: "error" });
 }
 
-// Charts come from ECharts when the page has it (served by the API, never a CDN); a page
+// Charts come from ECharts, served by the API (charts.js loads it, never from a CDN); a page
 // without it still shows every number in its tables.
-export function chart(container, option, label) {
+export async function chart(container, option, label) {
   const box = el("div", { className: "chart", role: "img", "aria-label": label });
   container.append(box);
-  if (!window.echarts) {
-    box.append(el("p", {}, "Charts need ECharts (scripts/setup.sh installs it); the tables show the same values."));
+  let echarts;
+  try { echarts = await loadECharts(); } catch (error) {
+    box.append(el("p", {}, `${error.message} (scripts/setup.sh installs it); the tables show the same values.`));
     box.classList.add("chart-missing");
     return null;
   }
-  const instance = window.echarts.init(box, null, { renderer: "svg" });
+  const instance = echarts.init(box, null, { renderer: "svg" });
   instance.setOption(option);
   window.addEventListener("resize", () => instance.resize());
   return instance;

@@ -42,7 +42,7 @@ export function selectionCell(run) {
   return el("td", {}, box);
 }
 
-function curves(root, comparison) {
+async function curves(root, comparison) {
   const section = el("section", { "aria-label": "Curves" }, el("h3", {}, "Curves"));
   root.append(section);
   for (const [metric, title] of CURVES) {
@@ -55,7 +55,7 @@ function curves(root, comparison) {
                      legend: { top: 24, type: "scroll" }, grid: { top: 64, left: 56, right: 16 },
                      xAxis: { type: "value", name: "epoch", minInterval: 1 }, yAxis: { type: "value", scale: true },
                      series, aria: { enabled: true } };
-    const instance = chart(section, option, `${title}, one line per run`);
+    const instance = await chart(section, option, `${title}, one line per run`);
     if (instance) instance.getDom().dataset.metric = metric;
   }
 }
@@ -108,9 +108,10 @@ export async function render(root, { query }) {
   }
   root.append(el("p", {}, `${comparison.runs.length} runs: `,
                  ...comparison.runs.flatMap((run, i) => [i ? ", " : "", runLink(run.id, `${run.name} (${short(run.id)})`)])));
-  curves(root, comparison);
+  const charted = curves(root, comparison);
   root.append(el("section", { "aria-label": "Metrics" }, el("h3", {}, "Metrics"), metricsTable(comparison)),
               el("section", { "aria-label": "Spec differences" }, el("h3", {}, "Spec differences"),
                  specTable(comparison)),
               configDiffs(comparison));
+  await charted;
 }

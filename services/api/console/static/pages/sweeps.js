@@ -24,7 +24,7 @@ async function list(root) {
 
 const showValue = (v) => (typeof v === "number" ? String(Number(v.toPrecision(4))) : String(v));
 
-function scatters(root, sweep) {
+async function scatters(root, sweep) {
   const names = [...new Set(sweep.trials.flatMap((t) => Object.keys(t.parameters)))];
   const section = el("section", { "aria-label": "Metric against each parameter" },
                      el("h3", {}, `${sweep.metric} against each searched parameter`));
@@ -54,7 +54,7 @@ function scatters(root, sweep) {
       }) }],
       aria: { enabled: true },
     };
-    const instance = chart(section, option, `${sweep.metric} of each trial against its ${name}`);
+    const instance = await chart(section, option, `${sweep.metric} of each trial against its ${name}`);
     if (instance) instance.getDom().dataset.parameter = name;
   }
 }
@@ -91,7 +91,7 @@ async function detail(root, me, sweepId) {
                             : showValue(t.parameters[n]))), String(t.epochs_completed), number(t.best_value),
                           t.best_epoch ?? "–", t.stopped ? t.stopped.message || `stopped at epoch ${t.stopped.epoch}` : t.message || ""],
     (t) => ({ dataset: { runId: t.run_id } })));
-  scatters(root, sweep);
+  await scatters(root, sweep);
 }
 
 export async function render(root, { me, rest }) {

@@ -1,0 +1,94 @@
+// Live updates from the API's server-sent events (GET /v1/runs/{id}/events), for the run page and the
+// runs table. EventSource sends the session cookie and, when a connection drops, reconnects with
+// Last-Event-ID, so the stream resumes exactly where it was.
+const ENDED = ["success", "failed", "aborted", "terminated"];
+// A browser keeps at most 6 HTTP/1.1 connections to one origin; the table must leave room for fetches.
+export const MAX_TABLE_STREAMS = 3;
+
+export const isEnded = (status) => ENDED.includes(status);
+
+/**
+ * Follow one run: `onEvent(kind, data)` for each `status`, `epoch` and `end` event; `lastEventId`
+ * (optional) resumes after that event instead of replaying the history. Returns a function that closes it.
+ */
+export function followRun(runId, onEvent, lastEventId) {
+  const query = lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "";
+  const source = new EventSource(`/v1/runs/${runId}/events${query}`);
+  const close = () => source.close();
+  for (const kind of ["status", "epoch"]) {
+    source.addEventListener(kind, (event) => onEvent(kind, JSON.parse(event.data)));
+  }
+  // After `end` the server closes the stream; without close() EventSource would reconnect.
+  source.addEventListener("end", (event) => { close(); onEvent("end", JSON.parse(event.data)); });
+  source.addEventListener("revoked", (event) => { close(); onEvent("revoked", JSON.parse(event.data)); });
+  return close;
+}
+
+/** `action` at most once per `wait_ms`, after the last call: a burst of events makes one refresh. */
+export function debounced(action, wait_ms = 250) {
+  let timer = null;
+  return () => {
+    clearTimeout(timer);
+    timer = setTimeout(action, wait_ms);
+  };
+}
+
+/**
+ * The runs table, live: each run not yet ended that is in the table gets a stream (at most
+ * MAX_TABLE_STREAMS at a time, the others wait their turn); on its events the run is fetched again and
+ * its row replaced by `renderRow(run)`. Durations of training runs tick every second in between.
+ */
+export class LiveTable {
+  constructor(tbody, { api, renderRow, duration }) {
+    Object.assign(this, { tbody, api, renderRow, duration });
+    this.streams = new Map();
+    this.ticker = null;
+  }
+
+  watch() {
+    if (!this.ticker) this.ticker = setInterval(() => this.tick(), 1000);
+    const waiting = [...this.tbody.querySelectorAll("tr[data-run-id]")]
+      .filter((tr) => !isEnded(tr.dataset.status) && !this.streams.has(tr.dataset.runId));
+    for (const tr of waiting) {
+      if (this.streams.size >= MAX_TABLE_STREAMS) break;
+      const runId = tr.dataset.runId;
+      const refresh = debounced(() => this.refresh(runId));
+      this.streams.set(runId, followRun(runId, (kind) => {
+        if (kind === "end" || kind === "revoked") { this.streams.delete(runId); this.watch(); }
+        refresh();
+      }));
+    }
+  }
+
+  async refresh(runId) {
+    const old = this.tbody.querySelector(`tr[data-run-id='${runId}']`);
+    if (!old) { this.forget(runId); return; }
+    let run;
+    try { run = await this.api("GET", `/v1/runs/${runId}`); } catch { return; }
+    const fresh = this.renderRow(run);
+    // Keep the keyboard where it was: the same control in the new row gets the focus back.
+    const focused = old.contains(document.activeElement) ? document.activeElement.getAttribute("aria-label") : null;
+    old.replaceWith(fresh);
+    if (focused) fresh.querySelector(`[aria-label='${CSS.escape(focused)}']`)?.focus();
+    if (isEnded(run.status)) { this.forget(runId); this.watch(); }
+  }
+
+  tick() {
+    for (const cell of this.tbody.querySelectorAll("tr[data-status='in_progress'] td.duration")) {
+      const base = Number(cell.dataset.seconds || 0);
+      const since = (Date.now() - Number(cell.dataset.fetchedAt)) / 1000;
+      cell.textContent = this.duration(base + since);
+    }
+  }
+
+  forget(runId) {
+    this.streams.get(runId)?.();
+    this.streams.delete(runId);
+  }
+
+  stop() {
+    for (const runId of [...this.streams.keys()]) this.forget(runId);
+    clearInterval(this.ticker);
+    this.ticker = null;
+  }
+}
