@@ -227,7 +227,7 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
         final = run["final_metrics"].get("bbox_mAP_50")
         expect(cells.nth(6)).to_have_text("\u2013" if final is None else f"{final:.3f}")
     differing = page.locator("tr[data-field='learning_rate'] td")
-    expect(differing.nth(1)).to_have_text(json.dumps(comparison["spec_differences"][0]["values"][0]))
+    expect(differing.nth(1)).to_have_text(f"{comparison['spec_differences'][0]['values'][0]:.6g}")
     assert [d["field"] for d in comparison["spec_differences"]] == ["learning_rate"]
     expect(page.locator("pre.diff")).to_have_text(comparison["config_differences"][0]["diff"])
     counts = curve_series_counts(page)
@@ -245,7 +245,7 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     page.get_by_role("link", name="Sweeps").click()
     expect(page.locator(f"tr[data-sweep-id='{sweep['id']}']")).to_contain_text(sweep["status"])
     shoot(page, "sweeps")
-    page.get_by_role("link", name="console-sweep").click()
+    page.get_by_role("link", name="console-sweep", exact=True).click()
     expect(page.get_by_role("table", name="Trials").locator("tbody tr")).to_have_count(2)
     if sweep["best"]:
         best = next(t for t in sweep["trials"] if t["run_id"] == sweep["best"]["run_id"])

@@ -83,7 +83,8 @@ export async function chart(container, option, label) {
     return null;
   }
   const instance = echarts.init(box, null, { renderer: "svg" });
-  instance.setOption(option);
+  // No animation: a reader (and a screenshot) sees the final chart at once; kinder to reduced motion.
+  instance.setOption({ animation: false, ...option });
   window.addEventListener("resize", () => instance.resize());
   return instance;
 }

@@ -48,7 +48,7 @@ async function curves(root, comparison) {
   for (const [metric, title] of CURVES) {
     const series = comparison.runs
       .filter((run) => run.series.series[metric])
-      .map((run) => ({ name: run.name, type: "line", showSymbol: true, connectNulls: true,
+      .map((run) => ({ name: run.name, type: "line", showSymbol: true, symbolSize: 8, connectNulls: true,
                        data: run.series.epochs.map((epoch, i) => [epoch, run.series.series[metric][i]]) }));
     if (!series.length) continue;
     const option = { title: { text: title, textStyle: { fontSize: 14 } }, tooltip: { trigger: "axis" },
@@ -70,12 +70,20 @@ function metricsTable(comparison) {
   ], (run) => ({ dataset: { runId: run.id } }));
 }
 
+// 0.0010000000000000002 reads as 0.001; the exact value stays in the cell's title.
+function specValue(value) {
+  if (value === undefined || value === null) return "unset";
+  const text = typeof value === "number" && !Number.isInteger(value) ? String(Number(value.toPrecision(6)))
+    : JSON.stringify(value);
+  return el("td", { title: JSON.stringify(value) }, text);
+}
+
 function specTable(comparison) {
   if (!comparison.spec_differences.length) return el("p", {}, "Their specs are the same (apart from the name).");
   const headers = ["Spec field", ...comparison.runs.map((run) => run.name)];
   return table("Spec fields that differ", headers, comparison.spec_differences,
                (diff) => [el("td", {}, el("code", {}, diff.field)),
-                          ...diff.values.map((v) => (v === undefined || v === null ? "unset" : JSON.stringify(v)))],
+                          ...diff.values.map(specValue)],
                (diff) => ({ dataset: { field: diff.field } }));
 }
 
