@@ -113,6 +113,12 @@ def test_new_run_form_shows_problems_at_their_fields_then_starts_a_run(stack: Lo
                                                                    "keep": 3}
     assert "limit" not in spec or spec["limit"] is None  # the limit's metric alone sets no limit
 
+    phone = signed_in(browser, stack, stack.admin_key, PHONE)
+    phone.goto(f"{stack.api_url}/console/new")
+    expect(phone.get_by_role("button", name="Start run")).to_be_visible()
+    assert fits_width(phone)
+    shoot(phone, "new-run-phone")
+
     # A key that may only read runs is not offered the form.
     reader = signed_in(browser, stack, create_key(stack, "default", [Scope.RUNS_READ], name="reader"))
     reader.goto(f"{stack.api_url}/console/new")

@@ -71,10 +71,10 @@ async function detail(root, me, sweepId) {
   root.append(el("h2", {}, `Sweep ${sweep.name}`),
               el("p", {}, `Status: ${sweep.status}. Metric ${sweep.metric}, ${sweep.mode === "max" ? "higher" : "lower"} `
                  + `is better.${sweep.rung_epochs && sweep.rung_epochs.length ? ` Rungs at epochs ${sweep.rung_epochs.join(", ")}.` : ""}`),
-              el("p", { id: "sweep-best" }, best
+              el("p", { id: "sweep-best" }, ...(best
                 ? ["Best trial: ", runLink(best.run_id, best.name),
                    ` with ${sweep.metric} ${number(sweep.best.value)} at epoch ${sweep.best.epoch}.`]
-                : "No trial has reported the metric yet."));
+                : ["No trial has reported the metric yet."])));
   if (mayDo(me, "runs:write") && sweep.status === "running") {
     const kill = el("button", { type: "button" }, "Kill sweep");
     kill.addEventListener("click", async () => {
