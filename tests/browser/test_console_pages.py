@@ -174,6 +174,8 @@ def test_datasets_page_lists_counts_per_class_and_shows_a_validation_report(stac
 def curve_series_counts(page: Page) -> dict[str, int] | None:
     """Per chart on the page (its data-metric or data-parameter), how many series ECharts draws; None
     without ECharts on the page."""
+    page.wait_for_function("""() => { const boxes = [...document.querySelectorAll('.chart')];
+        return boxes.length && (!window.echarts || boxes.every((box) => window.echarts.getInstanceByDom(box))); }""")
     counts: dict[str, int] | None = page.evaluate("""() => window.echarts ? Object.fromEntries(
         [...document.querySelectorAll('.chart')]
         .map((box) => [box.dataset.metric || box.dataset.parameter,
@@ -236,14 +238,14 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     expect(differing.nth(1)).to_have_text(f"{comparison['spec_differences'][0]['values'][0]:.6g}")
     assert [d["field"] for d in comparison["spec_differences"]] == ["learning_rate"]
     expect(page.locator("pre.diff")).to_have_text(comparison["config_differences"][0]["diff"])
-    counts = curve_series_counts(page)
-    if counts is not None:  # ECharts on the page: one line per run on every curve
-        assert counts and set(counts.values()) == {2}, counts
+    counts = curve_series_counts(page)  # ECharts, installed by scripts/setup.sh: one line per run on every curve
+    assert counts and set(counts) >= {"loss", "bbox_mAP", "bbox_mAP_50"} and set(counts.values()) == {2}, counts
     shoot(page, "compare")
 
     phone = signed_in(browser, stack, stack.admin_key, PHONE)
     phone.goto(page.url)
-    expect(phone.get_by_role("heading", name="Compare runs")).to_be_visible()
+    expect(phone.get_by_role("table", name="Final and best metrics")).to_be_visible()
+    expect(phone.locator(".chart")).to_have_count(len(counts))
     assert fits_width(phone)
     shoot(phone, "compare-phone")
 
@@ -257,9 +259,7 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
         best = next(t for t in sweep["trials"] if t["run_id"] == sweep["best"]["run_id"])
         expect(page.locator("#sweep-best")).to_contain_text(best["name"])
         expect(page.locator(f"tr[data-run-id='{best['run_id']}'] td").first).to_contain_text("(best)")
-    counts = curve_series_counts(page)
-    if counts is not None:
-        assert counts == {"learning_rate": 1}, counts
+    assert curve_series_counts(page) == {"learning_rate": 1}
     shoot(page, "sweep")
 
     # Models: both trials registered one; publish one from the page.
