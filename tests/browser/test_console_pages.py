@@ -45,8 +45,10 @@ def signed_in(browser: Browser, stack: LocalStack, key: str, viewport: ViewportS
     page = browser.new_page(viewport=viewport)
     page.on("pageerror", lambda error: page_errors.append(str(error)))
     page.goto(f"{stack.api_url}/console/")
+    expect(page.get_by_role("navigation", name="Pages")).to_be_hidden()  # nothing offered before sign-in
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()  # the session cookie is set
     expect(page.get_by_role("navigation", name="Pages")).to_be_visible()
     return page
 
