@@ -72,6 +72,8 @@ def insert_runs(stack: LocalStack, count: int) -> None:
             if len(batch) == BATCH:
                 runs.insert_many(batch)
                 batch = []
+                if (i + 1) % 20_000 == 0:
+                    print(f"inserted {i + 1:,} runs", flush=True)
         if batch:
             runs.insert_many(batch)
         # What the API records beside the runs it inserts itself.
