@@ -2,6 +2,9 @@
 // session cookie; writes echo the CSRF cookie in X-CSRF-Token.
 import { LiveTable } from "./live.js";
 import { hideRun, showRun } from "./run.js";
+import { route as routePage } from "./pages/router.js";
+import { installSelection, selectionCell } from "./pages/compare.js";
+
 const $ = (id) => document.getElementById(id);
 let me = null;
 let cursor = null;
@@ -68,6 +71,7 @@ function row(run) {
     actions.append(kill);
   }
   tr.append(actions);
+  tr.prepend(selectionCell(run));
   return tr;
 }
 
@@ -90,8 +94,8 @@ async function loadRuns(fresh) {
 async function start() {
   try { me = await api("GET", "/v1/keys/me"); } catch { me = null; }
   $("sign-in").hidden = !!me;
-  $("runs").hidden = !me;
   $("sign-out").hidden = !me;
+  $("pages").hidden = !me;
   $("who").textContent = me ? `project ${me.project} · ${me.scopes.join(", ")}` : "";
   await route();
 }
@@ -100,10 +104,12 @@ async function start() {
 const liveTable = new LiveTable($("run-rows"), { api, renderRow: row, duration });
 async function route() {
   const match = location.hash.match(/^#\/runs\/([0-9a-f]{32})$/);
-  $("runs").hidden = !me || !!match;
+  // Another page by its path (/console/new, /console/compare, ...: pages/router.js).
+  const elsewhere = !match && await routePage(me, $("page"));
+  $("runs").hidden = !me || !!match || elsewhere;
   if (me && match) { liveTable.stop(); await showRun(match[1], { api, may, duration }); return; }
   hideRun();
-  if (me) await loadRuns(true); else liveTable.stop();
+  if (me && !elsewhere) await loadRuns(true); else liveTable.stop();
 }
 window.addEventListener("hashchange", route);
 
@@ -115,4 +121,5 @@ $("sign-in").addEventListener("submit", async (event) => {
 $("sign-out").addEventListener("click", async () => { await api("DELETE", "/console/session"); await start(); });
 $("filters").addEventListener("submit", (event) => { event.preventDefault(); loadRuns(true); });
 $("more").addEventListener("click", () => loadRuns(false));
+installSelection($("runs"));
 start();
