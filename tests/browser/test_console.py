@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, expect, sync_playwright
 
 from shared.apikeys import Scope
 from tests.helpers import create_key, http
@@ -62,3 +62,48 @@ def test_sign_in_runs_table_and_read_only_key(stack: LocalStack, tmp_path: Path,
         return answer.status; }""", run["id"])
     assert forced == 403
     reader.screenshot(path=str(SCREENSHOTS / "runs-read-only.png"), full_page=True)
+
+
+def test_table_kill_rerun_and_remove_each_asked_first(stack: LocalStack, tmp_path: Path, browser: Browser) -> None:
+    # No trainer: the scheduler queues the run, so a kill ends it at once and a rerun queues it again.
+    stack.start_servers()
+    stack.start_service("scheduler")
+    stack.start_service("api")
+    admin = http(stack, stack.admin_key)
+    files = write_synthetic_coco(tmp_path / "shapes", train_images=4, val_images=2, size=64)
+    dataset = admin.post("/v1/datasets", json={"name": "shapes", "path": str(files.root)}).json()["id"]
+    older = admin.post("/v1/runs", json={"name": "older", "dataset_id": dataset, "architecture": "rtmdet-tiny",
+                                         "epochs": 1}).json()
+    run = admin.post("/v1/runs", json={"name": "steered", "dataset_id": dataset, "architecture": "rtmdet-tiny",
+                                       "epochs": 1}).json()
+    page = browser.new_page()
+    asked: list[str] = []
+
+    def answer_yes(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", answer_yes)
+    page.goto(f"{stack.api_url}/console/")
+    page.get_by_label("API key").fill(stack.admin_key)
+    page.get_by_role("button", name="Sign in").click()
+    rows = page.locator("#run-rows tr")
+    expect(rows.first).to_have_attribute("data-run-id", run["id"])  # newest first
+    page.get_by_label("Sort").select_option("created_at")
+    expect(rows.first).to_have_attribute("data-run-id", older["id"])
+
+    row = page.locator(f"tr[data-run-id='{run['id']}']")
+    page.get_by_role("button", name="Kill run steered").click()
+    expect(row.locator(".status")).to_have_text("terminated", timeout=30_000)
+    assert page.get_by_role("button", name="Kill run steered").count() == 0
+    page.get_by_role("button", name="Rerun run steered").click()
+    expect(row.locator(".status")).to_have_text("pending", timeout=30_000)
+    page.get_by_role("button", name="Kill run steered").click()
+    expect(row.locator(".status")).to_have_text("terminated", timeout=30_000)
+    page.screenshot(path=str(SCREENSHOTS / "runs-actions.png"), full_page=True)
+    page.get_by_role("button", name="Remove run steered").click()
+    expect(row).to_have_count(0)
+    assert admin.get(f"/v1/runs/{run['id']}").status_code == 404
+    assert asked == ["Kill run steered?", "Rerun run steered?", "Kill run steered?",
+                     "Remove run steered? Its epochs, checkpoints and previews are deleted; a model it produced "
+                     "stays."]

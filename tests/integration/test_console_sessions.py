@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from shared.apikeys import Scope
 from shared.console import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, new_token, signin_path, signin_token_document
-from shared.store import CONSOLE_SIGNIN_TOKENS
+from shared.store import CONSOLE_SIGNIN_TOKENS, EPOCHS
 from tests.helpers import create_key, http, problem_of
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
@@ -116,3 +116,30 @@ def test_compare_names_differing_spec_fields(stack: LocalStack, tmp_path: Path) 
                                        "--api-key", stack.admin_key])
     assert printed.exit_code == 0, printed.output
     assert "differs  epochs: 1 | 2" in printed.output
+
+
+def test_compare_serves_metrics_coco_leaves_undefined(stack: LocalStack, tmp_path: Path) -> None:
+    """An evaluation without ground truth of some size stores null for it (-1 in COCO); compare
+    answers with null there rather than failing (found by the console's browser test)."""
+    stack.start_servers()
+    stack.start_service("api")
+    admin = http(stack, stack.admin_key)
+    files = write_synthetic_coco(tmp_path / "shapes", train_images=4, val_images=2, size=64)
+    dataset = admin.post("/v1/datasets", json={"name": "shapes", "path": str(files.root)}).json()["id"]
+    ids = [admin.post("/v1/runs", json={"name": f"r{i}", "dataset_id": dataset, "architecture": "rtmdet-tiny",
+                                        "epochs": 1}).json()["id"] for i in (1, 2)]
+    assert stack.mongo_url
+    client: MongoClient[dict[str, Any]] = MongoClient(stack.mongo_url)
+    with client:
+        client[stack.mongo_db][EPOCHS].insert_many([
+            {"run_id": run_id, "epoch": 1, "attempt": 1, "total_epochs": 1, "loss": 2.0 + i, "losses": {},
+             "learning_rate": 0.004, "epoch_time_s": 1.0, "logged_at": datetime.now(UTC),
+             "metrics": {"bbox_mAP": 0.1 * i, "bbox_mAP_50": 0.2 * i, "bbox_mAP_l": None}}
+            for i, run_id in enumerate(ids)])
+    answer = admin.get("/v1/runs/compare", params={"ids": ",".join(ids)})
+    assert answer.status_code == 200, answer.text
+    runs = answer.json()["runs"]
+    assert [run["final_metrics"]["bbox_mAP_l"] for run in runs] == [None, None]
+    assert [run["best_metrics"]["bbox_mAP_50"] for run in runs] == [{"value": 0.0, "epoch": 1},
+                                                                   {"value": 0.2, "epoch": 1}]
+    assert "bbox_mAP_l" not in runs[0]["best_metrics"]

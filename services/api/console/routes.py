@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from services.api.console.sessions import ConsoleStore, Session
 from services.api.errors import problem
@@ -25,6 +27,24 @@ STATIC_DIR = Path(__file__).parent / "static"
 # Installed by scripts/setup.sh (`npm ci` against package-lock.json); served from here, never from a CDN.
 ECHARTS_FILE = Path(__file__).parent / "node_modules" / "echarts" / "dist" / "echarts.min.js"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class ConsolePages(StaticFiles):
+    """The console's files, and its page for any path without a file extension.
+
+    Pages have addresses of their own (`/console/new`, `/console/datasets/<id>`) that a
+    person can bookmark or reload; the one HTML page routes them in the browser
+    (a run's page, `/console/runs/<id>`, redirects to its `#/runs/<id>`: `run_page`).
+    A missing asset (a name with an extension) still answers 404.
+    """
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            return await super().get_response(path, scope)
+        except HTTPException as error:
+            if error.status_code != 404 or "." in path.rsplit("/", 1)[-1]:
+                raise
+            return await super().get_response("index.html", scope)
 
 
 def _stores(request: Request) -> tuple[ApiStore, ConsoleStore]:
@@ -136,4 +156,4 @@ def install_console(app: Starlette) -> None:
     # Before the static mount, which would otherwise answer these paths with 404.
     app.add_route("/console/vendor/echarts.min.js", echarts_asset, methods=["GET"], include_in_schema=False)
     app.add_route("/console/runs/{run_id}", run_page, methods=["GET"], include_in_schema=False)
-    app.mount("/console", StaticFiles(directory=STATIC_DIR, html=True, check_dir=False), name="console")
+    app.mount("/console", ConsolePages(directory=STATIC_DIR, html=True, check_dir=False), name="console")

@@ -40,7 +40,8 @@ class ComparedRun(BaseModel):
     dataset_id: str
     epochs_done: int
     duration_s: float | None
-    final_metrics: dict[str, float] = Field(description="the last evaluated epoch's values")
+    final_metrics: dict[str, float | None] = Field(description="the last evaluated epoch's values; null where "
+                                                               "COCO's is undefined (no ground truth of that size)")
     best_metrics: dict[str, BestValue] = Field(description="per metric its best value (max, min for losses) "
                                                            "and the epoch it came from")
     series: MetricSeries

@@ -2,6 +2,9 @@
 // session cookie; writes echo the CSRF cookie in X-CSRF-Token.
 import { LiveTable } from "./live.js";
 import { hideRun, showRun } from "./run.js";
+import { route as routePage } from "./pages/router.js";
+import { installSelection, selectionCell } from "./pages/compare.js";
+
 const $ = (id) => document.getElementById(id);
 let me = null;
 let cursor = null;
@@ -56,19 +59,33 @@ function row(run) {
   tr.children[3].append(bar, ` ${run.progress.epoch}/${run.progress.total_epochs}`);
   const actions = document.createElement("td");
   const ended = ["success", "failed", "aborted", "terminated"].includes(run.status);
-  if (may("runs:write") && !ended) {
-    const kill = document.createElement("button");
-    kill.textContent = "Kill";
-    kill.setAttribute("aria-label", `Kill run ${run.name}`);
-    kill.addEventListener("click", async () => {
-      if (!confirm(`Kill run ${run.name}?`)) return;
-      try { await api("POST", `/v1/runs/${run.id}/kill`); await loadRuns(true); }
-      catch (error) { $("runs-error").textContent = error.message; }
-    });
-    actions.append(kill);
+  if (may("runs:write")) {
+    // What the API accepts in each status (routes/runs.py): kill until it ends, rerun what did not
+    // succeed, remove what has ended; each asks first.
+    if (!ended) actions.append(action("Kill", run, "POST", `/v1/runs/${run.id}/kill`));
+    if (["failed", "aborted", "terminated"].includes(run.status)) {
+      actions.append(action("Rerun", run, "POST", `/v1/runs/${run.id}/rerun`));
+    }
+    if (ended) {
+      actions.append(action("Remove", run, "DELETE", `/v1/runs/${run.id}`,
+                            " Its epochs, checkpoints and previews are deleted; a model it produced stays."));
+    }
   }
   tr.append(actions);
+  tr.prepend(selectionCell(run));
   return tr;
+}
+
+function action(verb, run, method, path, warning = "") {
+  const button = document.createElement("button");
+  button.textContent = verb;
+  button.setAttribute("aria-label", `${verb} run ${run.name}`);
+  button.addEventListener("click", async () => {
+    if (!confirm(`${verb} run ${run.name}?${warning}`)) return;
+    try { await api(method, path); await loadRuns(true); }
+    catch (error) { $("runs-error").textContent = error.message; }
+  });
+  return button;
 }
 
 async function loadRuns(fresh) {
@@ -76,6 +93,7 @@ async function loadRuns(fresh) {
   const params = new URLSearchParams({ limit: "50" });
   if ($("search").value) params.set("search", $("search").value);
   if ($("status").value) params.set("status", $("status").value);
+  params.set("sort", $("sort").value);
   if (cursor) params.set("cursor", cursor);
   try {
     const page = await api("GET", `/v1/runs?${params}`);
@@ -90,8 +108,8 @@ async function loadRuns(fresh) {
 async function start() {
   try { me = await api("GET", "/v1/keys/me"); } catch { me = null; }
   $("sign-in").hidden = !!me;
-  $("runs").hidden = !me;
   $("sign-out").hidden = !me;
+  $("pages").hidden = !me;
   $("who").textContent = me ? `project ${me.project} · ${me.scopes.join(", ")}` : "";
   await route();
 }
@@ -100,10 +118,12 @@ async function start() {
 const liveTable = new LiveTable($("run-rows"), { api, renderRow: row, duration });
 async function route() {
   const match = location.hash.match(/^#\/runs\/([0-9a-f]{32})$/);
-  $("runs").hidden = !me || !!match;
+  // Another page by its path (/console/new, /console/compare, ...: pages/router.js).
+  const elsewhere = !match && await routePage(me, $("page"));
+  $("runs").hidden = !me || !!match || elsewhere;
   if (me && match) { liveTable.stop(); await showRun(match[1], { api, may, duration }); return; }
   hideRun();
-  if (me) await loadRuns(true); else liveTable.stop();
+  if (me && !elsewhere) await loadRuns(true); else liveTable.stop();
 }
 window.addEventListener("hashchange", route);
 
@@ -115,4 +135,6 @@ $("sign-in").addEventListener("submit", async (event) => {
 $("sign-out").addEventListener("click", async () => { await api("DELETE", "/console/session"); await start(); });
 $("filters").addEventListener("submit", (event) => { event.preventDefault(); loadRuns(true); });
 $("more").addEventListener("click", () => loadRuns(false));
+$("sort").addEventListener("change", () => loadRuns(true));
+installSelection($("runs"));
 start();

@@ -1,0 +1,90 @@
+import { loadECharts } from "../charts.js";
+
+// What every page module shares: the API call with the session cookie and CSRF header, the
+// signed-in key's scopes, and small DOM helpers. Pages call the public API only.
+
+export function csrf() {
+  const pair = document.cookie.split("; ").find((c) => c.startsWith("trainyard_csrf="));
+  return pair ? decodeURIComponent(pair.split("=")[1]) : "";
+}
+
+// A failed call throws an Error carrying the status and the problem details (RFC 9457).
+export async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = csrf();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const answer = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+                                     credentials: "same-origin" });
+  if (answer.status === 204) return null;
+  const data = await answer.json();
+  if (!answer.ok) throw Object.assign(new Error(data.detail || answer.statusText), { status: answer.status, data });
+  return data;
+}
+
+// `me` is GET /v1/keys/me: what the signed-in key may do decides which actions are offered.
+export function mayDo(me, scope) {
+  if (!me) return false;
+  const write = { "runs:read": "runs:write", "datasets:read": "datasets:write", "models:read": "models:publish" };
+  return me.scopes.includes(scope) || me.scopes.includes("admin") || me.scopes.includes(write[scope]);
+}
+
+// el("td", {className: "x"}, "text", child): an element with properties and children.
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name.startsWith("aria-") || name === "for" || name === "role" || name === "scope") {
+      node.setAttribute(name, value);
+    } else node[name] = value;
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+export const short = (id) => (id ? id.slice(0, 8) : "–");
+export const number = (value, digits = 3) => (value == null ? "–" : Number(value).toFixed(digits));
+export const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+
+export function duration(seconds) {
+  if (seconds == null) return "–";
+  const s = Math.round(seconds);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+// A status is always its word; the class only adds colour (never the only signal).
+export function statusCell(status) {
+  return el("td", { className: `status status-${status}` }, status);
+}
+
+export const runLink = (id, text) => el("a", { href: `/console/runs/${id}` }, text || short(id));
+
+// A table with column headers and one row per item (`cells(item)` returns the <td>s or texts).
+export function table(caption, headers, items, cells, rowProps = () => ({})) {
+  const head = el("tr", {}, ...headers.map((h) => el("th", { scope: "col" }, h)));
+  const rows = items.map((item) => el("tr", rowProps(item), ...cells(item).map(
+    (c) => (c instanceof HTMLElement && c.tagName === "TD" ? c : el("td", {}, c ?? "–")))));
+  return el("div", { className: "scroll" },
+            el("table", {}, el("caption", {}, caption), el("thead", {}, head), el("tbody", {}, ...rows)));
+}
+
+export function alertBox(id) {
+  return el("p", { id, role: "alert", className: "error" });
+}
+
+// Charts come from ECharts, served by the API (charts.js loads it, never from a CDN); a page
+// without it still shows every number in its tables.
+export async function chart(container, option, label) {
+  const box = el("div", { className: "chart", role: "img", "aria-label": label });
+  container.append(box);
+  let echarts;
+  try { echarts = await loadECharts(); } catch (error) {
+    box.append(el("p", {}, `${error.message} (scripts/setup.sh installs it); the tables show the same values.`));
+    box.classList.add("chart-missing");
+    return null;
+  }
+  const instance = echarts.init(box, null, { renderer: "svg" });
+  // No animation: a reader (and a screenshot) sees the final chart at once; kinder to reduced motion.
+  instance.setOption({ animation: false, ...option });
+  window.addEventListener("resize", () => instance.resize());
+  return instance;
+}
