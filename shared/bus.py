@@ -68,6 +68,11 @@ def make_broker(settings: CommonSettings, service: str, registry: CollectorRegis
     return NatsBroker(
         settings.nats_servers,
         name=f"trainyard-{service}",
+        # Reconnect for as long as it takes. nats-py's default gives up after 60 tries (about 2 min):
+        # the connection is then closed for good, the service never recovers when NATS comes back,
+        # and FastStream's pull loop spins on the closed connection at a full core.
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=settings.nats_reconnect_wait_s,  # type: ignore[arg-type]  # nats-py sleeps a float
         # FastStream logs every message it handles (a heartbeat every 2 s per trainer): DEBUG, not INFO.
         log_level=logging.DEBUG,
         middlewares=[

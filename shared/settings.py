@@ -18,6 +18,8 @@ class CommonSettings(BaseSettings):
     # three-node cluster (a node lost loses nothing). Applied when they are created,
     # and an existing stream or bucket with another count is scaled to it.
     nats_replicas: int = Field(default=1, ge=1, le=5)
+    # Seconds between tries to reach NATS again after losing it (tries never stop).
+    nats_reconnect_wait_s: float = Field(default=2.0, gt=0, le=60)
     # The local server needs retryWrites off (write throughput) and idle
     # connections recycled before its 300 s idle cut-off.
     mongo_url: str = f"mongodb://127.0.0.1:27017/?{LOCAL_MONGO_OPTIONS}"

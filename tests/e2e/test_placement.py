@@ -28,10 +28,12 @@ def test_runs_go_to_trainers_by_accelerator_name_and_count(
     wrong = run_on("GPU_V100", 1)
     assert wait_status(client, str(pair["id"]), {"in_progress"}, 60)["trainer_id"] == "h100-box"
     assert wait_status(client, str(single["id"]), {"in_progress"}, 60)["trainer_id"] == "a100-box"
-    assert wait_until(lambda: client.runs.get(str(too_big["id"]))["pending_reason"], what="a reason") == \
-        "no trainer online with GPU_H100 x4"
-    assert wait_until(lambda: client.runs.get(str(wrong["id"]))["pending_reason"], what="a reason") == \
-        "no trainer online with GPU_V100 x1"
+    # A queued run reads "waiting for placement" until the periodic pass writes why it waits.
+    def reads(run: dict[str, object], reason: str) -> bool:
+        return client.runs.get(str(run["id"]))["pending_reason"] == reason
+
+    wait_until(lambda: reads(too_big, "no trainer online with GPU_H100 x4"), 30, "too_big's reason")
+    wait_until(lambda: reads(wrong, "no trainer online with GPU_V100 x1"), 30, "wrong's reason")
 
     trainers = {t["id"]: t for t in client.request("GET", "/v1/trainers")}
     assert trainers["h100-box"]["free"] == 0 and trainers["h100-box"]["capacity"] == 2

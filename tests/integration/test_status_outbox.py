@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tests.helpers import wait_until
 from trainyard.localstack import LocalStack, _port_open
 
 RUN_ID = "0" * 31 + "1"
+RECONNECT_WAIT_S = 0.1
 
 
 def _published_changes(url: str, subjects: Subjects) -> list[dict[str, Any]]:
@@ -74,13 +76,16 @@ def test_a_change_stored_while_nats_is_down_is_published_once_it_is_back(tmp_pat
         stack.start_servers()
         assert stack.nats_url and stack.mongo_url
         subjects = Subjects(stack.subject_prefix)
-        stack.start_service("scheduler")
+        # Quick reconnect tries, so that NATS stays away past nats-py's default budget of 60 of them: the
+        # scheduler must still come back (it used to close its connection for good and spin).
+        stack.start_service("scheduler", TRAINYARD_NATS_RECONNECT_WAIT_S=str(RECONNECT_WAIT_S))
         # Connected, every consumer made, its periodic pass running: NATS dies after the scheduler's start.
         wait_until(lambda: "started successfully" in service_log(stack, "scheduler"), 120,
                    "the scheduler to start")
         nats_server = stack.processes["nats"]
         os.kill(nats_server.pid, signal.SIGKILL)
         nats_server.wait(10)
+        killed_at = time.monotonic()
 
         with _mongo(stack.mongo_url) as client:
             runs = client[stack.mongo_db][RUNS]
@@ -91,6 +96,8 @@ def test_a_change_stored_while_nats_is_down_is_published_once_it_is_back(tmp_pat
             assert [e["event_id"] for e in queued["status_outbox"]], queued
             stored = queued["status_outbox"][0]["event_id"]
             assert _port_open(urlparse(stack.nats_url).port or 0) is False
+            # The fault itself: NATS away for longer than 60 reconnect tries.
+            time.sleep(max(0.0, 80 * RECONNECT_WAIT_S - (time.monotonic() - killed_at)))
 
             stack.restart_process("nats")
             wait_until(lambda: _port_open(urlparse(stack.nats_url or "").port or 0), 30, "NATS to listen again")
