@@ -4,27 +4,11 @@ import { LiveTable } from "./live.js";
 import { hideRun, showRun } from "./run.js";
 import { route as routePage } from "./pages/router.js";
 import { installSelection, selectionCell } from "./pages/compare.js";
+import { api } from "./pages/common.js";
 
 const $ = (id) => document.getElementById(id);
 let me = null;
 let cursor = null;
-
-function csrf() {
-  const pair = document.cookie.split("; ").find((c) => c.startsWith("trainyard_csrf="));
-  return pair ? decodeURIComponent(pair.split("=")[1]) : "";
-}
-
-async function api(method, path, body) {
-  const headers = { Accept: "application/json" };
-  if (method !== "GET") headers["X-CSRF-Token"] = csrf();
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const answer = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-                                     credentials: "same-origin" });
-  if (answer.status === 204) return null;
-  const data = await answer.json();
-  if (!answer.ok) throw Object.assign(new Error(data.detail || answer.statusText), { status: answer.status, data });
-  return data;
-}
 
 const may = (scope) => me && (me.scopes.includes(scope) || me.scopes.includes("admin"));
 
