@@ -85,6 +85,9 @@ export class LiveTable {
     old.replaceWith(fresh);
     if (focused) fresh.querySelector(`[aria-label='${CSS.escape(focused)}']`)?.focus();
     if (isEnded(run.status)) { this.forget(runId); this.watch(); }
+    // A run read again without a stream may have started training: it takes a stream now, not at the
+    // next tick (watch() in tick() runs before these reads come back).
+    else if (!this.streams.has(runId)) this.watch();
   }
 
   tick() {
