@@ -174,10 +174,10 @@ def test_datasets_page_lists_counts_per_class_and_shows_a_validation_report(stac
 
 
 def curve_series_counts(page: Page) -> dict[str, int] | None:
-    """Per chart on the page (its data-metric or data-parameter), how many series ECharts draws; None
-    without ECharts on the page."""
+    """Per chart on the page (its data-metric or data-parameter), how many series ECharts draws, once
+    ECharts (loaded by the page after its data) has drawn every chart."""
     page.wait_for_function("""() => { const boxes = [...document.querySelectorAll('.chart')];
-        return boxes.length && (!window.echarts || boxes.every((box) => window.echarts.getInstanceByDom(box))); }""")
+        return boxes.length && window.echarts && boxes.every((box) => window.echarts.getInstanceByDom(box)); }""")
     counts: dict[str, int] | None = page.evaluate("""() => window.echarts ? Object.fromEntries(
         [...document.querySelectorAll('.chart')]
         .map((box) => [box.dataset.metric || box.dataset.parameter,
