@@ -61,8 +61,9 @@ def register(admin: httpx.Client, tmp_path: Path, name: str) -> dict[str, Any]:
     return dict(answer.json())
 
 
-def trainer_in(body: list[dict[str, Any]], trainer_id: str) -> dict[str, Any] | None:
-    return next((t for t in body if t["id"] == trainer_id), None)
+def trainer_in(body: list[dict[str, Any]], trainer_id: str) -> dict[str, Any]:
+    """The trainer's entry; an empty one (no health, no runs) while it is not listed."""
+    return next((t for t in body if t["id"] == trainer_id), {"health": None, "runs": []})
 
 
 def test_trainers_stream_follows_a_trainer_online_running_and_lost(stack: LocalStack, tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_trainers_stream_follows_a_trainer_online_running_and_lost(stack: LocalS
         assert (kind, body) == ("trainers", [])  # the state at once, even an empty one
         trainer = stack.start_load_generator("watched", "--trainers", "1", "--behaviour", "hang",
                                              "--heartbeat-seconds", "0.5")
-        until(stream, lambda e: (t := trainer_in(e[2], "watched-0")) is not None and t["health"] == "online")
+        until(stream, lambda e: trainer_in(e[2], "watched-0")["health"] == "online")
         run = admin.post("/v1/runs", json={"name": "held", "dataset_id": dataset["id"],
                                            "architecture": "rtmdet-tiny", "epochs": 1})
         assert run.status_code == 201, run.text
