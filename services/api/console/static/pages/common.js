@@ -85,6 +85,27 @@ export async function chart(container, option, label) {
   const instance = echarts.init(box, null, { renderer: "svg" });
   // No animation: a reader (and a screenshot) sees the final chart at once; kinder to reduced motion.
   instance.setOption({ animation: false, ...option });
-  window.addEventListener("resize", () => instance.resize());
+  // A live page redraws its charts: one whose box has left the page is disposed of at the next resize.
+  const resize = () => {
+    if (box.isConnected) { instance.resize(); return; }
+    instance.dispose();
+    window.removeEventListener("resize", resize);
+  };
+  window.addEventListener("resize", resize);
   return instance;
+}
+
+// Redraw `holder` with `nodes`, keeping the keyboard where it was: the control with the same label,
+// id or link text in the new content gets the focus back (a live page redraws while someone tabs).
+export function redraw(holder, ...nodes) {
+  const focused = holder.contains(document.activeElement) ? document.activeElement : null;
+  const same = focused && (focused.getAttribute("aria-label") ? `[aria-label='${CSS.escape(focused.getAttribute("aria-label"))}']`
+    : focused.id ? `#${CSS.escape(focused.id)}` : null);
+  const text = focused && focused.textContent;
+  holder.replaceChildren(...nodes);
+  if (!focused) return;
+  const again = same ? holder.querySelector(same)
+    : [...holder.querySelectorAll(focused.tagName)].find((node) => node.textContent === text
+                                                          && node.getAttribute("href") === focused.getAttribute("href"));
+  again?.focus();
 }

@@ -1,0 +1,109 @@
+"""The console's list pages stay live in a real headless Chromium against the real local stack: a
+trainer (bench.loadgen's simulated one, speaking the trainer protocol) comes online, runs a sweep's
+trials and is killed; the sweeps list and a sweep's page follow the trials to the end; a dataset
+registered through the API appears. No page is reloaded (a mark on each window would not survive),
+and the keyboard focus stays where it was through a redraw."""
+
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import PHONE, screenshot
+from tests.browser.test_console_pages import fits_width, page_errors, register, signed_in
+from tests.e2e.conftest import FAST_LOSS_DETECTION
+from tests.helpers import http
+from trainyard.localstack import LocalStack
+
+# The machine is shared and busy: a change may take more than the default 5 s to show.
+expect.set_options(timeout=30_000)
+
+
+def opened(browser: Browser, stack: LocalStack, path: str, **kwargs: object) -> Page:
+    page = signed_in(browser, stack, stack.admin_key, **kwargs)  # type: ignore[arg-type]
+    page.goto(f"{stack.api_url}/console/{path}")
+    return page
+
+
+def mark(page: Page) -> None:
+    page.evaluate("window.notReloaded = true")
+
+
+def not_reloaded(page: Page) -> bool:
+    return bool(page.evaluate("window.notReloaded === true"))
+
+
+def test_trainers_sweeps_and_datasets_pages_follow_changes_without_a_reload(stack: LocalStack, tmp_path: Path,
+                                                                             chromium: Browser) -> None:
+    browser = chromium
+    page_errors.clear()  # signed_in() collects every page's uncaught script errors there
+    stack.start_servers()
+    stack.start_service("scheduler", **FAST_LOSS_DETECTION)
+    stack.start_service("api", **FAST_LOSS_DETECTION)
+    admin = http(stack, stack.admin_key)
+    dataset = register(admin, tmp_path, "shapes", train_images=2, val_images=1)
+
+    trainers = opened(browser, stack, "trainers")
+    expect(trainers.get_by_text("No trainer has sent a heartbeat yet.")).to_be_visible()
+    sweeps = opened(browser, stack, "sweeps")
+    expect(sweeps.get_by_text("No sweep yet")).to_be_visible()
+    datasets = opened(browser, stack, "datasets")
+    expect(datasets.locator(f"tr[data-dataset-id='{dataset['id']}']")).to_contain_text("shapes")
+    pages = [trainers, sweeps, datasets]
+    for page in pages:
+        mark(page)
+
+    # A trainer comes online.
+    trainer = stack.start_load_generator("console", "--trainers", "1", "--behaviour", "complete",
+                                         "--run-seconds", "6", "--heartbeat-seconds", "0.5")
+    row = trainers.locator("tr[data-trainer-id='console-0']")
+    expect(row.locator("td").nth(2)).to_have_text("online")
+    expect(row.locator("td").nth(8)).to_have_text("idle")
+    expect(trainers.locator("#trainer-counts")).to_have_text("1 online, 0 silent, 0 lost, 0 draining.")
+
+    # A sweep of two trials, one at a time: the list shows it, its page follows the trials.
+    answer = admin.post("/v1/sweeps", json={
+        "name": "live-sweep", "base": {"architecture": "rtmdet-tiny", "epochs": 1, "dataset_id": dataset["id"]},
+        "searcher": {"name": "grid"}, "metric": "bbox_mAP", "trials": 2, "max_concurrent": 1,
+        "space": {"learning_rate": {"type": "choice", "values": [0.001, 0.002]}}})
+    assert answer.status_code == 201, answer.text
+    sweep = answer.json()
+    expect(sweeps.locator(f"tr[data-sweep-id='{sweep['id']}'] td").nth(1)).to_have_text("running")
+    sweep_page = opened(browser, stack, f"sweeps/{sweep['id']}")
+    pages.append(sweep_page)
+    mark(sweep_page)
+    first, second = (trial["run_id"] for trial in sweep["trials"])
+    # What the trainer runs now, on its row: the first trial, then (after it) the second.
+    expect(row.locator("td").nth(8)).to_contain_text(f"{first[:8]} in_progress")
+    expect(sweep_page.locator(f"tr[data-run-id='{first}'] td").nth(1)).to_have_text("in_progress")
+    expect(sweep_page.locator(f"tr[data-run-id='{first}'] td").nth(1)).to_have_text("success")
+    expect(row.locator("td").nth(8)).to_contain_text(f"{second[:8]} in_progress")
+    screenshot(trainers, "live-trainers-running")
+    expect(sweep_page.locator(f"tr[data-run-id='{second}'] td").nth(1)).to_have_text("success")
+    expect(sweep_page.locator("#sweep-status")).not_to_contain_text("running")
+    expect(sweeps.locator(f"tr[data-sweep-id='{sweep['id']}'] td").nth(1)).not_to_have_text("running")
+    final = admin.get(f"/v1/sweeps/{sweep['id']}").json()["status"]
+    expect(sweep_page.locator("#sweep-status")).to_contain_text(f"Status: {final}.")
+    expect(row.locator("td").nth(8)).to_have_text("idle")
+    screenshot(sweep_page, "live-sweep-ended")
+
+    # A dataset registered elsewhere appears; the link the keyboard was on keeps the focus.
+    link = datasets.get_by_role("link", name="shapes", exact=True)
+    link.focus()
+    second_dataset = register(admin, tmp_path, "second", train_images=2, val_images=1)
+    expect(datasets.locator(f"tr[data-dataset-id='{second_dataset['id']}']")).to_contain_text("second")
+    expect(link).to_be_focused()
+    screenshot(datasets, "live-datasets")
+
+    # Killed (SIGKILL: no goodbye): silent, then presumed lost.
+    trainer.kill()
+    trainer.wait()
+    expect(row.locator("td").nth(2)).to_have_text("lost")
+    expect(trainers.locator("#trainer-counts")).to_have_text("0 online, 0 silent, 1 lost, 0 draining.")
+    screenshot(trainers, "live-trainers-lost")
+    assert all(not_reloaded(page) for page in pages)
+
+    phone = opened(browser, stack, "trainers", viewport=PHONE)
+    expect(phone.locator("tr[data-trainer-id='console-0'] td").nth(2)).to_have_text("lost")
+    assert fits_width(phone)
+    screenshot(phone, "live-trainers-phone")
+    assert page_errors == []
