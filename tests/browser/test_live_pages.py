@@ -4,6 +4,7 @@ trials and is killed; the sweeps list and a sweep's page follow the trials to th
 registered through the API appears. No page is reloaded (a mark on each window would not survive),
 and the keyboard focus stays where it was through a redraw."""
 
+import re
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, expect
@@ -71,9 +72,12 @@ def test_trainers_sweeps_and_datasets_pages_follow_changes_without_a_reload(stac
     sweep_page = opened(browser, stack, f"sweeps/{sweep['id']}")
     pages.append(sweep_page)
     mark(sweep_page)
-    first, second = (trial["run_id"] for trial in sweep["trials"])
-    # What the trainer runs now, on its row: the first trial, then (after it) the second.
-    expect(row.locator("td").nth(8)).to_contain_text(f"{first[:8]} in_progress")
+    trials = [trial["run_id"] for trial in sweep["trials"]]
+    # What the trainer runs now, on its row: one trial (the queue may place either first), then the other.
+    running = re.compile("|".join(f"{run_id[:8]} in_progress" for run_id in trials))
+    expect(row.locator("td").nth(8)).to_contain_text(running)
+    first = next(run_id for run_id in trials if run_id[:8] in row.locator("td").nth(8).inner_text())
+    second = next(run_id for run_id in trials if run_id != first)
     expect(sweep_page.locator(f"tr[data-run-id='{first}'] td").nth(1)).to_have_text("in_progress")
     expect(sweep_page.locator(f"tr[data-run-id='{first}'] td").nth(1)).to_have_text("success")
     expect(row.locator("td").nth(8)).to_contain_text(f"{second[:8]} in_progress")
@@ -106,4 +110,48 @@ def test_trainers_sweeps_and_datasets_pages_follow_changes_without_a_reload(stac
     expect(phone.locator("tr[data-trainer-id='console-0'] td").nth(2)).to_have_text("lost")
     assert fits_width(phone)
     screenshot(phone, "live-trainers-phone")
+    assert page_errors == []
+
+
+def test_keyboard_first_stop_skips_to_the_page_and_phone_tables_read_as_cards(stack: LocalStack, tmp_path: Path,
+                                                                              chromium: Browser) -> None:
+    page_errors.clear()
+    stack.start_servers()
+    stack.start_service("api")
+    admin = http(stack, stack.admin_key)
+    dataset = register(admin, tmp_path, "shapes", train_images=2, val_images=1)
+    run = admin.post("/v1/runs", json={"name": "queued", "dataset_id": dataset["id"], "architecture": "rtmdet-tiny",
+                                       "epochs": 1}).json()
+
+    signin = chromium.new_page(viewport=PHONE)
+    signin.goto(f"{stack.api_url}/console/")
+    expect(signin.get_by_role("form", name="Sign in")).to_contain_text("trainyard ui")
+    screenshot(signin, "sign-in-phone")
+
+    phone = signed_in(chromium, stack, stack.admin_key, PHONE)
+    expect(phone.get_by_role("link", name="Runs")).to_have_attribute("aria-current", "page")
+    expect(phone.locator("main")).to_be_focused()  # signed in, the keyboard continues in the page
+    # On a page's load the first Tab stop is the skip link; following it puts the keyboard in the page.
+    phone.reload()
+    expect(phone.locator(f"tr[data-run-id='{run['id']}']")).to_be_visible()
+    phone.keyboard.press("Tab")
+    skip = phone.get_by_role("link", name="Skip to the page's content")
+    expect(skip).to_be_focused()
+    phone.keyboard.press("Enter")
+    expect(phone.locator("main")).to_be_focused()
+
+    # At 390 px a run is a card: every cell under its column's name, nothing wider than the window.
+    cells = phone.locator(f"tr[data-run-id='{run['id']}'] td")
+    expect(cells.nth(3)).to_have_text(run["status"])
+    expect(cells.nth(3)).to_have_attribute("data-label", "Status")
+    assert phone.get_by_role("table", name="Runs").locator(f"tr[data-run-id='{run['id']}']").count() == 1
+    box = phone.locator(f"tr[data-run-id='{run['id']}']").bounding_box()
+    assert box is not None and box["width"] <= PHONE["width"]
+    assert fits_width(phone)
+    screenshot(phone, "runs-phone-cards")
+
+    phone.goto(f"{stack.api_url}/console/datasets")
+    row = phone.get_by_role("table", name="Registered datasets").locator(f"tr[data-dataset-id='{dataset['id']}']")
+    expect(row.locator("td").nth(2)).to_have_attribute("data-label", "Classes")
+    assert fits_width(phone)
     assert page_errors == []

@@ -58,13 +58,28 @@ export function statusCell(status) {
 
 export const runLink = (id, text) => el("a", { href: `/console/runs/${id}` }, text || short(id));
 
-// A table with column headers and one row per item (`cells(item)` returns the <td>s or texts).
+// A table with column headers and one row per item (`cells(item)` returns the <td>s or texts). At
+// phone width it reads as one card per row, each cell under its column's name (console.css,
+// table.cards); the explicit roles keep it a table for screen readers, which some browsers stop
+// treating as one once its display changes.
+let tables = 0;
+
+// A row of such a table: its cells' roles and the column names its cards show.
+export function cardRow(tr, labels) {
+  tr.setAttribute("role", "row");
+  [...tr.children].forEach((td, i) => { td.setAttribute("role", "cell"); td.dataset.label = labels[i] ?? ""; });
+  return tr;
+}
+
 export function table(caption, headers, items, cells, rowProps = () => ({})) {
-  const head = el("tr", {}, ...headers.map((h) => el("th", { scope: "col" }, h)));
-  const rows = items.map((item) => el("tr", rowProps(item), ...cells(item).map(
-    (c) => (c instanceof HTMLElement && c.tagName === "TD" ? c : el("td", {}, c ?? "–")))));
+  const captionId = `table-caption-${++tables}`;
+  const head = el("tr", { role: "row" }, ...headers.map((h) => el("th", { scope: "col", role: "columnheader" }, h)));
+  const rows = items.map((item) => cardRow(el("tr", rowProps(item), ...cells(item).map(
+    (c) => (c instanceof HTMLElement && c.tagName === "TD" ? c : el("td", {}, c ?? "–")))), headers));
   return el("div", { className: "scroll" },
-            el("table", {}, el("caption", {}, caption), el("thead", {}, head), el("tbody", {}, ...rows)));
+            el("table", { className: "cards", role: "table", "aria-labelledby": captionId },
+               el("caption", { id: captionId }, caption), el("thead", { role: "rowgroup" }, head),
+               el("tbody", { role: "rowgroup" }, ...rows)));
 }
 
 export function alertBox(id) {

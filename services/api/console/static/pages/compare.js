@@ -27,7 +27,7 @@ function updateButton() {
 // The runs table gets a first column of checkboxes and a button under its filters.
 export function installSelection(section) {
   const head = section.querySelector("thead tr");
-  head.prepend(el("th", { scope: "col" }, el("span", { className: "visually-hidden" }, "Select")));
+  head.prepend(el("th", { scope: "col", role: "columnheader" }, el("span", { className: "visually-hidden" }, "Select")));
   const button = el("button", { id: "compare-selected", type: "button", disabled: true }, "");
   button.addEventListener("click", () => {
     window.location.assign(`/console/compare?ids=${[...selected].join(",")}`);
@@ -50,12 +50,13 @@ export function selectionCell(run) {
 async function curves(root, comparison) {
   const section = el("section", { "aria-label": "Curves" }, el("h3", {}, "Curves"));
   root.append(section);
+  const missing = [];
   for (const [metric, title] of CURVES) {
     const series = comparison.runs
       .filter((run) => run.series.series[metric])
       .map((run) => ({ name: run.name, type: "line", showSymbol: true, symbolSize: 8, connectNulls: true,
                        data: run.series.epochs.map((epoch, i) => [epoch, run.series.series[metric][i]]) }));
-    if (!series.length) continue;
+    if (!series.length) { missing.push(title); continue; }
     const option = { title: { text: title, textStyle: { fontSize: 14 } }, tooltip: { trigger: "axis" },
                      legend: { top: 24, type: "scroll" }, grid: { top: 64, left: 56, right: 16 },
                      xAxis: { type: "value", name: "epoch", minInterval: 1 }, yAxis: { type: "value", scale: true },
@@ -63,6 +64,8 @@ async function curves(root, comparison) {
     const instance = await chart(section, option, `${title}, one line per run`);
     if (instance) instance.getDom().dataset.metric = metric;
   }
+  if (missing.length === CURVES.length) section.append(el("p", {}, "No epoch has been logged yet: nothing to draw."));
+  else if (missing.length) section.append(el("p", {}, `Not logged by any of these runs: ${missing.join(", ")}.`));
 }
 
 function metricsTable(comparison) {

@@ -37,6 +37,12 @@ async function scatters(root, sweep) {
   root.append(section);
   for (const name of names) {
     const scored = sweep.trials.filter((t) => t.best_value !== null && t.parameters[name] !== undefined);
+    if (!scored.length) {
+      // An empty pair of axes says nothing; the words say why.
+      section.append(el("p", { dataset: { parameter: name } },
+                        `${sweep.metric} against ${name}: no trial has reported ${sweep.metric} yet.`));
+      continue;
+    }
     const numeric = scored.every((t) => typeof t.parameters[name] === "number");
     const positive = numeric && scored.every((t) => t.parameters[name] > 0);
     const spread = positive && scored.length
