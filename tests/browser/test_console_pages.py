@@ -289,6 +289,8 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     expect(row).to_contain_text("not published")
     row.get_by_role("button", name=f"Publish model {target['id'][:8]}").click()
     expect(row.locator("td").nth(7)).to_have_text("published")
+    # Redrawn, the row's button changed its label; the keyboard is still on it.
+    expect(row.get_by_role("button", name=f"Unpublish model {target['id'][:8]}")).to_be_focused()
     assert admin.get(f"/v1/models/{target['id']}").json()["published"] is True
     shoot(page, "models")
     row.get_by_role("link", name=target["id"][:8]).click()

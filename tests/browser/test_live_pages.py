@@ -9,10 +9,11 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, expect
 
+from shared.apikeys import Scope, parse_key
 from tests.browser.conftest import PHONE, screenshot
 from tests.browser.test_console_pages import fits_width, page_errors, register, signed_in
 from tests.e2e.conftest import FAST_LOSS_DETECTION
-from tests.helpers import http
+from tests.helpers import create_key, http
 from trainyard.localstack import LocalStack
 
 # The machine is shared and busy: a change may take more than the default 5 s to show.
@@ -154,4 +155,14 @@ def test_keyboard_first_stop_skips_to_the_page_and_phone_tables_read_as_cards(st
     row = phone.get_by_role("table", name="Registered datasets").locator(f"tr[data-dataset-id='{dataset['id']}']")
     expect(row.locator("td").nth(2)).to_have_attribute("data-label", "Classes")
     assert fits_width(phone)
+
+    # A live page whose key is revoked says it is no longer live (its stream ends with `revoked`).
+    key = create_key(stack, "default", [Scope.TRAINERS_READ, Scope.RUNS_READ], name="revoked-later")
+    watcher = signed_in(chromium, stack, key)
+    watcher.goto(f"{stack.api_url}/console/trainers")
+    expect(watcher.get_by_text("No trainer has sent a heartbeat yet.")).to_be_visible()
+    parsed = parse_key(key)
+    assert parsed is not None
+    assert admin.delete(f"/v1/keys/{parsed[0]}").status_code in (200, 204)
+    expect(watcher.get_by_role("alert")).to_contain_text("Live updates stopped")
     assert page_errors == []

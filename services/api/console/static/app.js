@@ -19,7 +19,7 @@ function duration(seconds) {
 }
 
 const COLUMNS = ["Compare", "Name", "Created", "Status", "Progress", "Duration", "Trainer", "Architecture", "Dataset",
-                 "mAP", ""];
+                 "Latest mAP", ""];
 
 function row(run) {
   const tr = document.createElement("tr");

@@ -110,12 +110,13 @@ export async function chart(container, option, label) {
   return instance;
 }
 
-// Redraw `holder` with `nodes`, keeping the keyboard where it was: the control with the same label,
-// id or link text in the new content gets the focus back (a live page redraws while someone tabs).
+// Redraw `holder` with `nodes`, keeping the keyboard where it was: the control with the same
+// `data-focus-key` (one whose label changes, Publish becoming Unpublish), label, id or link text in
+// the new content gets the focus back (a live page redraws while someone tabs through it).
 export function redraw(holder, ...nodes) {
   const focused = holder.contains(document.activeElement) ? document.activeElement : null;
-  const same = focused && (focused.getAttribute("aria-label") ? `[aria-label='${CSS.escape(focused.getAttribute("aria-label"))}']`
-    : focused.id ? `#${CSS.escape(focused.id)}` : null);
+  const attribute = (name) => focused.getAttribute(name) && `[${name}='${CSS.escape(focused.getAttribute(name))}']`;
+  const same = focused && (attribute("data-focus-key") || attribute("aria-label") || attribute("id"));
   const text = focused && focused.textContent;
   holder.replaceChildren(...nodes);
   if (!focused) return;
@@ -123,4 +124,15 @@ export function redraw(holder, ...nodes) {
     : [...holder.querySelectorAll(focused.tagName)].find((node) => node.textContent === text
                                                           && node.getAttribute("href") === focused.getAttribute("href"));
   again?.focus();
+}
+
+// What a live page says in `box` when its stream stops for good (live.js followList's onClosed):
+// `gone` for a removed thing, and that the page is no longer live once the session or key is not valid.
+export function whenStopped(box, gone = "") {
+  return (why) => {
+    if (why === "gone") box.textContent = gone;
+    else if (why === "revoked" || why === "failed") {
+      box.textContent = "Live updates stopped (the session ended or its key was revoked): reload the page.";
+    }
+  };
 }

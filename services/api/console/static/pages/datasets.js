@@ -3,7 +3,7 @@
 // API returns it. Live: the list follows GET /v1/datasets/events (a dataset registered elsewhere, by the
 // CLI or another person, appears); a dataset's page is not live, since a registered dataset never changes.
 import { followList } from "../live.js";
-import { alertBox, api, el, mayDo, redraw, short, table, when } from "./common.js";
+import { alertBox, api, el, mayDo, redraw, short, table, when, whenStopped } from "./common.js";
 
 const LISTED = 200;
 
@@ -61,7 +61,8 @@ async function list(root, me) {
     return;
   }
   draw(page.items);
-  followList(`/v1/datasets/events?limit=${LISTED}`, "datasets", page, (fresh) => draw(fresh.items));
+  followList(`/v1/datasets/events?limit=${LISTED}`, "datasets", page, (fresh) => draw(fresh.items),
+             whenStopped(error));
 }
 
 async function detail(root, datasetId) {

@@ -3,13 +3,15 @@
 // keys with models:publish. Live: the list follows GET /v1/models/events (a model registered,
 // published or unpublished, by anyone), a model's page GET /v1/models/{id}/events.
 import { followList } from "../live.js";
-import { alertBox, api, el, mayDo, number, redraw, runLink, short, table, when } from "./common.js";
+import { alertBox, api, el, mayDo, number, redraw, runLink, short, table, when,
+         whenStopped } from "./common.js";
 
 const LISTED = 500;
 
 function publishButton(model, after) {
   const verb = model.published ? "Unpublish" : "Publish";
-  const button = el("button", { type: "button", "aria-label": `${verb} model ${short(model.id)}` }, verb);
+  const button = el("button", { type: "button", "aria-label": `${verb} model ${short(model.id)}`,
+                                dataset: { focusKey: `publication-${model.id}` } }, verb);
   button.addEventListener("click", async () => {
     if (!window.confirm(`${verb} model ${short(model.id)}?`)) return;
     try { await api("POST", `/v1/models/${model.id}/${verb.toLowerCase()}`); await after(); }
@@ -47,7 +49,9 @@ async function list(root, me) {
     } catch (failure) { error.textContent = failure.message; }
   };
   await load();
-  if (first) followList(`/v1/models/events?limit=${LISTED}`, "models", first, (page) => draw(page.items));
+  if (first) {
+    followList(`/v1/models/events?limit=${LISTED}`, "models", first, (page) => draw(page.items), whenStopped(error));
+  }
 }
 
 async function detail(root, me, modelId) {
@@ -91,8 +95,7 @@ async function detail(root, me, modelId) {
   // Its publication (by anyone) and its run's status, live; its lineage and best epoch are read again
   // with it. A removed model's stream says `gone`.
   if (model) {
-    followList(`/v1/models/${modelId}/events`, "model", model, () => load(),
-               (why) => { if (why === "gone") error.textContent = "This model was removed."; });
+    followList(`/v1/models/${modelId}/events`, "model", model, () => load(), whenStopped(error, "This model was removed."));
   }
 }
 

@@ -3,7 +3,8 @@
 // Live: the list follows GET /v1/sweeps/events, a sweep's page GET /v1/sweeps/{id}/events (its trials
 // advancing, ASHA stopping one, the best changing), which ends once the sweep and its trials have.
 import { followList } from "../live.js";
-import { alertBox, api, chart, el, mayDo, number, redraw, runLink, statusCell, table, when } from "./common.js";
+import { alertBox, api, chart, el, mayDo, number, redraw, runLink, statusCell, table, when,
+         whenStopped } from "./common.js";
 
 const bestOf = (sweep) => sweep.trials.find((t) => sweep.best && t.run_id === sweep.best.run_id);
 
@@ -25,7 +26,7 @@ async function list(root) {
   let page;
   try { page = await api("GET", "/v1/sweeps"); } catch (failure) { error.textContent = failure.message; return; }
   draw(page.items);
-  followList("/v1/sweeps/events", "sweeps", page, (fresh) => draw(fresh.items));
+  followList("/v1/sweeps/events", "sweeps", page, (fresh) => draw(fresh.items), whenStopped(error));
 }
 
 const showValue = (v) => (typeof v === "number" ? String(Number(v.toPrecision(4))) : String(v));
@@ -115,7 +116,7 @@ async function detail(root, me, sweepId) {
   }
   await drawSweep(holder, me, sweep, error);
   followList(`/v1/sweeps/${sweepId}/events`, "sweep", sweep, (fresh) => drawSweep(holder, me, fresh, error),
-             (why) => { if (why === "gone") error.textContent = "This sweep was removed."; });
+             whenStopped(error, "This sweep was removed."));
 }
 
 export async function render(root, { me, rest }) {

@@ -2,7 +2,7 @@
 // and the runs of this project each one runs now. Live: GET /v1/trainers/events sends the list
 // again whenever it changes (a trainer joins, drains, goes silent or lost, takes or ends a run).
 import { followList } from "../live.js";
-import { alertBox, api, el, redraw, runLink, table, when } from "./common.js";
+import { alertBox, api, el, redraw, runLink, table, when, whenStopped } from "./common.js";
 
 const accelerators = (trainer) => trainer.accelerators.map(
   (a) => `${a.name} ×${a.count}${a.memory_mb ? ` (${Math.round(a.memory_mb / 1024)} GiB)` : ""}`).join(", ") || "none";
@@ -42,5 +42,6 @@ export async function render(root) {
     return;
   }
   draw(summary, holder, trainers);
-  followList("/v1/trainers/events", "trainers", trainers, (fresh) => draw(summary, holder, fresh));
+  followList("/v1/trainers/events", "trainers", trainers, (fresh) => draw(summary, holder, fresh),
+             whenStopped(error));
 }
