@@ -1,6 +1,7 @@
 """The console's list pages stay live in a real headless Chromium against the real local stack: a
 trainer (bench.loadgen's simulated one, speaking the trainer protocol) comes online, runs a sweep's
-trials and is killed; the sweeps list and a sweep's page follow the trials to the end; a dataset
+trials and is killed; the sweeps list, a sweep's page and a comparison of its two trials follow the
+trials to the end; a dataset
 registered through the API appears. No page is reloaded (a mark on each window would not survive),
 and the keyboard focus stays where it was through a redraw."""
 
@@ -74,6 +75,11 @@ def test_trainers_sweeps_and_datasets_pages_follow_changes_without_a_reload(stac
     pages.append(sweep_page)
     mark(sweep_page)
     trials = [trial["run_id"] for trial in sweep["trials"]]
+    # Compare, opened while the two trials wait: it follows their streams and shows them end.
+    compare = opened(browser, stack, f"compare?ids={','.join(trials)}")
+    pages.append(compare)
+    mark(compare)
+    expect(compare.get_by_role("table", name="Final and best metrics")).to_be_visible()
     # What the trainer runs now, on its row: one trial (the queue may place either first), then the other.
     running = re.compile("|".join(f"{run_id[:8]} in_progress" for run_id in trials))
     expect(row.locator("td").nth(8)).to_contain_text(running)
@@ -90,6 +96,10 @@ def test_trainers_sweeps_and_datasets_pages_follow_changes_without_a_reload(stac
     expect(sweep_page.locator("#sweep-status")).to_contain_text(f"Status: {final}.")
     expect(row.locator("td").nth(8)).to_have_text("idle")
     screenshot(sweep_page, "live-sweep-ended")
+    for run_id in trials:
+        expect(compare.locator(f"tr[data-run-id='{run_id}'] td").nth(1)).to_have_text("success")
+    expect(compare.locator("[data-followed]")).to_have_attribute("data-followed", "")  # no stream left open
+    screenshot(compare, "live-compare-ended")
 
     # A dataset registered elsewhere appears; the link the keyboard was on keeps the focus.
     link = datasets.get_by_role("link", name="shapes", exact=True)
