@@ -99,6 +99,12 @@ def test_trainers_sweeps_and_datasets_pages_follow_changes_without_a_reload(stac
     for run_id in trials:
         expect(compare.locator(f"tr[data-run-id='{run_id}'] td").nth(1)).to_have_text("success")
     expect(compare.locator("[data-followed]")).to_have_attribute("data-followed", "")  # no stream left open
+    # Its metrics table is wider than the window: its box is a Tab stop, so the keyboard can scroll it.
+    wide = compare.get_by_role("region", name="Final and best metrics (scrolls sideways)")
+    expect(wide).to_have_attribute("tabindex", "0")
+    wide.focus()
+    compare.keyboard.press("ArrowRight")
+    compare.wait_for_function("document.activeElement.scrollLeft > 0")  # the browser may scroll smoothly
     screenshot(compare, "live-compare-ended")
 
     # A dataset registered elsewhere appears; the link the keyboard was on keeps the focus.

@@ -76,11 +76,29 @@ export function table(caption, headers, items, cells, rowProps = () => ({})) {
   const head = el("tr", { role: "row" }, ...headers.map((h) => el("th", { scope: "col", role: "columnheader" }, h)));
   const rows = items.map((item) => cardRow(el("tr", rowProps(item), ...cells(item).map(
     (c) => (c instanceof HTMLElement && c.tagName === "TD" ? c : el("td", {}, c ?? "–")))), headers));
-  return el("div", { className: "scroll" },
-            el("table", { className: "cards", role: "table", "aria-labelledby": captionId },
-               el("caption", { id: captionId }, caption), el("thead", { role: "rowgroup" }, head),
-               el("tbody", { role: "rowgroup" }, ...rows)));
+  const box = el("div", { className: "scroll" },
+                 el("table", { className: "cards", role: "table", "aria-labelledby": captionId },
+                    el("caption", { id: captionId }, caption), el("thead", { role: "rowgroup" }, head),
+                    el("tbody", { role: "rowgroup" }, ...rows)));
+  scrollable.observe(box);
+  return box;
 }
+
+// A table wider than its box scrolls inside it; then the box is a Tab stop (a named region), so the
+// keyboard can scroll it too, not only reach its links. Boxes that fit are left out of the Tab order.
+const scrollable = new ResizeObserver((entries) => {
+  for (const { target } of entries) {
+    const wide = target.scrollWidth > target.clientWidth + 1;
+    if (wide && !target.hasAttribute("tabindex")) {
+      const caption = target.querySelector("caption")?.textContent || "Table";
+      Object.assign(target, { tabIndex: 0 });
+      target.setAttribute("role", "region");
+      target.setAttribute("aria-label", `${caption} (scrolls sideways)`);
+    } else if (!wide && target.hasAttribute("tabindex")) {
+      for (const name of ["tabindex", "role", "aria-label"]) target.removeAttribute(name);
+    }
+  }
+});
 
 export function alertBox(id) {
   return el("p", { id, role: "alert", className: "error" });
