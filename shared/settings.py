@@ -77,6 +77,9 @@ class ApiSettings(CommonSettings):
     sse_keepalive_s: float = 15.0
     # A live stream checks its key again this often: a revoked key's stream ends within this.
     sse_key_recheck_s: float = 2.0
+    # How often a list's live stream (trainers, models, sweeps, datasets) reads the list again:
+    # each read is the matching GET's queries, so slower than a run's stream.
+    sse_list_poll_interval_s: float = 1.0
     # Directories (separated by the OS path separator, ':') under which datasets may be
     # registered by server path; empty: none (the local stack sets its own data directory).
     dataset_roots: str = ""

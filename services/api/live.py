@@ -13,9 +13,11 @@ the earlier ones in storage and go out again, under the new attempt.
 """
 
 import asyncio
+import hashlib
+import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -181,3 +183,69 @@ async def live_events(store: ApiStore, project: str, run_id: str, start: StreamP
             yield ": keep-alive\n\n"
             quiet_since = time.monotonic()
         await asyncio.sleep(poll_interval_s)
+
+
+# --- Snapshot streams: the console's lists (trainers, models, sweeps, datasets) as they change ---
+#
+# A list has no history to replay, only its current state. Such a stream reads what the matching
+# GET answers on every poll and sends it whole when it differs from the last one sent. The event id
+# is a digest of what was sent, so a client reconnecting with Last-Event-ID gets nothing until the
+# state differs from what it already shows; like the runs' streams, any replica serves any client
+# and a restart loses nothing.
+
+_DIGEST = re.compile(r"^[0-9a-f]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the GET answers now, as its JSON, and whether nothing about it will change any more."""
+    body: str
+    over: bool = False
+
+
+def snapshot_digest(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:24]
+
+
+def parse_digest(token: str) -> str:
+    if not _DIGEST.match(token.strip()):
+        raise ValueError(f"{token[:40]!r} is not an event id of this stream (expected up to 64 hex digits)")
+    return token.strip()
+
+
+async def snapshot_events(store: ApiStore, kind: str, read: Callable[[], Awaitable[Snapshot | None]],
+                          last_digest: str | None, *, poll_interval_s: float, keepalive_s: float,
+                          key_id: str | None = None, key_recheck_s: float = 2.0) -> AsyncIterator[str]:
+    """`kind` events, each the whole of what `read()` answers whenever it changed, as SSE text.
+
+    `read()` answering None means the thing is gone (a removed sweep): the stream sends `gone`
+    and closes; a snapshot that is `over` is sent, followed by `end`. The key is checked again
+    every `key_recheck_s`, as for a run's stream."""
+    yield f"retry: {RECONNECT_DELAY_MS}\n\n"
+    sent = last_digest
+    quiet_since = key_checked = time.monotonic()
+    while True:
+        if key_id is not None and time.monotonic() - key_checked >= key_recheck_s:
+            if not await key_is_valid(store, key_id):
+                yield f"event: revoked\ndata: {json.dumps({'detail': 'invalid or revoked API key'})}\n\n"
+                return
+            key_checked = time.monotonic()
+        read_started = time.monotonic()
+        snapshot = await read()
+        read_s = time.monotonic() - read_started
+        if snapshot is None:
+            yield f"event: gone\ndata: {json.dumps({'detail': f'the {kind} is gone'})}\n\n"
+            return
+        digest = snapshot_digest(snapshot.body)
+        if digest != sent:
+            yield f"id: {digest}\nevent: {kind}\ndata: {snapshot.body}\n\n"
+            sent = digest
+            quiet_since = time.monotonic()
+        if snapshot.over:
+            yield f"id: {digest}\nevent: end\ndata: {json.dumps({'detail': f'the {kind} will not change'})}\n\n"
+            return
+        if time.monotonic() - quiet_since >= keepalive_s:
+            yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        # A slow list (500 models on a busy database) is read at most a third of the time.
+        await asyncio.sleep(max(poll_interval_s, 2 * read_s))

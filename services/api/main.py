@@ -24,6 +24,7 @@ from services.api.routes import (
     datasets,
     keys,
     models,
+    page_events,
     run_events,
     run_results,
     runs,
@@ -95,9 +96,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, own_limit=is_dataset_upload)
     # Added after the body limit, so its metrics also count the requests the limit refuses.
     install_http_telemetry(app)
-    # compare first: its /v1/runs/compare must not be read as /v1/runs/{run_id}.
-    for module in (compare, datasets, runs, run_results, run_events, checkpoints, architectures, trainers, keys,
-                   models, sweeps):
+    # compare and page_events first: /v1/runs/compare and /v1/<list>/events must not be read as ids.
+    for module in (compare, page_events, datasets, runs, run_results, run_events, checkpoints, architectures,
+                   trainers, keys, models, sweeps):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
     install_console(app)

@@ -6,6 +6,7 @@ Screenshots of every page go where the other browser tests put theirs (tests/bro
 
 import json
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,8 +195,14 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     stack.start_service("api", **FAST_LOSS_DETECTION)
     admin = http(stack, stack.admin_key)
     dataset = register(admin, tmp_path, "shapes", train_images=8, val_images=2)
-    for trainer in ("console-trainer-1", "console-trainer-2"):
-        start_trainer(stack, trainer)
+    # The trainers page is open before any trainer starts: they come online on it, live.
+    live = signed_in(browser, stack, stack.admin_key)
+    live.goto(f"{stack.api_url}/console/trainers")
+    expect(live.get_by_text("No trainer has sent a heartbeat yet.")).to_be_visible()
+    live.evaluate("window.notReloaded = true")  # a mark on the window survives everything but a reload
+    processes = {trainer: start_trainer(stack, trainer) for trainer in ("console-trainer-1", "console-trainer-2")}
+    for trainer in processes:
+        expect(live.locator(f"tr[data-trainer-id='{trainer}'] td").nth(2)).to_have_text("online", timeout=120_000)
     # A grid sweep of two 1-epoch trials: two finished runs whose specs differ in the learning rate.
     base = {key: value for key, value in TINY.items()} | {"dataset_id": dataset["id"]}
     answer = admin.post("/v1/sweeps", json={
@@ -205,6 +212,12 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     assert answer.status_code == 201, answer.text
     sweep = answer.json()
     trial_ids = [trial["run_id"] for trial in sweep["trials"]]
+
+    # The models page, open before any model exists, shows each as its run succeeds.
+    registry = signed_in(browser, stack, stack.admin_key)
+    registry.goto(f"{stack.api_url}/console/models")
+    expect(registry.get_by_text("No model yet")).to_be_visible()
+    registry.evaluate("window.notReloaded = true")
 
     page = signed_in(browser, stack, stack.admin_key)
     trainers = wait_until(lambda: len(t := admin.get("/v1/trainers").json()) == 2 and t, 120, "two trainers")
@@ -264,8 +277,11 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     assert curve_series_counts(page) == {"learning_rate": 1}
     shoot(page, "sweep")
 
-    # Models: both trials registered one; publish one from the page.
+    # Models: both trials registered one, and the page open since before shows them; publish one from the
+    # page.
     models = wait_until(lambda: len(m := admin.get("/v1/models").json()["items"]) == 2 and m, 60, "two models")
+    for model in models:
+        expect(registry.locator(f"tr[data-model-id='{model['id']}'] td").nth(7)).to_have_text("not published")
     page.on("dialog", lambda dialog: dialog.accept())
     page.get_by_role("link", name="Models").click()
     target = models[0]
@@ -273,6 +289,8 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     expect(row).to_contain_text("not published")
     row.get_by_role("button", name=f"Publish model {target['id'][:8]}").click()
     expect(row.locator("td").nth(7)).to_have_text("published")
+    # Redrawn, the row's button changed its label; the keyboard is still on it.
+    expect(row.get_by_role("button", name=f"Unpublish model {target['id'][:8]}")).to_be_focused()
     assert admin.get(f"/v1/models/{target['id']}").json()["published"] is True
     shoot(page, "models")
     row.get_by_role("link", name=target["id"][:8]).click()
@@ -285,6 +303,13 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
         expect(page.get_by_role("table", name=re.compile("Best epoch by"))).to_contain_text(
             f"epoch {best_epoch.json()['epoch']}")
     shoot(page, "model")
+    # Published on this page, seen on the other without a reload; unpublished elsewhere (the API), seen
+    # on both.
+    expect(registry.locator(f"tr[data-model-id='{target['id']}'] td").nth(7)).to_have_text("published")
+    assert admin.post(f"/v1/models/{target['id']}/unpublish").status_code == 200
+    expect(registry.locator(f"tr[data-model-id='{target['id']}'] td").nth(7)).to_have_text("not published")
+    expect(page.get_by_role("button", name=f"Publish model {target['id'][:8]}")).to_be_visible()
+    assert registry.evaluate("window.notReloaded === true")
 
     # A key without models:publish is offered no publish button.
     reader = signed_in(browser, stack, create_key(stack, "default", [Scope.MODELS_READ, Scope.RUNS_READ],
@@ -292,3 +317,28 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     reader.goto(f"{stack.api_url}/console/models")
     expect(reader.locator(f"tr[data-model-id='{target['id']}']")).to_contain_text("published")
     assert reader.get_by_role("button", name=re.compile("ublish model")).count() == 0
+
+    # Draining and lost, live: a 3-epoch run on one trainer, which is told to leave (SIGTERM) while it
+    # trains; then the other trainer is killed (SIGKILL).
+    run = admin.post("/v1/runs", json={**base, "name": "drained", "epochs": 3})
+    assert run.status_code == 201, run.text
+    running = wait_until(lambda: (r := admin.get(f"/v1/runs/{run.json()['id']}").json())["status"] == "in_progress"
+                         and r, 300, "the run to train")
+    leaving = running["trainer_id"]
+    row = live.locator(f"tr[data-trainer-id='{leaving}'] td")
+    expect(row.nth(8)).to_contain_text(f"{running['id'][:8]} in_progress")
+    # Every redraw's draining cell is recorded: the drain lasts only until the epoch in progress ends.
+    live.evaluate("""(id) => { window.drainingSeen = [];
+        new MutationObserver(() => { const cell = document.querySelector(`tr[data-trainer-id='${id}'] td:nth-child(4)`);
+                                     if (cell) window.drainingSeen.push(cell.textContent); })
+            .observe(document.getElementById('trainers-live'), { childList: true, subtree: true }); }""", leaving)
+    processes[leaving].send_signal(signal.SIGTERM)
+    live.wait_for_function("window.drainingSeen.includes('draining')", timeout=120_000)
+    shoot(live, "trainers-draining")
+    assert processes[leaving].wait(timeout=180) == 0
+    staying = next(trainer for trainer in processes if trainer != leaving)
+    processes[staying].kill()
+    processes[staying].wait()
+    expect(live.locator(f"tr[data-trainer-id='{staying}'] td").nth(2)).to_have_text("lost", timeout=60_000)
+    shoot(live, "trainers-lost")
+    assert live.evaluate("window.notReloaded === true")

@@ -4,7 +4,7 @@ import { LiveTable } from "./live.js";
 import { hideRun, showRun } from "./run.js";
 import { route as routePage } from "./pages/router.js";
 import { installSelection, selectionCell } from "./pages/compare.js";
-import { api } from "./pages/common.js";
+import { api, cardRow } from "./pages/common.js";
 
 const $ = (id) => document.getElementById(id);
 let me = null;
@@ -17,6 +17,9 @@ function duration(seconds) {
   const s = Math.round(seconds);
   return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }
+
+const COLUMNS = ["Compare", "Name", "Created", "Status", "Progress", "Duration", "Trainer", "Architecture", "Dataset",
+                 "Latest mAP", ""];
 
 function row(run) {
   const tr = document.createElement("tr");
@@ -57,7 +60,8 @@ function row(run) {
   }
   tr.append(actions);
   tr.prepend(selectionCell(run));
-  return tr;
+  // At phone width each row is a card with every cell under its column's name (table.cards).
+  return cardRow(tr, COLUMNS);
 }
 
 function action(verb, run, method, path, warning = "") {
@@ -107,18 +111,29 @@ async function route() {
   $("runs").hidden = !me || !!match || elsewhere;
   if (me && match) { liveTable.stop(); await showRun(match[1], { api, may, duration }); return; }
   hideRun();
-  if (me && !elsewhere) await loadRuns(true); else liveTable.stop();
+  if (me && !elsewhere) {
+    document.querySelector("nav a[href='/console/runs']").setAttribute("aria-current", "page");
+    await loadRuns(true);
+  } else liveTable.stop();
 }
 window.addEventListener("hashchange", route);
 
 $("sign-in").addEventListener("submit", async (event) => {
   event.preventDefault();
-  try { await api("POST", "/console/session", { key: $("key").value }); $("key").value = ""; await start(); }
+  try {
+    await api("POST", "/console/session", { key: $("key").value });
+    $("key").value = "";
+    await start();
+    $("main").focus();  // the form the keyboard was in is gone: continue at the page it opened
+  }
   catch (error) { $("sign-in-error").textContent = error.message; }
 });
 $("sign-out").addEventListener("click", async () => { await api("DELETE", "/console/session"); await start(); });
 $("filters").addEventListener("submit", (event) => { event.preventDefault(); loadRuns(true); });
 $("more").addEventListener("click", () => loadRuns(false));
 $("sort").addEventListener("change", () => loadRuns(true));
+// The skip link moves the focus itself: following its #main would change the hash, which is the run
+// page's address (route() would leave the run page).
+document.querySelector("a.skip").addEventListener("click", (event) => { event.preventDefault(); $("main").focus(); });
 installSelection($("runs"));
 start();

@@ -118,3 +118,29 @@ export class LiveTable {
     this.ticker = null;
   }
 }
+
+/**
+ * Follow one of the API's live lists (GET /v1/trainers/events, /v1/models/events, /v1/sweeps/{id}/events,
+ * ...): `onChange(body)` gets the whole of what the matching GET answers, each time it differs from
+ * what the page shows (`shown`, what it drew from its own GET: the stream's first event is usually the
+ * same). The event id is a digest of that state, so when EventSource reconnects (with Last-Event-ID)
+ * nothing comes until the state changes. `end` (it will not change), `gone` (removed) and `revoked`
+ * close it: EventSource would otherwise reconnect. `onClosed(why)` hears of those and of `failed` (an
+ * answer that was not a stream, which EventSource does not retry). Returns a function that closes it.
+ */
+export function followList(path, kind, shown, onChange, onClosed = () => {}) {
+  let drawn = JSON.stringify(shown);
+  const source = new EventSource(path);
+  source.addEventListener(kind, (event) => {
+    const body = JSON.parse(event.data);
+    const text = JSON.stringify(body);
+    if (text !== drawn) { drawn = text; onChange(body); }
+  });
+  for (const last of ["end", "gone", "revoked"]) {
+    source.addEventListener(last, () => { source.close(); onClosed(last); });
+  }
+  // EventSource reconnects by itself after a dropped connection, but gives up on an answer that is not
+  // a stream (a 401 once the session has ended): the page must say it is no longer live.
+  source.addEventListener("error", () => { if (source.readyState === EventSource.CLOSED) onClosed("failed"); });
+  return () => source.close();
+}

@@ -3,12 +3,17 @@
 // live through the run's event stream. Writes (kill, rerun) are offered only to keys whose scopes allow them.
 import { disposeCharts, heatMap, lineChart } from "./charts.js";
 import { debounced, followRun, isEnded } from "./live.js";
+import { cardRow } from "./pages/common.js";
 
 const METRICS = [["bbox_mAP", "mAP"], ["bbox_mAP_50", "mAP50"], ["precision_50", "precision"],
                  ["recall_50", "recall"]];
 const RERUNNABLE = ["failed", "aborted", "terminated"];
 const LOG_TAIL = 15;
 const RERUN_WAIT_MS = 60_000;
+
+const CHECKPOINT_COLUMNS = ["Attempt", "Epoch", "Size", "Stored", "Best"];
+const HISTORY_COLUMNS = ["At", "Attempt", "Status", "Message"];
+const heads = (names) => names.map((name) => `<th scope="col" role="columnheader">${name}</th>`).join("");
 
 const TEMPLATE = `
 <p><a href="/console/#/runs">All runs</a></p>
@@ -51,13 +56,14 @@ const TEMPLATE = `
 </section>
 <section aria-labelledby="run-checkpoints-title"><h3 id="run-checkpoints-title">Checkpoints</h3>
   <p id="checkpoint-note"></p>
-  <div class="scroll"><table><thead><tr><th scope="col">Attempt</th><th scope="col">Epoch</th>
-    <th scope="col">Size</th><th scope="col">Stored</th><th scope="col">Best</th></tr></thead>
-    <tbody id="checkpoint-rows"></tbody></table></div>
+  <div class="scroll"><table class="cards" role="table" aria-labelledby="run-checkpoints-title">
+    <thead role="rowgroup"><tr role="row">${heads(CHECKPOINT_COLUMNS)}</tr></thead>
+    <tbody id="checkpoint-rows" role="rowgroup"></tbody></table></div>
 </section>
 <section aria-labelledby="run-history-title"><h3 id="run-history-title">Attempts and status history</h3>
-  <div class="scroll"><table><thead><tr><th scope="col">At</th><th scope="col">Attempt</th>
-    <th scope="col">Status</th><th scope="col">Message</th></tr></thead><tbody id="history-rows"></tbody></table></div>
+  <div class="scroll"><table class="cards" role="table" aria-labelledby="run-history-title">
+    <thead role="rowgroup"><tr role="row">${heads(HISTORY_COLUMNS)}</tr></thead>
+    <tbody id="history-rows" role="rowgroup"></tbody></table></div>
 </section>
 <details id="run-config-box"><summary>Generated config</summary><pre id="run-config">not generated yet</pre></details>`;
 
@@ -222,7 +228,7 @@ function showHistory(run) {
   $("history-rows").replaceChildren(...run.history.map((change) => {
     const tr = document.createElement("tr");
     tr.append(cell(when(change.at)), cell(change.attempt ?? "–"), cell(change.status), cell(change.message || ""));
-    return tr;
+    return cardRow(tr, HISTORY_COLUMNS);
   }));
 }
 
@@ -331,7 +337,7 @@ async function showCheckpoints(current) {
     tr.dataset.epoch = String(item.epoch);
     tr.append(cell(String(item.attempt)), cell(String(item.epoch)), cell(`${(item.size_bytes / 1e6).toFixed(1)} MB`),
               cell(when(item.stored_at)), cell(item.best ? "★ best" : ""));
-    return tr;
+    return cardRow(tr, CHECKPOINT_COLUMNS);
   }));
 }
 

@@ -58,14 +58,47 @@ export function statusCell(status) {
 
 export const runLink = (id, text) => el("a", { href: `/console/runs/${id}` }, text || short(id));
 
-// A table with column headers and one row per item (`cells(item)` returns the <td>s or texts).
-export function table(caption, headers, items, cells, rowProps = () => ({})) {
-  const head = el("tr", {}, ...headers.map((h) => el("th", { scope: "col" }, h)));
-  const rows = items.map((item) => el("tr", rowProps(item), ...cells(item).map(
-    (c) => (c instanceof HTMLElement && c.tagName === "TD" ? c : el("td", {}, c ?? "–")))));
-  return el("div", { className: "scroll" },
-            el("table", {}, el("caption", {}, caption), el("thead", {}, head), el("tbody", {}, ...rows)));
+// A table with column headers and one row per item (`cells(item)` returns the <td>s or texts). At
+// phone width it reads as one card per row, each cell under its column's name (console.css,
+// table.cards); the explicit roles keep it a table for screen readers, which some browsers stop
+// treating as one once its display changes.
+let tables = 0;
+
+// A row of such a table: its cells' roles and the column names its cards show.
+export function cardRow(tr, labels) {
+  tr.setAttribute("role", "row");
+  [...tr.children].forEach((td, i) => { td.setAttribute("role", "cell"); td.dataset.label = labels[i] ?? ""; });
+  return tr;
 }
+
+export function table(caption, headers, items, cells, rowProps = () => ({})) {
+  const captionId = `table-caption-${++tables}`;
+  const head = el("tr", { role: "row" }, ...headers.map((h) => el("th", { scope: "col", role: "columnheader" }, h)));
+  const rows = items.map((item) => cardRow(el("tr", rowProps(item), ...cells(item).map(
+    (c) => (c instanceof HTMLElement && c.tagName === "TD" ? c : el("td", {}, c ?? "–")))), headers));
+  const box = el("div", { className: "scroll" },
+                 el("table", { className: "cards", role: "table", "aria-labelledby": captionId },
+                    el("caption", { id: captionId }, caption), el("thead", { role: "rowgroup" }, head),
+                    el("tbody", { role: "rowgroup" }, ...rows)));
+  scrollable.observe(box);
+  return box;
+}
+
+// A table wider than its box scrolls inside it; then the box is a Tab stop (a named region), so the
+// keyboard can scroll it too, not only reach its links. Boxes that fit are left out of the Tab order.
+const scrollable = new ResizeObserver((entries) => {
+  for (const { target } of entries) {
+    const wide = target.scrollWidth > target.clientWidth + 1;
+    if (wide && !target.hasAttribute("tabindex")) {
+      const caption = target.querySelector("caption")?.textContent || "Table";
+      Object.assign(target, { tabIndex: 0 });
+      target.setAttribute("role", "region");
+      target.setAttribute("aria-label", `${caption} (scrolls sideways)`);
+    } else if (!wide && target.hasAttribute("tabindex")) {
+      for (const name of ["tabindex", "role", "aria-label"]) target.removeAttribute(name);
+    }
+  }
+});
 
 export function alertBox(id) {
   return el("p", { id, role: "alert", className: "error" });
@@ -85,6 +118,39 @@ export async function chart(container, option, label) {
   const instance = echarts.init(box, null, { renderer: "svg" });
   // No animation: a reader (and a screenshot) sees the final chart at once; kinder to reduced motion.
   instance.setOption({ animation: false, ...option });
-  window.addEventListener("resize", () => instance.resize());
+  // A live page redraws its charts: one whose box has left the page is disposed of at the next resize.
+  const resize = () => {
+    if (box.isConnected) { instance.resize(); return; }
+    instance.dispose();
+    window.removeEventListener("resize", resize);
+  };
+  window.addEventListener("resize", resize);
   return instance;
+}
+
+// Redraw `holder` with `nodes`, keeping the keyboard where it was: the control with the same
+// `data-focus-key` (one whose label changes, Publish becoming Unpublish), label, id or link text in
+// the new content gets the focus back (a live page redraws while someone tabs through it).
+export function redraw(holder, ...nodes) {
+  const focused = holder.contains(document.activeElement) ? document.activeElement : null;
+  const attribute = (name) => focused.getAttribute(name) && `[${name}='${CSS.escape(focused.getAttribute(name))}']`;
+  const same = focused && (attribute("data-focus-key") || attribute("aria-label") || attribute("id"));
+  const text = focused && focused.textContent;
+  holder.replaceChildren(...nodes);
+  if (!focused) return;
+  const again = same ? holder.querySelector(same)
+    : [...holder.querySelectorAll(focused.tagName)].find((node) => node.textContent === text
+                                                          && node.getAttribute("href") === focused.getAttribute("href"));
+  again?.focus();
+}
+
+// What a live page says in `box` when its stream stops for good (live.js followList's onClosed):
+// `gone` for a removed thing, and that the page is no longer live once the session or key is not valid.
+export function whenStopped(box, gone = "") {
+  return (why) => {
+    if (why === "gone") box.textContent = gone;
+    else if (why === "revoked" || why === "failed") {
+      box.textContent = "Live updates stopped (the session ended or its key was revoked): reload the page.";
+    }
+  };
 }

@@ -1,6 +1,11 @@
 // Compare 2 to 10 runs (GET /v1/runs/compare): overlaid curves, final and best metrics, and
 // what differs in their specs and generated configs. The runs table's checkboxes lead here.
-import { alertBox, api, chart, el, number, runLink, short, statusCell, table } from "./common.js";
+// Live while a compared run has not ended: each such run's events (GET /v1/runs/{id}/events, at most
+// MAX_TABLE_STREAMS streams) read the comparison again; runs beyond that cap are read every 10 s.
+import { debounced, followRun, isEnded, MAX_TABLE_STREAMS } from "../live.js";
+import { alertBox, api, chart, el, number, redraw, runLink, short, statusCell, table } from "./common.js";
+
+const UNFOLLOWED_REFRESH_MS = 10_000;
 
 const MIN_RUNS = 2;
 const MAX_RUNS = 10;
@@ -22,7 +27,7 @@ function updateButton() {
 // The runs table gets a first column of checkboxes and a button under its filters.
 export function installSelection(section) {
   const head = section.querySelector("thead tr");
-  head.prepend(el("th", { scope: "col" }, el("span", { className: "visually-hidden" }, "Select")));
+  head.prepend(el("th", { scope: "col", role: "columnheader" }, el("span", { className: "visually-hidden" }, "Select")));
   const button = el("button", { id: "compare-selected", type: "button", disabled: true }, "");
   button.addEventListener("click", () => {
     window.location.assign(`/console/compare?ids=${[...selected].join(",")}`);
@@ -45,12 +50,13 @@ export function selectionCell(run) {
 async function curves(root, comparison) {
   const section = el("section", { "aria-label": "Curves" }, el("h3", {}, "Curves"));
   root.append(section);
+  const missing = [];
   for (const [metric, title] of CURVES) {
     const series = comparison.runs
       .filter((run) => run.series.series[metric])
       .map((run) => ({ name: run.name, type: "line", showSymbol: true, symbolSize: 8, connectNulls: true,
                        data: run.series.epochs.map((epoch, i) => [epoch, run.series.series[metric][i]]) }));
-    if (!series.length) continue;
+    if (!series.length) { missing.push(title); continue; }
     const option = { title: { text: title, textStyle: { fontSize: 14 } }, tooltip: { trigger: "axis" },
                      legend: { top: 24, type: "scroll" }, grid: { top: 64, left: 56, right: 16 },
                      xAxis: { type: "value", name: "epoch", minInterval: 1 }, yAxis: { type: "value", scale: true },
@@ -58,6 +64,8 @@ async function curves(root, comparison) {
     const instance = await chart(section, option, `${title}, one line per run`);
     if (instance) instance.getDom().dataset.metric = metric;
   }
+  if (missing.length === CURVES.length) section.append(el("p", {}, "No epoch has been logged yet: nothing to draw."));
+  else if (missing.length) section.append(el("p", {}, `Not logged by any of these runs: ${missing.join(", ")}.`));
 }
 
 function metricsTable(comparison) {
@@ -107,19 +115,56 @@ export async function render(root, { query }) {
     root.append(el("p", {}, el("a", { href: "/console/runs" }, "Back to the runs")));
     return;
   }
+  const holder = el("div");
+  root.append(holder);
+  const path = `/v1/runs/compare?ids=${encodeURIComponent(ids.join(","))}`;
   let comparison;
-  try {
-    comparison = await api("GET", `/v1/runs/compare?ids=${encodeURIComponent(ids.join(","))}`);
-  } catch (error) {
+  try { comparison = await api("GET", path); } catch (error) {
     root.querySelector("#compare-error").textContent = error.message;
     return;
   }
-  root.append(el("p", {}, `${comparison.runs.length} runs: `,
-                 ...comparison.runs.flatMap((run, i) => [i ? ", " : "", runLink(run.id, `${run.name} (${short(run.id)})`)])));
-  const charted = curves(root, comparison);
-  root.append(el("section", { "aria-label": "Metrics" }, el("h3", {}, "Metrics"), metricsTable(comparison)),
-              el("section", { "aria-label": "Spec differences" }, el("h3", {}, "Spec differences"),
-                 specTable(comparison)),
-              configDiffs(comparison));
-  await charted;
+  await draw(holder, comparison);
+  follow(holder, path, comparison);
+}
+
+function draw(holder, comparison) {
+  const charts = el("div");
+  redraw(holder, el("p", {}, `${comparison.runs.length} runs: `,
+                    ...comparison.runs.flatMap((run, i) => [i ? ", " : "",
+                                                            runLink(run.id, `${run.name} (${short(run.id)})`)])),
+         charts,
+         el("section", { "aria-label": "Metrics" }, el("h3", {}, "Metrics"), metricsTable(comparison)),
+         el("section", { "aria-label": "Spec differences" }, el("h3", {}, "Spec differences"), specTable(comparison)),
+         configDiffs(comparison));
+  return curves(charts, comparison);
+}
+
+// The runs not ended yet are followed; every event (debounced) reads the comparison again and redraws.
+function follow(holder, path, comparison) {
+  const closers = new Map();
+  let timer = null;
+  const refresh = debounced(async () => {
+    let fresh;
+    try { fresh = await api("GET", path); } catch { return; }
+    await draw(holder, fresh);
+    watch(fresh);
+  });
+  const watch = (current) => {
+    const open = current.runs.filter((run) => !isEnded(run.status));
+    for (const [id, close] of closers) {
+      if (!open.some((run) => run.id === id)) { close(); closers.delete(id); }
+    }
+    for (const run of open) {
+      if (closers.size >= MAX_TABLE_STREAMS || closers.has(run.id)) continue;
+      closers.set(run.id, followRun(run.id, (kind) => {
+        if (kind === "end" || kind === "revoked") closers.delete(run.id);
+        refresh();
+      }));
+    }
+    const unfollowed = open.some((run) => !closers.has(run.id));
+    if (unfollowed && !timer) timer = setInterval(refresh, UNFOLLOWED_REFRESH_MS);
+    if (!unfollowed && timer) { clearInterval(timer); timer = null; }
+    holder.dataset.followed = [...closers.keys()].join(" ");
+  };
+  watch(comparison);
 }

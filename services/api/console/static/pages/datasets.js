@@ -1,7 +1,11 @@
 // Datasets: the project's list, one dataset's classes with their box counts per split, and
 // registering a new one, whose validation report (every problem, by file) is shown as the
-// API returns it.
-import { alertBox, api, el, mayDo, short, table, when } from "./common.js";
+// API returns it. Live: the list follows GET /v1/datasets/events (a dataset registered elsewhere, by the
+// CLI or another person, appears); a dataset's page is not live, since a registered dataset never changes.
+import { followList } from "../live.js";
+import { alertBox, api, el, mayDo, redraw, short, table, when, whenStopped } from "./common.js";
+
+const LISTED = 200;
 
 function registerForm() {
   const report = el("div", { id: "validation-report", "aria-live": "polite" });
@@ -37,19 +41,28 @@ function registerForm() {
 
 async function list(root, me) {
   const error = alertBox("datasets-error");
-  root.append(el("h2", {}, "Datasets"), error);
-  try {
-    const page = await api("GET", "/v1/datasets?limit=200");
-    root.append(page.items.length ? table("Registered datasets", ["Name", "Id", "Classes", "Training images",
-                                                                  "Training boxes", "Validation images",
-                                                                  "Validation boxes", "Registered"],
-      page.items, (d) => [el("td", {}, el("a", { href: `/console/datasets/${d.id}` }, d.name)), short(d.id),
-                          String(d.classes.length), String(d.train.image_count), String(d.train.box_count),
-                          String(d.val.image_count), String(d.val.box_count), when(d.created_at)],
-      (d) => ({ dataset: { datasetId: d.id } }))
-      : el("p", {}, "No dataset is registered yet."));
-  } catch (failure) { error.textContent = failure.message; }
+  const holder = el("div");
+  root.append(el("h2", {}, "Datasets"), error, holder);
+  const draw = (datasets) => redraw(holder, datasets.length ? table("Registered datasets", ["Name", "Id", "Classes",
+                                                                                           "Training images",
+                                                                                           "Training boxes",
+                                                                                           "Validation images",
+                                                                                           "Validation boxes",
+                                                                                           "Registered"],
+    datasets, (d) => [el("td", {}, el("a", { href: `/console/datasets/${d.id}` }, d.name)), short(d.id),
+                      String(d.classes.length), String(d.train.image_count), String(d.train.box_count),
+                      String(d.val.image_count), String(d.val.box_count), when(d.created_at)],
+    (d) => ({ dataset: { datasetId: d.id } }))
+    : el("p", {}, "No dataset is registered yet."));
   if (mayDo(me, "datasets:write")) root.append(registerForm());
+  let page;
+  try { page = await api("GET", `/v1/datasets?limit=${LISTED}`); } catch (failure) {
+    error.textContent = failure.message;
+    return;
+  }
+  draw(page.items);
+  followList(`/v1/datasets/events?limit=${LISTED}`, "datasets", page, (fresh) => draw(fresh.items),
+             whenStopped(error));
 }
 
 async function detail(root, datasetId) {
