@@ -17,6 +17,8 @@ TRAINERS = "trainers"  # scheduler
 EPOCHS = "epochs"  # metrics
 CONFUSION_MATRICES = "confusion_matrices"  # metrics
 ITERATIONS = "iterations"  # metrics: one document per logged (run, step)
+# metrics: per run its latest epoch (number, attempt, metrics), so a page of runs reads them all with one query
+LATEST_EPOCHS = "latest_epochs"
 MODELS = "models"  # metrics registers them; the api toggles `published`
 API_KEYS = "api_keys"  # api (/v1/keys) and the operator's `trainyard keys bootstrap`
 REMOVED_RUNS = "removed_runs"  # metrics: a tombstone per removed run, so its late events are dropped

@@ -5,7 +5,6 @@ Every read of a project's things filters by project, so another project's id
 is indistinguishable from an id that does not exist.
 """
 
-import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ from shared.store import (
     DATASETS,
     EPOCHS,
     ITERATIONS,
+    LATEST_EPOCHS,
     MIGRATIONS,
     MODELS,
     PROJECTS,
@@ -37,6 +37,8 @@ SEARCH_KEYS_MIGRATION = "run_search_keys"
 # A listed run leaves at home what no list item shows: the resolved training config the trainer
 # stored (tens of kB), the search keys, the dataset layout, the trace context, the checkpoint.
 # What is left reads as a RunSummary.
+# What a run's latest epoch shows in a list item or a run's overview.
+LATEST_EPOCH_FIELDS = {"epoch": 1, "attempt": 1, "metrics": 1}
 LISTED_RUN = {"config": 0, "search_keys": 0, "dataset": 0, "trace_context": 0, "checkpoint": 0}
 
 
@@ -46,6 +48,7 @@ class ApiStore:
         self.datasets = db[DATASETS]
         self.epochs = db[EPOCHS]
         self.iterations = db[ITERATIONS]
+        self.latest = db[LATEST_EPOCHS]
         self.confusion_matrices = db[CONFUSION_MATRICES]
         self.api_keys = db[API_KEYS]
         self.trainers = db[TRAINERS]
@@ -226,12 +229,19 @@ class ApiStore:
         return await self.iterations.find(query, {"_id": 0}).sort("step", ASCENDING).limit(limit).to_list()
 
     async def latest_epoch(self, run_id: str) -> Document | None:
-        return await self.epochs.find_one({"run_id": run_id}, {"_id": 0}, sort=[("epoch", DESCENDING)])
+        """The run's latest epoch (number, attempt, metrics), as the metrics service keeps it."""
+        return await self.latest.find_one({"_id": run_id}, LATEST_EPOCH_FIELDS)
 
     async def latest_epochs(self, run_ids: list[str]) -> dict[str, Document]:
-        """The latest epoch of each run, one indexed lookup per run, side by side."""
-        found = await asyncio.gather(*(self.latest_epoch(run_id) for run_id in run_ids))
-        return {run_id: doc for run_id, doc in zip(run_ids, found, strict=True) if doc is not None}
+        """The latest epoch of each run, all in one query.
+
+        One document per run that the metrics service keeps up to date beside each epoch: a
+        page of 50 runs was 50 `find_one`s on `epochs`, which the local server answers one after
+        another (27-42 ms of a page)."""
+        if not run_ids:
+            return {}
+        found = await self.latest.find({"_id": {"$in": run_ids}}, LATEST_EPOCH_FIELDS).to_list()
+        return {doc["_id"]: doc for doc in found}
 
     async def confusion_matrix(self, run_id: str, epoch: int | None) -> Document | None:
         query: dict[str, Any] = {"run_id": run_id}

@@ -23,6 +23,7 @@ def build_app(settings: MetricsSettings) -> FastStream:
     @app.on_startup
     async def prepare_storage() -> None:
         await store.ensure_indexes()
+        await store.backfill_latest_epochs()
 
     @app.after_shutdown
     async def close_storage() -> None:

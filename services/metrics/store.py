@@ -15,6 +15,7 @@ from shared.store import (
     CONFUSION_MATRICES,
     EPOCHS,
     ITERATIONS,
+    LATEST_EPOCHS,
     MODELS,
     REMOVED_RUNS,
     REPORT_HOLDER_FIELDS,
@@ -28,6 +29,20 @@ from shared.store import (
 # race with a rerun and was refused: keep everything).
 RemovalState = Literal["removed", "not_yet", "refused"]
 
+# A run's latest epoch is its highest epoch number, logged by the newest attempt where two
+# attempts logged it (a resumed attempt trains some epochs again). One number orders both, so
+# a single upsert guarded by `rank < new rank` keeps the newest whatever order events arrive in
+# (an `$or` of two conditions would make the local server scan the collection on every write).
+RANK_ATTEMPTS = 1_000_000
+# The marker of the one-off fill of `latest_epochs` from epochs stored before it existed; not a
+# run id (those are 32 hex digits), so no listing's `_id: {$in: run ids}` ever reads it.
+LATEST_BACKFILL_MARKER = "migration:backfilled"
+LATEST_FIELDS = ("epoch", "attempt", "total_epochs", "metrics", "logged_at")
+
+
+def latest_rank(epoch: int, attempt: int) -> int:
+    return epoch * RANK_ATTEMPTS + attempt
+
 
 class MetricsStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
@@ -37,6 +52,7 @@ class MetricsStore:
         self.models = db[MODELS]
         self.iterations = db[ITERATIONS]
         self.removed_runs = db[REMOVED_RUNS]
+        self.latest_epochs = db[LATEST_EPOCHS]
 
     async def report_standing(self, run_id: str, attempt: int, trainer_id: str,
                               epochs: Iterable[int]) -> Literal["current", "removed"]:
@@ -78,6 +94,7 @@ class MetricsStore:
         for name, collection in (("epochs", self.epochs), ("iterations", self.iterations),
                                  ("confusion_matrices", self.confusion_matrices)):
             deleted[name] = (await collection.delete_many({"run_id": event.run_id})).deleted_count
+        deleted["latest_epochs"] = (await self.latest_epochs.delete_one({"_id": event.run_id})).deleted_count
         return deleted
 
     async def ensure_indexes(self) -> None:
@@ -88,6 +105,38 @@ class MetricsStore:
         await self.iterations.create_index([("run_id", ASCENDING), ("step", ASCENDING)], unique=True,
                                            name="run_step_unique")
         await self.models.create_index([("published", ASCENDING), ("created_at", ASCENDING)], name="published")
+
+    async def backfill_latest_epochs(self) -> int:
+        """Runs whose epochs were stored before `latest_epochs` existed get theirs, once (a marker
+        says it was done); how many epochs were read. Safe beside live ingest: the rank guard
+        keeps whichever is newer."""
+        if await self.latest_epochs.find_one({"_id": LATEST_BACKFILL_MARKER}, {"_id": 1}) is not None:
+            return 0
+        newest: dict[str, Document] = {}
+        read = 0
+        fields = {"_id": 0, "run_id": 1, **dict.fromkeys(LATEST_FIELDS, 1)}
+        async for doc in self.epochs.find({}, fields):
+            read += 1
+            held = newest.get(doc["run_id"])
+            if held is None or _rank_of(doc) > _rank_of(held):
+                newest[doc["run_id"]] = doc
+        for run_id, doc in newest.items():
+            await self.raise_latest_epoch(run_id, {name: doc.get(name) for name in LATEST_FIELDS})
+        await self.latest_epochs.update_one({"_id": LATEST_BACKFILL_MARKER},
+                                            {"$setOnInsert": {"done_at": utcnow(), "epochs_read": read}},
+                                            upsert=True)
+        return read
+
+    async def raise_latest_epoch(self, run_id: str, summary: Document) -> bool:
+        """Make `summary` (epoch, attempt, metrics, ...) the run's latest epoch unless a later one
+        (higher epoch, or the same epoch from a newer attempt) is stored; True when it was."""
+        rank = latest_rank(int(summary["epoch"]), int(summary.get("attempt") or 0))
+        try:
+            result = await self.latest_epochs.update_one(
+                {"_id": run_id, "rank": {"$lt": rank}}, {"$set": {**summary, "rank": rank}}, upsert=True)
+        except DuplicateKeyError:
+            return False  # as late as this, or later, is stored already
+        return result.upserted_id is not None or result.modified_count == 1
 
     @traced_ingest
     async def record_epoch(self, event: EpochLogged) -> bool:
@@ -114,6 +163,9 @@ class MetricsStore:
             "event_id": event.event_id,
         }
         inserted = await self._insert_once(self.epochs, key, epoch_doc)
+        # Also when the epoch was stored already: a redelivery after a crash between the two
+        # writes completes the second; otherwise the guard makes it a no-op.
+        await self.raise_latest_epoch(event.run_id, {name: epoch_doc[name] for name in LATEST_FIELDS})
         if event.confusion_matrix is not None:
             matrix_doc = {**key, **event.confusion_matrix.model_dump(), "attempt": event.attempt,
                           "logged_at": event.occurred_at}
@@ -184,3 +236,7 @@ class MetricsStore:
         except DuplicateKeyError:
             return False  # a redelivery: the run's model is recorded already
         return True
+
+
+def _rank_of(epoch: Document) -> int:
+    return latest_rank(int(epoch["epoch"]), int(epoch.get("attempt") or 0))

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from typing import Any
 
 from faststream.nats import NatsBroker
 from pymongo import AsyncMongoClient
@@ -147,5 +148,84 @@ async def test_an_undefined_metric_never_wins_the_best_epoch(stack: LocalStack) 
             assert await store("all-null", "bbox_mAP_l") is None, store
             top = await store("nulls", "bbox_mAP")
             assert top is not None and top["epoch"] == 3
+    finally:
+        await client.close()
+
+
+async def test_each_runs_latest_epoch_is_kept_whatever_order_its_epochs_arrive_in(
+    stack: LocalStack, bus: tuple[NatsBroker, Subjects]
+) -> None:
+    """`latest_epochs` (what a listing shows as progress and metrics, one query per page) holds the
+    highest epoch, from the newest attempt that logged it, through reordering, redelivery and resumes."""
+    from services.api.store import ApiStore
+
+    stack.start_service("metrics")
+    broker, subjects = bus
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_url)
+    db = client[stack.mongo_db]
+    api = ApiStore(db)
+    await insert_run(stack, "run-1", attempt=1)
+
+    def at(attempt: int, n: int, mAP: float) -> EpochLogged:
+        return epoch(n).model_copy(update={"attempt": attempt, "metrics": {"bbox_mAP": mAP}})
+
+    async def latest() -> tuple[object, ...] | None:
+        doc = (await api.latest_epochs(["run-1", "unknown"])).get("run-1")
+        return (doc["epoch"], doc["attempt"], doc["metrics"]["bbox_mAP"]) if doc else None
+
+    async def becomes(expected: tuple[object, ...]) -> None:
+        deadline = time.monotonic() + 20
+        while (found := await latest()) != expected:
+            assert time.monotonic() < deadline, f"latest epoch {found}, not {expected}"
+            await asyncio.sleep(0.1)
+
+    try:
+        # Epoch 2 arrives before epoch 1 (two consumers' deliveries): 1 never replaces it.
+        await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(1, 2, 0.2))
+        await becomes((2, 1, 0.2))
+        await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(1, 1, 0.1))
+        assert await wait_for_count(stack, "epochs", {"run_id": "run-1"}, 2) == 2
+        # A redelivery of epoch 2 with other values changes nothing; epoch 3 moves it on.
+        await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(1, 2, 0.9), dedup_key="again")
+        await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(1, 3, 0.3))
+        await becomes((3, 1, 0.3))
+        # Attempt 2 resumed from epoch 1's checkpoint: its epoch 2 is not later than attempt 1's 3 ...
+        await db.runs.update_one({"_id": "run-1"}, {"$set": {"attempt": 2}})
+        await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(2, 2, 0.25))
+        assert await wait_for_count(stack, "epochs", {"run_id": "run-1", "attempt": 2}, 1) == 1
+        assert await latest() == (3, 1, 0.3)
+        # ... its epoch 3 is (same epoch, newer attempt), and attempt 1's late epoch 4 is refused.
+        await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(1, 4, 0.4))
+        await publish_event(broker, subjects, subjects.epoch_logged(TRAINER), at(2, 3, 0.35))
+        await becomes((3, 2, 0.35))
+        await asyncio.sleep(0.3)  # give a wrongly accepted epoch 4 the chance to land
+        assert await latest() == (3, 2, 0.35)
+        single = await api.latest_epoch("run-1")
+        assert single is not None and single["epoch"] == 3
+    finally:
+        await client.close()
+
+
+async def test_epochs_stored_before_latest_epochs_existed_fill_it_once(stack: LocalStack) -> None:
+    from services.metrics.store import MetricsStore
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url)
+    try:
+        db = client[stack.mongo_db]
+        store = MetricsStore(db)
+        await db.epochs.insert_many(
+            [{"run_id": "old", "epoch": n, "attempt": 1, "total_epochs": 3, "metrics": {"bbox_mAP": 0.1 * n}}
+             for n in (1, 3, 2)]
+            # Epoch 2 logged again by attempt 2, which then died: epoch 3 of attempt 1 is still the latest.
+            + [{"run_id": "resumed", "epoch": 2, "attempt": 2, "total_epochs": 3, "metrics": {}},
+               {"run_id": "resumed", "epoch": 1, "attempt": 1, "total_epochs": 3, "metrics": {}},
+               {"run_id": "resumed", "epoch": 3, "attempt": 1, "total_epochs": 3, "metrics": {}}])
+        assert await store.backfill_latest_epochs() == 6
+        found = {doc["_id"]: (doc["epoch"], doc["attempt"])
+                 for doc in await db.latest_epochs.find({"_id": {"$in": ["old", "resumed"]}}).to_list()}
+        assert found == {"old": (3, 1), "resumed": (3, 1)}
+        await db.epochs.insert_one({"run_id": "later", "epoch": 1, "attempt": 1, "metrics": {}})
+        assert await store.backfill_latest_epochs() == 0  # done once; later epochs come with their events
+        assert await db.latest_epochs.count_documents({"_id": "later"}) == 0
     finally:
         await client.close()

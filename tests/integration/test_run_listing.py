@@ -1,6 +1,8 @@
 """Listing runs through the gateway: keyset pages that stay correct while runs are added,
 status filter, search by name or id, sorts, opaque cursors."""
 
+import asyncio
+import random
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from services.api.listing import STATUS_ORDER
 from services.api.store import ApiStore
+from services.scheduler.store import SchedulerStore
 from tests.helpers import http, private_stack, problem_of
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
@@ -196,5 +199,53 @@ async def test_runs_stored_before_search_keys_get_them_once(servers: LocalStack)
         assert doc is not None and {"old", "detec", "aaaa"} <= set(doc["search_keys"])
         await db.runs.insert_one(stored_run("b" * 32, "Later", "success", datetime.now(UTC)))
         assert await store.add_missing_search_keys() == 0  # done once; later runs get keys when created
+    finally:
+        await client.close()
+
+
+def test_paging_newest_first_while_statuses_change_misses_and_repeats_nothing(
+    listing: Listing, runs_db: Any
+) -> None:
+    """Every run that existed before paging began is listed exactly once, in order, while the
+    scheduler's kind of writes (status, updated_at, a pushed history entry and outbox entry) move
+    runs from one status to the next under the pager's feet."""
+    asyncio.run(_scheduler_indexes(listing.stack))
+    existing = [start(listing, f"moving-{i}") for i in range(300)]
+    lifecycle = ["pending", "in_progress", "success"]
+    stop = threading.Event()
+    changes = [0]
+
+    def keep_moving() -> None:
+        rng = random.Random(12)
+        while not stop.is_set():
+            run_id = rng.choice(existing)
+            now = datetime.now(UTC)
+            runs_db.update_one({"_id": run_id}, {
+                "$set": {"status": rng.choice(lifecycle), "updated_at": now},
+                "$push": {"history": {"status": "pending", "at": now, "message": None, "attempt": 1},
+                          "status_outbox": {"event_id": uuid.uuid4().hex, "at": now}}})
+            changes[0] += 1
+
+    mover = threading.Thread(target=keep_moving)
+    mover.start()
+    try:
+        passes = [[run["id"] for page in all_pages(listing.api, limit=size) for run in page] for size in (7, 20, 50)]
+    finally:
+        stop.set()
+        mover.join()
+    assert changes[0] > 50, "statuses changed while paging"
+    for seen in passes:
+        assert len(seen) == len(set(seen)), "a run appeared twice"
+        missing = set(existing) - set(seen)
+        assert not missing, f"{len(missing)} runs missing"
+        assert seen == existing[::-1]
+
+
+async def _scheduler_indexes(stack: LocalStack) -> None:
+    """The runs collection's indexes as the whole stack has them (the scheduler adds its own)."""
+    assert stack.mongo_url
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url, tz_aware=True)
+    try:
+        await SchedulerStore(client[stack.mongo_db]).ensure_indexes()
     finally:
         await client.close()

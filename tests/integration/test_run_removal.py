@@ -60,7 +60,9 @@ async def db(stack: LocalStack) -> Any:
 
 
 async def stored_counts(db: Any, run_id: str) -> dict[str, int]:
-    return {name: await db[name].count_documents({"run_id": run_id}) for name in PER_RUN}
+    counts = {name: await db[name].count_documents({"run_id": run_id}) for name in PER_RUN}
+    # The run's latest epoch, one document keyed by the run's id.
+    return counts | {"latest_epochs": await db.latest_epochs.count_documents({"_id": run_id})}
 
 
 async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
@@ -102,7 +104,7 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
             await artifacts.upload_bytes(preview_name(rid, 2, 1), b"\x89PNG...")
             await artifacts.upload_bytes(predictions_name(rid, 2), b"[]")
         await artifacts.upload_bytes(model_weights_name(MODEL_ID), b"weights")
-        full = {"epochs": 2, "iterations": 2, "confusion_matrices": 2}
+        full = {"epochs": 2, "iterations": 2, "confusion_matrices": 2, "latest_epochs": 1}
         for rid in (run_id, kept_id):
             await until(lambda rid=rid: _counts_are(db, rid, full), f"the data of run {rid} to be stored")
         await until(lambda: db.models.find_one({"_id": MODEL_ID}), "the model to be registered")
@@ -116,7 +118,7 @@ async def test_removing_a_finished_run_deletes_it_and_what_was_stored_for_it(
         assert await artifacts.names(run_prefix(run_id)) == []
         assert len(await artifacts.names(run_prefix(kept_id))) == 4
         assert await artifacts.read(model_weights_name(MODEL_ID)) == b"weights"
-        none = dict.fromkeys(PER_RUN, 0)
+        none = dict.fromkeys((*PER_RUN, "latest_epochs"), 0)
         await until(lambda: _counts_are(db, run_id, none), "the metrics service to delete the run's data")
         assert await stored_counts(db, kept_id) == full, "another run's data was touched"
         assert [r["id"] for r in (await client.runs.list())["items"]] == [kept_id]

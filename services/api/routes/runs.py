@@ -54,7 +54,7 @@ async def start_run(spec: RunSpec, caller: RunsWriter, store: Store, bus: Bus, s
     return run_out(run, None, run.created_at)
 
 
-@router.get("")
+@router.get("", response_model=RunList)
 async def list_runs(
     caller: RunsReader,
     store: Store,
@@ -66,7 +66,7 @@ async def list_runs(
     cursor: CursorParam | None = None,
     sweep_id: Annotated[ObjectId | None, Query(description="only the trials of this sweep (one page: a sweep "
                                                            "has at most 200)")] = None,
-) -> RunList:
+) -> Response:
     """The project's runs, a page at a time; follow `next_cursor` for the next page."""
     try:
         if sweep_id is not None:
@@ -80,7 +80,11 @@ async def list_runs(
     runs = [RunSummary.model_validate(doc) for doc in page.items]
     latest = await store.latest_epochs([run.id for run in runs])
     now = utcnow()
-    return RunList(items=[run_out(run, latest.get(run.id), now) for run in runs], next_cursor=page.next_cursor)
+    body = RunList(items=[run_out(run, latest.get(run.id), now) for run in runs], next_cursor=page.next_cursor)
+    # Serialized here, once: given the model, FastAPI would dump it and validate it again against
+    # `response_model` before serializing, a third of a page's time building 50 items from models
+    # that are valid by construction.
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{run_id}", responses=problem_responses(404))
