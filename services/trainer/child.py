@@ -104,8 +104,7 @@ def train(job: TrainingJob, write: ReportWriter) -> tuple[str | None, int | None
     from mmengine.logging import print_log
     from mmengine.runner import Runner
 
-    from services.trainer.drain import TrainyardDrainHook
-    from services.trainer.hooks import ReportingHook
+    from services.trainer.hooks import ReportingHook, TrainyardDrainHook
     from services.trainer.mmdet_config import FormattedOnceConfig, build_config
     from services.trainer.rungs import TrainyardRungHook  # noqa: F401  (registers it in MMEngine's HOOKS)
     from services.trainer.transfer import prepare_base_weights
