@@ -3,12 +3,13 @@
 Starts the real stack (NATS, the MongoDB-wire server, the four services, one
 CPU trainer at one thread), then, in interleaved pairs, trains one generated
 RTMDet-tiny run through trainyard and the very config it served
-(`GET /v1/runs/{id}/config`, trainyard's own hooks taken out, nothing else
-changed) with bare MMEngine in a child process at the same thread count
-(bench/bare_mmengine.py). Per epoch is the median interval between epoch ends
-(trainyard: the stored epochs' `logged_at`, so storing the checkpoint and the
-report count; bare: a lowest-priority hook after validation); in total is run
-created to run ended against child started to child ended, start-up included.
+(`GET /v1/runs/{id}/config`, trainyard's own hooks and metrics taken out, its
+COCO metric replaced by MMDetection's CocoMetric, nothing else changed) with
+bare MMEngine in a child process at the same thread count (bench/bare_mmengine.py).
+Per epoch is the median interval between epoch ends (trainyard: the stored
+epochs' `logged_at`, so the report and whatever delays it count; bare: a
+lowest-priority hook after validation); in total is run created to run ended
+against child started to child ended, start-up included.
 Each pair also trains the config a third time, bare MMEngine with trainyard's
 FormattedOnceConfig (MMEngine formats the config with yapf at every checkpoint;
 trainyard's child formats it once): the ratio against that is what trainyard
@@ -68,9 +69,14 @@ def bare_config(served: str, work_dir: Path) -> str:
     cfg = Config.fromstring(served, ".py")
     cfg.custom_hooks = [h for h in cfg.get("custom_hooks", []) if not str(h["type"]).startswith(TRAINYARD_HOOKS)]
     for key in ("val_evaluator", "test_evaluator"):
-        # trainyard's evaluator metrics (services/trainer/evaluation.py) beside MMDetection's CocoMetric.
+        # trainyard's evaluator metrics (services/trainer/evaluation.py); its COCO metric becomes the
+        # one a bare MMEngine user evaluates with: MMDetection's CocoMetric, at COCO's 100 detections.
         metrics = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
-        cfg[key] = [m for m in metrics if not str(m["type"]).startswith(TRAINYARD_HOOKS)]
+        cfg[key] = [
+            {"type": "CocoMetric", "ann_file": m["ann_file"], "metric": "bbox", "classwise": True,
+             "proposal_nums": [1, 10, 100], "format_only": False} if m["type"] == "TrainyardCocoMetric" else m
+            for m in metrics if m["type"] == "TrainyardCocoMetric" or not str(m["type"]).startswith(TRAINYARD_HOOKS)
+        ]
     checkpoint = cfg.default_hooks.checkpoint
     if str(checkpoint.get("save_best", "")).startswith("trainyard/"):
         # trainyard's evaluator metrics put trainyard/<metric> into the results; bare MMEngine has coco/.
