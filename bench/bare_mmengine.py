@@ -5,7 +5,12 @@ thread count. Writes a JSON list of wall-clock times (time.time()) at the end of
 each epoch, after its validation when there is one, as trainyard's epoch
 reports are stamped.
 
-    python -m bench.bare_mmengine CONFIG_FILE TIMES_JSON THREADS
+    python -m bench.bare_mmengine CONFIG_FILE TIMES_JSON THREADS [formatted-once]
+
+With `formatted-once` the config is trainyard's FormattedOnceConfig
+(services/trainer/mmdet_config.py), which formats its text once rather than at
+every checkpoint, as trainyard's child does: the baseline for what trainyard
+costs besides that saving.
 """
 
 import json
@@ -19,7 +24,7 @@ from typing import Any
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 
-def main(config_file: str, times_file: str, threads: int) -> None:
+def main(config_file: str, times_file: str, threads: int, formatted_once: bool = False) -> None:
     import torch
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -42,6 +47,10 @@ def main(config_file: str, times_file: str, threads: int) -> None:
             epoch_ends.append(time.time())
 
     cfg = Config.fromfile(config_file)
+    if formatted_once:
+        from services.trainer.mmdet_config import FormattedOnceConfig
+
+        cfg = FormattedOnceConfig.of(cfg)
     runner = Runner.from_cfg(cfg)
     runner.register_hook(EpochEnds())
     runner.train()
@@ -55,4 +64,4 @@ def _validates(runner: Any) -> bool:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), formatted_once=sys.argv[4:] == ["formatted-once"])

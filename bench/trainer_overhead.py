@@ -3,14 +3,19 @@
 Starts the real stack (NATS, the MongoDB-wire server, the four services, one
 CPU trainer at one thread), then, in interleaved pairs, trains one generated
 RTMDet-tiny run through trainyard and the very config it served
-(`GET /v1/runs/{id}/config`, trainyard's own hooks taken out, nothing else
-changed) with bare MMEngine in a child process at the same thread count
-(bench/bare_mmengine.py). Per epoch is the median interval between epoch ends
-(trainyard: the stored epochs' `logged_at`, so storing the checkpoint and the
-report count; bare: a lowest-priority hook after validation); in total is run
-created to run ended against child started to child ended, start-up included.
-Then it trains more runs on the same trainer and prints the trainer process's
-resident memory after each, first to last, as a ratio.
+(`GET /v1/runs/{id}/config`, trainyard's own hooks and metrics taken out, its
+COCO metric replaced by MMDetection's CocoMetric, nothing else changed) with
+bare MMEngine in a child process at the same thread count (bench/bare_mmengine.py).
+Per epoch is the median interval between epoch ends (trainyard: the stored
+epochs' `logged_at`, so the report and whatever delays it count; bare: a
+lowest-priority hook after validation); in total is run created to run ended
+against child started to child ended, start-up included.
+Each pair also trains the config a third time, bare MMEngine with trainyard's
+FormattedOnceConfig (MMEngine formats the config with yapf at every checkpoint;
+trainyard's child formats it once): the ratio against that is what trainyard
+costs besides the saving. Then it trains more runs on the same trainer and
+prints the trainer process's resident memory after each, first to last, as a
+ratio, and the trainer's CPU time per run.
 
     .venv/bin/python bench/trainer_overhead.py [--pairs 3] [--epochs 4] [--memory-runs 20]
 """
@@ -18,6 +23,7 @@ resident memory after each, first to last, as a ratio.
 import argparse
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -63,9 +69,14 @@ def bare_config(served: str, work_dir: Path) -> str:
     cfg = Config.fromstring(served, ".py")
     cfg.custom_hooks = [h for h in cfg.get("custom_hooks", []) if not str(h["type"]).startswith(TRAINYARD_HOOKS)]
     for key in ("val_evaluator", "test_evaluator"):
-        # trainyard's evaluator metrics (services/trainer/evaluation.py) beside MMDetection's CocoMetric.
+        # trainyard's evaluator metrics (services/trainer/evaluation.py); its COCO metric becomes the
+        # one a bare MMEngine user evaluates with: MMDetection's CocoMetric, at COCO's 100 detections.
         metrics = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
-        cfg[key] = [m for m in metrics if not str(m["type"]).startswith(TRAINYARD_HOOKS)]
+        cfg[key] = [
+            {"type": "CocoMetric", "ann_file": m["ann_file"], "metric": "bbox", "classwise": True,
+             "proposal_nums": [1, 10, 100], "format_only": False} if m["type"] == "TrainyardCocoMetric" else m
+            for m in metrics if m["type"] == "TrainyardCocoMetric" or not str(m["type"]).startswith(TRAINYARD_HOOKS)
+        ]
     checkpoint = cfg.default_hooks.checkpoint
     if str(checkpoint.get("save_best", "")).startswith("trainyard/"):
         # trainyard's evaluator metrics put trainyard/<metric> into the results; bare MMEngine has coco/.
@@ -78,10 +89,11 @@ def bare_config(served: str, work_dir: Path) -> str:
     return str(path)
 
 
-def train_bare(config_file: str, work_dir: Path) -> tuple[list[float], float]:
-    times_file = work_dir / "epoch_ends.json"
+def train_bare(config_file: str, work_dir: Path, formatted_once: bool = False) -> tuple[list[float], float]:
+    times_file = work_dir / ("epoch_ends_once.json" if formatted_once else "epoch_ends.json")
     started = time.time()
-    subprocess.run([sys.executable, "-m", "bench.bare_mmengine", config_file, str(times_file), str(THREADS)],
+    subprocess.run([sys.executable, "-m", "bench.bare_mmengine", config_file, str(times_file), str(THREADS),
+                    *(["formatted-once"] if formatted_once else [])],
                    cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={"PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": str(THREADS),
                         "MKL_NUM_THREADS": str(THREADS), "PATH": "/usr/bin:/bin"})
@@ -91,6 +103,12 @@ def train_bare(config_file: str, work_dir: Path) -> tuple[list[float], float]:
 
 def intervals(ends: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(ends)]
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process so far (not of its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -124,31 +142,43 @@ def main() -> None:
                         "epochs": args.epochs, "batch_size": 4, "input_size": args.size, "seed": 3}
                 ours: list[tuple[list[float], float]] = []
                 bare: list[tuple[list[float], float]] = []
+                once: list[tuple[list[float], float]] = []
                 memory = [rss_mb(trainer.pid)]
+                cpu = [cpu_s(trainer.pid)]
                 for pair in range(args.pairs):
                     run_id, epoch_s, total_s = train_by_trainyard(api, spec)
                     memory.append(rss_mb(trainer.pid))
+                    cpu.append(cpu_s(trainer.pid))
                     ours.append((epoch_s, total_s))
                     served = api.get(f"/v1/runs/{run_id}/config").json()["config"]
                     work_dir = Path(tmp) / f"bare-{pair}"
-                    bare.append(train_bare(bare_config(served, work_dir), work_dir))
+                    config_file = bare_config(served, work_dir)
+                    bare.append(train_bare(config_file, work_dir))
+                    once.append(train_bare(config_file, work_dir, formatted_once=True))
                     print(f"pair {pair + 1}: trainyard {statistics.median(epoch_s):.2f} s/epoch, {total_s:.1f} s; "
-                          f"bare {statistics.median(bare[-1][0]):.2f} s/epoch, {bare[-1][1]:.1f} s", flush=True)
+                          f"bare {statistics.median(bare[-1][0]):.2f} s/epoch, {bare[-1][1]:.1f} s; "
+                          f"bare formatted once {statistics.median(once[-1][0]):.2f} s/epoch, {once[-1][1]:.1f} s",
+                          flush=True)
                 for _ in range(max(0, args.memory_runs - args.pairs)):
                     train_by_trainyard(api, spec)
                     memory.append(rss_mb(trainer.pid))
+                    cpu.append(cpu_s(trainer.pid))
         finally:
             stack.stop()
-    per_epoch = [statistics.median(o[0]) / statistics.median(b[0]) for o, b in zip(ours, bare, strict=True)]
-    in_total = [o[1] / b[1] for o, b in zip(ours, bare, strict=True)]
     print(f"{args.pairs} interleaved pairs, {args.epochs} epochs of RTMDet-tiny, {args.train_images} images "
-          f"at {args.size} px, {THREADS} thread")
-    print(f"per epoch: trainyard / bare MMEngine = {statistics.median(per_epoch):.2f} "
-          f"(min {min(per_epoch):.2f}, max {max(per_epoch):.2f}; goal <= 1.05)")
-    print(f"in total:  trainyard / bare MMEngine = {statistics.median(in_total):.2f} "
-          f"(min {min(in_total):.2f}, max {max(in_total):.2f}; goal <= 1.10, start-up included)")
+          f"at {args.size} px, {THREADS} thread; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for label, baseline in (("bare MMEngine", bare), ("bare MMEngine, config formatted once", once)):
+        per_epoch = [statistics.median(o[0]) / statistics.median(b[0]) for o, b in zip(ours, baseline, strict=True)]
+        in_total = [o[1] / b[1] for o, b in zip(ours, baseline, strict=True)]
+        print(f"per epoch: trainyard / {label} = {statistics.median(per_epoch):.2f} "
+              f"(min {min(per_epoch):.2f}, max {max(per_epoch):.2f}; goal <= 1.05)")
+        print(f"in total:  trainyard / {label} = {statistics.median(in_total):.2f} "
+              f"(min {min(in_total):.2f}, max {max(in_total):.2f}; goal <= 1.10, start-up included)")
     print(f"trainer memory over {len(memory) - 1} runs: {memory[0]:.0f} MB at start, {memory[1]:.0f} MB after "
-          f"the first, {memory[-1]:.0f} MB after the last: last / first = {memory[-1] / memory[1]:.2f}")
+          f"the first, {memory[-1]:.0f} MB after the last: last / first = {memory[-1] / memory[1]:.2f}; "
+          f"per run: {', '.join(f'{m:.0f}' for m in memory[1:])} MB")
+    per_run = [later - earlier for earlier, later in itertools.pairwise(cpu)]
+    print(f"trainer CPU per run: median {statistics.median(per_run):.2f} s (first {per_run[0]:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -18,15 +18,29 @@ was made again; older ones stay (orphans once the run moves on, never holes).
 Only reported epochs are stored, so a resume never leaves a hole in the run's
 epochs (MMEngine saves epoch N before validating it: a trainer lost in between
 holds a checkpoint of an epoch nobody saw).
+
+Stored off the training's path (`queue_epoch`): the report's handler links the
+epoch's file aside (the child may delete its own copy, `max_keep_ckpts`, before
+the upload) and returns; one task per attempt stores the queued epochs in order
+while the child trains on, each fully stored (object, then manifest) before its
+`checkpoint.saved` goes out, so a resume is only ever offered a whole one. An
+epoch the policy would drop at once, because `keep` newer ones are already
+queued behind it and it is not (or no longer) the best, is never uploaded. The session waits
+for the queue (`settled`) before it publishes the attempt's outcome or hands
+the run back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from services.trainer.reports import QUEUED_DIR
+from services.trainer.weights import convert_in_subprocess, weights_path
 from shared.artifacts import (
     ArtifactCache,
     CheckpointManifest,
@@ -43,6 +57,17 @@ log = logging.getLogger(__name__)
 # The newest two are always kept: the newest may be one whose upload a lost
 # trainer cut short; the one before it is then what the run resumes from.
 MIN_KEPT = 2
+
+# Called with each checkpoint once it is fully stored (the session publishes checkpoint.saved).
+Announce = Callable[[StoredCheckpoint], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Queued:
+    epoch: int
+    metrics: Mapping[str, float | None]
+    path: Path  # a hard link to the child's epoch_<N>.pth, in QUEUED_DIR
+    announce: Announce
 
 
 class CheckpointStoreError(RuntimeError):
@@ -81,6 +106,8 @@ class RunCheckpoints:
         # The connection's reconnect count when each epoch was stored: retention deletes only epochs
         # stored since the connection last broke (see store_epoch).
         self._stored_at: dict[int, int] = {}
+        self._queue: list[_Queued] = []
+        self._storing: asyncio.Task[None] | None = None
 
     async def resume_point(self) -> Path | None:
         """A local copy of the checkpoint this attempt continues from, or None for a fresh start."""
@@ -93,6 +120,56 @@ class RunCheckpoints:
                 f"cannot fetch checkpoint {self.resume_from.name} (epoch {self.resume_from.epoch}) "
                 f"to resume from: {error}"
             ) from error
+
+    def queue_epoch(self, epoch: int, metrics: Mapping[str, float | None], work_dir: Path,
+                    announce: Announce) -> None:
+        """Store a reported epoch's checkpoint in the background (see the module's doc); returns at once."""
+        source = work_dir / f"epoch_{epoch}.pth"
+        if not source.is_file():
+            log.warning("run %s: epoch %d has no checkpoint at %s; not stored", self.run_id, epoch, source)
+            return
+        queued = work_dir / QUEUED_DIR / source.name
+        queued.parent.mkdir(exist_ok=True)
+        queued.unlink(missing_ok=True)
+        os.link(source, queued)  # instant, no copy; the bytes stay until both names are gone
+        self._queue.append(_Queued(epoch, dict(metrics), queued, announce))
+        if self._storing is None or self._storing.done():
+            self._storing = asyncio.create_task(self._store_queued())
+
+    async def settled(self) -> None:
+        """Wait until every queued epoch is stored (or its storing failed, which is logged)."""
+        while self._storing is not None and not self._storing.done():
+            await asyncio.shield(self._storing)
+
+    async def _store_queued(self) -> None:
+        while self._queue:
+            queued = self._queue.pop(0)
+            try:
+                if self._dropped_at_once(queued):
+                    log.info("run %s: epoch %d not stored: %d newer epochs wait behind it", self.run_id,
+                             queued.epoch, len(self._queue))
+                    continue
+                stored = await self.store_epoch(queued.epoch, queued.metrics, queued.path.parent)
+                if stored is not None:
+                    await queued.announce(stored)
+            except Exception:
+                # Training goes on; a resume would start from the previous stored epoch.
+                log.exception("run %s: storing the checkpoint of epoch %d failed", self.run_id, queued.epoch)
+            finally:
+                queued.path.unlink(missing_ok=True)
+
+    def _dropped_at_once(self, queued: _Queued) -> bool:
+        """The policy would delete this epoch as soon as the ones queued behind it are stored."""
+        if len(self._queue) < max(MIN_KEPT, self.spec.checkpoint.keep):
+            return False
+        best = improves(self.spec, queued.epoch, checkpoint_name(self.run_id, self.attempt, queued.epoch),
+                        queued.metrics, self.manifest.best)
+        # Not the best, or not once a better one queued behind it is stored.
+        return best is None or any(
+            improves(self.spec, later.epoch, checkpoint_name(self.run_id, self.attempt, later.epoch),
+                     later.metrics, best) is not None
+            for later in self._queue
+        )
 
     async def store_epoch(self, epoch: int, metrics: Mapping[str, float | None],
                           work_dir: Path) -> StoredCheckpoint | None:
@@ -138,25 +215,20 @@ class RunCheckpoints:
         return None
 
     async def store_model_weights(self, model_id: str, work_dir: Path) -> tuple[str, int] | None:
-        """Store the final epoch's weights (no optimizer state) as the model's; its name and epoch."""
+        """Store the final epoch's weights (no optimizer state) as the model's; its name and epoch.
+        The child wrote them for its own last and best epochs (services/trainer/weights.py); those of
+        an earlier attempt's epoch are converted here, in a process of their own."""
         final = self.final_checkpoint()
         if final is None:
             return None
         name, epoch = final
-        local = work_dir / f"epoch_{epoch}.pth"
-        if name != checkpoint_name(self.run_id, self.attempt, epoch) or not local.is_file():
-            local = await self.cache.fetch(name)  # an earlier attempt (maybe on another machine) trained it
-        weights = work_dir / "model_weights.pth"
-        await asyncio.to_thread(write_weights, local, weights, {"run_id": self.run_id, "epoch": epoch})
+        weights = weights_path(work_dir, epoch)
+        if name != checkpoint_name(self.run_id, self.attempt, epoch) or not weights.is_file():
+            local = work_dir / f"epoch_{epoch}.pth"
+            if name != checkpoint_name(self.run_id, self.attempt, epoch) or not local.is_file():
+                local = await self.cache.fetch(name)  # an earlier attempt (maybe on another machine) trained it
+            await convert_in_subprocess(local, weights, {"run_id": self.run_id, "epoch": epoch})
         stored = model_weights_name(model_id)
         await self.artifacts.upload_file(stored, weights, description=describe_checkpoint(epoch, {}))
         weights.unlink(missing_ok=True)
         return stored, epoch
-
-
-def write_weights(checkpoint: Path, out: Path, meta: dict[str, object]) -> None:
-    """The model's state_dict alone: what a fine-tune loads and what a user downloads."""
-    import torch
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    torch.save({"state_dict": state.get("state_dict", state), "meta": {**state.get("meta", {}), **meta}}, out)

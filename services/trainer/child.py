@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import gc
 import os
+import re
 import signal
 import sys
 import traceback
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         if write.rank == 0 and drained_after is not None:
             write(DrainedReport(epoch=drained_after))
         elif write.rank == 0:
-            write(FinishedReport(checkpoint=checkpoint, best_checkpoint=best_checkpoint(Path(job.work_dir))))
+            best = best_checkpoint(Path(job.work_dir))
+            write_model_weights(job, [checkpoint, best])
+            write(FinishedReport(checkpoint=checkpoint, best_checkpoint=best))
     except Exception as exc:  # the parent gets a message, stderr the traceback
         traceback.print_exc()
         return _fail(write, describe_failure(exc))
@@ -101,9 +104,8 @@ def train(job: TrainingJob, write: ReportWriter) -> tuple[str | None, int | None
     from mmengine.logging import print_log
     from mmengine.runner import Runner
 
-    from services.trainer.drain import TrainyardDrainHook
-    from services.trainer.hooks import ReportingHook
-    from services.trainer.mmdet_config import build_config
+    from services.trainer.hooks import ReportingHook, TrainyardDrainHook
+    from services.trainer.mmdet_config import FormattedOnceConfig, build_config
     from services.trainer.rungs import TrainyardRungHook  # noqa: F401  (registers it in MMEngine's HOOKS)
     from services.trainer.transfer import prepare_base_weights
 
@@ -115,7 +117,7 @@ def train(job: TrainingJob, write: ReportWriter) -> tuple[str | None, int | None
         torch.cuda.set_device(local_rank)  # CUDA_VISIBLE_DEVICES holds the run's GPUs, one per local rank
     device = f"cuda:{local_rank} ({torch.cuda.get_device_name(local_rank)})" if job.device == "cuda" else "cpu"
 
-    cfg = build_config(job)
+    cfg = FormattedOnceConfig.of(build_config(job))
     if job.world_size > 1:
         _init_process_group(cfg.env_cfg.dist_cfg.backend)
         name = torch.cuda.get_device_name(local_rank) + ", " if job.device == "cuda" else ""
@@ -188,6 +190,24 @@ def _barrier(job: TrainingJob) -> None:
         import torch.distributed
 
         torch.distributed.barrier()
+
+
+def write_model_weights(job: TrainingJob, checkpoints: list[str | None]) -> None:
+    """The weights of each checkpoint the trainer may register (the last, the best), beside it
+    (services/trainer/weights.py): torch is loaded here already, never in the trainer."""
+    from services.trainer.weights import weights_path, write_weights
+
+    for checkpoint in dict.fromkeys(c for c in checkpoints if c is not None):
+        epoch = checkpoint_epoch(checkpoint)
+        if epoch is not None:
+            write_weights(Path(checkpoint), weights_path(Path(job.work_dir), epoch),
+                          {"run_id": job.run_id, "epoch": epoch})
+
+
+def checkpoint_epoch(checkpoint: str) -> int | None:
+    """N of CheckpointHook's `epoch_N.pth` and `best_<metric>_epoch_N.pth`."""
+    found = re.search(r"epoch_(\d+)\.pth$", checkpoint)
+    return int(found.group(1)) if found else None
 
 
 def last_checkpoint(work_dir: Path) -> str | None:

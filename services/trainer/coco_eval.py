@@ -30,8 +30,10 @@ what COCOeval makes of it).
   has a positive F1), then the mean over those classes.
 
 Detections per image: COCO's 100, for every architecture (the 100 best scores
-of each class in an image count). The generated config gives MMDetection's
-CocoMetric the same `proposal_nums` (1, 10, 100), so train.log agrees.
+of each class in an image count). This is the evaluation's only COCOeval: the
+generated config has no MMDetection CocoMetric beside it (it evaluated the same
+predictions a second time, for train.log); TrainyardCocoMetric writes COCOeval's
+table to train.log itself.
 """
 
 from __future__ import annotations
@@ -102,14 +104,24 @@ def _results(gt: Any, results: list[dict[str, Any]]) -> Any:
     return empty
 
 
-def evaluate(ann_file: str, predictions_file: str, classes: Sequence[str]) -> Metrics:
-    """The metrics above, from the files alone."""
+def load_ground_truth(ann_file: str) -> Any:
+    """pycocotools' COCO of the annotation file (evaluating never changes it: reusable)."""
     from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(ann_file)
+
+
+def evaluate(ann_file: str, predictions_file: str, classes: Sequence[str], gt: Any = None,
+             summary: io.StringIO | None = None) -> Metrics:
+    """The metrics above, from the files alone (`gt`: the annotation file already loaded;
+    `summary` gets COCOeval's printed table)."""
     from pycocotools.cocoeval import COCOeval
 
     results = json.loads(Path(predictions_file).read_text())
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and tables
-        gt = COCO(ann_file)
+    gt = gt if gt is not None else load_ground_truth(ann_file)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # pycocotools prints progress and tables
         cocoeval = COCOeval(gt, _results(gt, results), "bbox")
         cocoeval.params.imgIds = sorted(gt.getImgIds())
         cocoeval.params.catIds = category_ids(ann_file, classes)
@@ -117,6 +129,9 @@ def evaluate(ann_file: str, predictions_file: str, classes: Sequence[str]) -> Me
         cocoeval.evaluate()
         cocoeval.accumulate()
         cocoeval.summarize()
+    if summary is not None:
+        text = printed.getvalue()
+        summary.write(text[max(0, text.find(" Average Precision")):])  # the table, without the progress
     metrics: Metrics = {name: _defined(value) for name, value in zip(STATS_KEYS, cocoeval.stats, strict=True)}
     precision = cocoeval.eval["precision"]  # [IoU, recall point, class, area, max dets]
     recall_points = np.asarray(cocoeval.params.recThrs)

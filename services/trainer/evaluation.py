@@ -18,6 +18,7 @@ checkpoint must load where trainyard is not installed.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +26,10 @@ from typing import Any
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
-from mmengine.logging import MessageHub
+from mmengine.logging import MessageHub, print_log
 from mmengine.registry import METRICS
 
-from services.trainer.coco_eval import category_ids, evaluate, predictions_to_coco
+from services.trainer.coco_eval import category_ids, evaluate, load_ground_truth, predictions_to_coco
 from services.trainer.confusion import confusion_matrix, to_event
 from services.trainer.previews import PREVIEW_SCORE_THRESHOLD, choose_images, preview_path, render_preview
 from services.trainer.reports import PreviewFile
@@ -89,13 +90,22 @@ class TrainyardCocoMetric(_DetectionMetric):
         super().__init__(**kwargs)
         self.ann_file = ann_file
         self.work_dir = work_dir
+        self._ground_truth: Any = None  # loaded at the first evaluation, then reused
 
     def compute_metrics(self, results: list[dict[str, Any]]) -> dict[str, Any]:
-        path = predictions_path(self.work_dir, evaluated_epoch())
+        epoch = evaluated_epoch()
+        path = predictions_path(self.work_dir, epoch)
         path.parent.mkdir(parents=True, exist_ok=True)
         predictions = [(r["img_id"], r["boxes"], r["scores"], r["labels"]) for r in results]
         path.write_text(json.dumps(predictions_to_coco(predictions, category_ids(self.ann_file, self.classes))))
-        return {**evaluate(self.ann_file, str(path), self.classes), PREDICTIONS: str(path)}
+        if self._ground_truth is None:
+            self._ground_truth = load_ground_truth(self.ann_file)
+        summary = io.StringIO()
+        metrics = evaluate(self.ann_file, str(path), self.classes, gt=self._ground_truth, summary=summary)
+        # The evaluation's one COCOeval: its table goes to train.log, as MMDetection's CocoMetric logs it.
+        print_log(f"COCO bbox evaluation of epoch {epoch} (100 detections per image):\n{summary.getvalue()}",
+                  logger="current")
+        return {**metrics, PREDICTIONS: str(path)}
 
 
 @METRICS.register_module()

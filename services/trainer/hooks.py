@@ -10,6 +10,8 @@ the hooks are testable with a list's append.
 - TrainyardReportHook: one EpochReport per epoch, from the epoch's losses and the
   evaluation's results (services/trainer/evaluation.py: COCO metrics, matrix, previews).
 - TrainyardEarlyStoppingHook: MMEngine's EarlyStoppingHook for limits and patience.
+- TrainyardDrainHook: stops after the epoch in progress when the trainer drains
+  (services/trainer/drain.py).
 
 Under distributed data parallel every rank runs these hooks; losses are
 summed over the ranks (services/trainer/ranks.py) and rank 0 writes the
@@ -23,6 +25,7 @@ import math
 import operator
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from mmengine.dist import is_main_process
@@ -30,9 +33,10 @@ from mmengine.hooks import EarlyStoppingHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from services.trainer.drain import DRAIN_MARKER
 from services.trainer.evaluation import CONFUSION_MATRIX, METRIC_PREFIX, PREDICTIONS, PREVIEWS
 from services.trainer.previews import PREVIEW_SCORE_THRESHOLD
-from services.trainer.ranks import mean_over_ranks, sum_over_ranks, validates_after
+from services.trainer.ranks import from_rank_0, mean_over_ranks, sum_over_ranks, validates_after
 from services.trainer.reports import EpochReport, IterationsReport
 from shared.events import IterationLog
 
@@ -247,6 +251,37 @@ class TrainyardEarlyStoppingHook(EarlyStoppingHook):  # type: ignore[misc]
         if (metrics or {}).get(self.monitor) is None:
             return
         super().after_val_epoch(runner, metrics)
+
+
+@HOOKS.register_module()
+class TrainyardDrainHook(Hook):  # type: ignore[misc]
+    """Stops training after the reported epoch during which the trainer asked for a drain.
+
+    Lowest priority: the epoch's checkpoint (CheckpointHook) and report
+    (TrainyardReportHook) come first, and a stop decided by TrainyardEarlyStoppingHook
+    (the run is done) is not mistaken for a drain."""
+
+    priority = "LOWEST"
+
+    def __init__(self) -> None:
+        self.drained_after: int | None = None
+
+    def after_train_epoch(self, runner: Any) -> None:
+        epoch = runner.epoch + 1  # still 0-based here
+        if not validates_after(runner, epoch):  # an epoch without evaluation is reported now
+            self._check(runner, epoch)
+
+    def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+        self._check(runner, runner.epoch)  # counted by now
+
+    def _check(self, runner: Any, epoch: int) -> None:
+        loop = runner.train_loop
+        if loop.stop_training or epoch >= runner.max_epochs:
+            return  # the run ends here anyway: that is a finish, not a drain
+        if from_rank_0((Path(runner.work_dir) / DRAIN_MARKER).exists()):
+            print_log(f"trainyard: the trainer drains; stopping after epoch {epoch}", logger="current")
+            self.drained_after = epoch
+            loop.stop_training = True
 
 
 def _log_report(report: Any) -> None:

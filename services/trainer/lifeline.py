@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.trainer.reports import QUEUED_DIR
+
 log = logging.getLogger(__name__)
 
 # Set by the trainer for its children: the pid they must not outlive.
@@ -150,7 +152,8 @@ def clean_up_predecessors(work_root: Path, cache_root: Path | None = None) -> Cl
                 cleanup.killed.append(child.pid)
         _wait_gone([c for c in children if c.pid in cleanup.killed])
         cleanup.attempts.append(work_dir)
-        checkpoints = list(work_dir.glob("*.pth"))
+        # With the links the dead trainer had queued for upload (services/trainer/checkpoints.py).
+        checkpoints = [*work_dir.glob("*.pth"), *work_dir.glob(f"{QUEUED_DIR}/*.pth")]
         if cache_root is not None:
             checkpoints += list((cache_root / "runs" / work_dir.parent.name).rglob("*.pth"))
         for checkpoint in checkpoints:

@@ -18,6 +18,8 @@ from shared.specs import DatasetLayout, RunSpec
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
 CONFIG_FILE = "config.py"
+# The trainer's links to reported epochs' checkpoints that wait for their upload (services/trainer/checkpoints.py).
+QUEUED_DIR = "storing"
 
 
 class TrainingJob(BaseModel):

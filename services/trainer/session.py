@@ -20,6 +20,7 @@ from services.trainer.reports import (
     CONFIG_FILE,
     JOB_FILE,
     LOG_FILE,
+    QUEUED_DIR,
     ChildReport,
     DrainedReport,
     EpochReport,
@@ -43,6 +44,7 @@ from shared.events import (
     RunCompleted,
     RunReleased,
     RunStarted,
+    StoredCheckpoint,
 )
 from shared.exits import ended_how
 from shared.specs import DatasetLayout
@@ -123,6 +125,8 @@ class TrainingSession:
         except Exception as error:  # the trainer must always report an outcome
             log.exception("training session of run %s broke", self.run_id)
             outcome = AttemptOutcome(returncode=-1, failure=f"trainer error: {error}")
+        # Every reported epoch stored before the outcome: a release names the newest, a model the final.
+        await self.checkpoints.settled()
         if self.release_reason is not None and not outcome.succeeded:
             reason = self.release_reason
             if self.drained_after is not None:
@@ -179,7 +183,7 @@ class TrainingSession:
 
     def _drop_local_checkpoints(self) -> None:
         """The store holds what is kept; this machine's copies were only a cache."""
-        for path in self.work_dir.glob("*.pth"):
+        for path in [*self.work_dir.glob("*.pth"), *self.work_dir.glob(f"{QUEUED_DIR}/*.pth")]:
             path.unlink(missing_ok=True)
         for path in self.cache.path(f"runs/{self.run_id}").rglob("*.pth"):
             path.unlink(missing_ok=True)
@@ -353,16 +357,17 @@ class TrainingSession:
         await self.emit("epoch", event, self._dedup(f"epoch:{report.epoch}"))
         self.epochs_reported += 1
         self.last_epoch = report.epoch
-        # Stored only once reported: a later attempt, on any trainer, resumes from here.
+        # Stored only once reported, in the background while the child trains on: a later
+        # attempt, on any trainer, resumes from here once checkpoint.saved says it is whole.
         try:
-            stored = await self.checkpoints.store_epoch(report.epoch, report.metrics, self.work_dir)
-            if stored is not None:
-                saved = CheckpointSaved(run_id=self.run_id, attempt=self.attempt,
-                                        trainer_id=self.assignment.trainer_id, checkpoint=stored)
-                await self.emit("checkpoint", saved, self._dedup(f"checkpoint:{report.epoch}"))
-        except Exception:
-            # Training goes on; a resume would start from the previous stored epoch.
-            log.exception("run %s: storing the checkpoint of epoch %d failed", self.run_id, report.epoch)
+            self.checkpoints.queue_epoch(report.epoch, report.metrics, self.work_dir, self._announce_checkpoint)
+        except OSError:
+            log.exception("run %s: cannot queue the checkpoint of epoch %d", self.run_id, report.epoch)
+
+    async def _announce_checkpoint(self, stored: StoredCheckpoint) -> None:
+        saved = CheckpointSaved(run_id=self.run_id, attempt=self.attempt,
+                                trainer_id=self.assignment.trainer_id, checkpoint=stored)
+        await self.emit("checkpoint", saved, self._dedup(f"checkpoint:{stored.epoch}"))
 
     async def _store_predictions(self, report: EpochReport) -> str | None:
         """The evaluation's predictions, stored before the event names them (None if that fails: the

@@ -13,7 +13,7 @@ from typing import Literal
 
 from faststream.nats import NatsBroker
 
-from services.trainer.accelerators import detect_accelerators, training_device
+from services.trainer.accelerators import detect_accelerators, probe, training_device
 from services.trainer.lifeline import Cleanup, clean_up_predecessors
 from services.trainer.session import TrainingSession
 from services.trainer.telemetry import counted_assignments, traced_events, traced_training
@@ -46,9 +46,12 @@ class Trainer:
         self.trainer_id = settings.trainer_id or default_trainer_id(settings.work_root)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.trainer_id):
             raise ValueError(f"TRAINYARD_TRAINER_ID={self.trainer_id!r}: use 1-64 letters, digits, '-' or '_'")
-        self.accelerators = detect_accelerators(settings)
+        # torch is asked (in a process of its own) unless told this is a CPU machine.
+        named = settings.accelerator_name
+        seen = probe() if not named or named.startswith("GPU") else None
+        self.accelerators = detect_accelerators(settings, seen)
         self.capacity = self.accelerators[0].count
-        self.device = training_device(self.accelerators)
+        self.device = training_device(self.accelerators, seen)
         self.threads = settings.threads or os.cpu_count() or 1
         self.work_root = Path(settings.work_root).resolve()
         self.sessions: dict[str, TrainingSession] = {}

@@ -18,6 +18,7 @@ from services.trainer.reports import (
     TrainingJob,
     child_report_adapter,
 )
+from services.trainer.weights import weights_path
 from shared.specs import RunSpec
 from trainyard.synth import write_synthetic_coco
 
@@ -91,6 +92,16 @@ def test_one_epoch_of_rtmdet_tiny(tmp_path: Path) -> None:
     assert isinstance(finished, FinishedReport) and finished.checkpoint is not None
     assert Path(finished.checkpoint).is_file()
     assert Path(finished.checkpoint).parent == Path(job.work_dir)
+    # The model's weights, written by the child beside its checkpoint (the trainer never loads torch),
+    # and the checkpoint's config text the same as the config file's: formatted once, never stale.
+    import torch
+
+    saved = torch.load(finished.checkpoint, map_location="cpu", weights_only=False)
+    weights = torch.load(weights_path(Path(job.work_dir), 1), map_location="cpu", weights_only=False)
+    assert set(weights) == {"state_dict", "meta"} and weights["meta"]["run_id"] == "r1"
+    assert weights["meta"]["epoch"] == 1 and weights["state_dict"].keys() == saved["state_dict"].keys()
+    assert all(torch.equal(weights["state_dict"][k], v) for k, v in saved["state_dict"].items())
+    assert saved["meta"]["cfg"] == (Path(job.work_dir) / "config.py").read_text()
 
 
 def test_a_missing_annotation_file_fails_with_a_message(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ import torch
 from faststream.nats import NatsBroker
 
 from services.trainer.checkpoints import RunCheckpoints, improves
+from services.trainer.reports import QUEUED_DIR
+from services.trainer.weights import weights_path
 from shared.artifacts import ArtifactCache, Artifacts, attempt_prefix, checkpoint_name, manifest_name
-from shared.events import BestCheckpoint
+from shared.events import BestCheckpoint, StoredCheckpoint
 from shared.specs import RunSpec
 from shared.subjects import Subjects
 
@@ -98,3 +100,70 @@ async def test_latest_keeps_at_least_two(bus: tuple[NatsBroker, Subjects], tmp_p
         await run.store_epoch(epoch, {"bbox_mAP": 0.1 * epoch}, tmp_path / "w")
     assert (await artifacts.manifest(f"k{keep}", 1)).epochs == list(range(6 - max(2, keep), 6))
     assert run.final_checkpoint() == (checkpoint_name(f"k{keep}", 1, 5), 5)
+
+
+async def test_queued_epochs_are_stored_in_order_after_the_child_dropped_its_copy(
+    bus: tuple[NatsBroker, Subjects], tmp_path: Path
+) -> None:
+    broker, subjects = bus
+    artifacts = await Artifacts.open(broker, subjects)
+    run = RunCheckpoints("q1", 1, spec(keep=2), ArtifactCache(tmp_path / "cache", artifacts))
+    work = tmp_path / "w"
+    announced: list[tuple[int, list[int]]] = []
+
+    async def announce(stored: StoredCheckpoint) -> None:
+        # Announced only once whole: the object and the manifest naming it are in the store.
+        manifest = await artifacts.manifest("q1", 1)
+        assert (await artifacts.info(stored.name)).size > 0 and stored.epoch in manifest.epochs
+        announced.append((stored.epoch, manifest.epochs))
+
+    for epoch in (1, 2):
+        write_checkpoint(work, epoch)
+        run.queue_epoch(epoch, {"bbox_mAP": 0.1}, work, announce)
+        # As MMEngine's max_keep_ckpts does: the child's own copy may go before the upload.
+        (work / f"epoch_{epoch}.pth").unlink()
+    await run.settled()
+    assert announced == [(1, [1]), (2, [1, 2])]
+    assert torch.load(await ArtifactCache(tmp_path / "c2", artifacts).fetch(checkpoint_name("q1", 1, 2)),
+                      weights_only=False)["meta"]["epoch"] == 2
+    assert list((work / QUEUED_DIR).iterdir()) == []  # the links go once stored
+
+
+async def test_an_epoch_the_policy_would_drop_at_once_is_never_uploaded(
+    bus: tuple[NatsBroker, Subjects], tmp_path: Path
+) -> None:
+    """Five epochs queued faster than they upload: keep 2 stores the newest two; `best` also the
+    best epoch, wherever it is in the queue, and not the ones it beats."""
+    broker, subjects = bus
+    artifacts = await Artifacts.open(broker, subjects)
+    work = tmp_path / "w"
+    for strategy, scores, expected in [("latest", [0.1] * 5, [4, 5]),
+                                       ("best", [0.1, 0.2, 0.9, 0.3, 0.4], [3, 4, 5])]:
+        run_id = f"d-{strategy}"
+        run = RunCheckpoints(run_id, 1, spec(strategy=strategy, keep=2), ArtifactCache(tmp_path / run_id, artifacts))
+        announced: list[int] = []
+
+        async def announce(stored: StoredCheckpoint, into: list[int] = announced) -> None:
+            into.append(stored.epoch)
+
+        for epoch, score in enumerate(scores, start=1):
+            write_checkpoint(work, epoch)
+            run.queue_epoch(epoch, {"bbox_mAP": score}, work, announce)
+        await run.settled()
+        assert announced == expected, strategy
+        assert (await artifacts.manifest(run_id, 1)).epochs == expected
+
+
+async def test_weights_of_the_childs_epoch_are_uploaded_as_written(
+    bus: tuple[NatsBroker, Subjects], tmp_path: Path
+) -> None:
+    """The child wrote the final epoch's weights: the trainer uploads that file, converting nothing."""
+    broker, subjects = bus
+    artifacts = await Artifacts.open(broker, subjects)
+    run = RunCheckpoints("w1", 1, spec(), ArtifactCache(tmp_path / "cache", artifacts))
+    work = tmp_path / "w"
+    write_checkpoint(work, 1)
+    await run.store_epoch(1, {}, work)
+    weights_path(work, 1).write_bytes(b"the child's weights")
+    assert await run.store_model_weights("m2", work) == ("models/m2.pth", 1)
+    assert await artifacts.read("models/m2.pth") == b"the child's weights"
