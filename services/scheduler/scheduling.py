@@ -71,6 +71,8 @@ class Scheduler:
         self.queue = QueueIndex()
         # Runs entering the queue (created, requeued, reset) join the index at once.
         lifecycle.on_queued = self.note_queued
+        # A completed attempt's accelerators are free: place at once, before its own moves are stored.
+        lifecycle.on_freed = self.request_placement
 
     def request_placement(self) -> None:
         """Ask for a placement pass soon; many requests while one runs coalesce into one more."""

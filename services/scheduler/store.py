@@ -103,6 +103,16 @@ class SchedulerStore:
         """The event left the outbox: the stream acknowledged it."""
         await self.runs.update_one({"_id": run_id}, {"$pull": {"status_outbox": {"event_id": event_id}}})
 
+    async def announced_many(self, events: list[tuple[str, str]]) -> None:
+        """These (run, event) pairs left the outbox, in one multi-document update: the database
+        commits it as one transaction (one fsync), where an update per event cost one each."""
+        if not events:
+            return
+        await self.runs.update_many(
+            {"_id": {"$in": sorted({run_id for run_id, _ in events})}},
+            {"$pull": {"status_outbox": {"event_id": {"$in": [event_id for _, event_id in events]}}}},
+        )
+
     async def unannounced(self, stored_before: datetime) -> list[tuple[str, list[Document]]]:
         """Runs with outbox entries stored before `stored_before`, each with its entries in the
         order they were stored (the order of the run's changes)."""
