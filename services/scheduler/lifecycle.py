@@ -71,8 +71,10 @@ class RunLifecycle:
             message=message,
             trainer_id=trainer_id if trainer_id is not None else guard.get("trainer_id"),
         )
+        # Into the queue is on the placement path (a new, requeued or reset run waits for it);
+        # the other moves are not (a completed attempt's trainer is already given back).
         if not await self.store.transition(run_id, target, guard=guard, fields=fields, message=message,
-                                           announcement=event):
+                                           announcement=event, urgent=target == RunStatus.PENDING):
             return False
         if target == RunStatus.PENDING and self.on_queued is not None:
             await self.on_queued(run_id)
