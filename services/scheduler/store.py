@@ -69,6 +69,9 @@ class SchedulerStore:
         self.runs = db[RUNS]
         self.trainers = db[TRAINERS]
         self.background = asyncio.Semaphore(BACKGROUND_WRITES)
+        # How many accelerators this process's claims took, by (trainer, run): the release of one
+        # of them needs no read first. The stored assignment stays what the release is guarded by.
+        self._claimed_counts: dict[tuple[str, str], int] = {}
 
     async def ensure_indexes(self) -> None:
         await self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="status_created")
@@ -286,6 +289,7 @@ class SchedulerStore:
             return "restarted"
         # New, or back from being presumed lost: a clean slate. Its old runs moved
         # on (and it is told to stop them when it reports them).
+        self._forget_claims_on(beat.trainer_id)
         await self.trainers.update_one(
             {"_id": beat.trainer_id},
             {"$set": {**fields, "lost": False, "assignments": {}, "free": capacity},
@@ -321,7 +325,15 @@ class SchedulerStore:
             {"_id": trainer_id, "last_seen": last_seen, "lost": {"$ne": True}},
             {"$set": {"lost": True, "assignments": {}, "free": 0}},
         )
-        return result.modified_count == 1
+        if result.modified_count == 1:
+            self._forget_claims_on(trainer_id)
+            return True
+        return False
+
+    def _forget_claims_on(self, trainer_id: str) -> None:
+        """The trainer's stored assignments were wiped: nothing of it is released any more."""
+        for key in [key for key in self._claimed_counts if key[0] == trainer_id]:
+            del self._claimed_counts[key]
 
     async def claim_trainer(self, trainer_id: str, run_id: str, count: int) -> bool:
         """Take `count` accelerators of a trainer for a run, if still free."""
@@ -332,15 +344,21 @@ class SchedulerStore:
             {"$inc": {"free": -count},
              "$set": {f"assignments.{run_id}": {"count": count, "assigned_at": now}}},
         )
-        return result.modified_count == 1
+        if result.modified_count == 1:
+            self._claimed_counts[(trainer_id, run_id)] = count
+            return True
+        return False
 
     async def release_trainer(self, trainer_id: str, run_id: str) -> bool:
         """Give a run's accelerators back; False if they were already given back."""
-        doc = await self.trainers.find_one({"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}},
-                                           {f"assignments.{run_id}": 1})
-        if doc is None:
-            return False
-        count = int(doc["assignments"][run_id]["count"])
+        count = self._claimed_counts.pop((trainer_id, run_id), None)
+        if count is None:
+            # Claimed by another process (a replica, this one before a restart): read how many.
+            doc = await self.trainers.find_one({"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}},
+                                               {f"assignments.{run_id}": 1})
+            if doc is None:
+                return False
+            count = int(doc["assignments"][run_id]["count"])
         result = await self.trainers.update_one(
             {"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}, "lost": {"$ne": True}},
             {"$unset": {f"assignments.{run_id}": ""}, "$inc": {"free": count}},
