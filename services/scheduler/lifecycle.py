@@ -147,19 +147,21 @@ class RunLifecycle:
         # guarded by the assignment), and the moves below are fenced by attempt as before.
         if await self.store.release_trainer(event.trainer_id, event.run_id) and self.on_freed is not None:
             self.on_freed()
-        if event.status == RunStatus.SUCCESS:
-            # run.started and run.completed reach separate consumers: a short run's
-            # completion can be handled first. Success implies it started.
-            await self._move(event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id}",
-                             previous=RunStatus.PENDING,
-                             guard={"attempt": event.attempt, "trainer_id": event.trainer_id,
-                                    "status": str(RunStatus.PENDING)},
-                             fields={"started_at": event.occurred_at, "pending_reason": None})
         message = event.message
-        if event.status == RunStatus.SUCCESS and message is None:
-            # A sweep trial that ASHA stopped at a rung says so (the decision was stored with it).
+        if event.status == RunStatus.SUCCESS:
             run = await self.store.run(event.run_id)
-            message = (run.sweep or {}).get("stop_message") if run is not None else None
+            if run is not None and run.status == RunStatus.PENDING:
+                # run.started and run.completed reach separate consumers: a short run's
+                # completion can be handled first. Success implies it started. (Only then: an
+                # update that matches nothing still costs the database a round trip in its queue.)
+                await self._move(event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id}",
+                                 previous=RunStatus.PENDING,
+                                 guard={"attempt": event.attempt, "trainer_id": event.trainer_id,
+                                        "status": str(RunStatus.PENDING)},
+                                 fields={"started_at": event.occurred_at, "pending_reason": None})
+            if message is None and run is not None:
+                # A sweep trial that ASHA stopped at a rung says so (the decision was stored with it).
+                message = (run.sweep or {}).get("stop_message")
         moved = await self._move(
             event.run_id, RunStatus(event.status), message, previous=None,
             guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
