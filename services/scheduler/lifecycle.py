@@ -13,7 +13,7 @@ from faststream.nats import NatsBroker
 from prometheus_client import Counter
 
 from services.scheduler.announcer import Announcer
-from services.scheduler.placement import queue_key
+from services.scheduler.placement import QueuedRun, queue_key
 from services.scheduler.store import SchedulerStore
 from shared.bus import publish_event
 from shared.events import (
@@ -50,7 +50,8 @@ class RunLifecycle:
         self.subjects = subjects
         self.aging_s = aging_s
         # Told of every run that enters the queue (the scheduler's in-memory queue index).
-        self.on_queued: Callable[[str], Awaitable[None]] | None = None
+        # With the run as queued when the caller already read it, else None (the index reads it).
+        self.on_queued: Callable[[str, QueuedRun | None], Awaitable[None]] | None = None
         # Told when a completed attempt gave its trainer's accelerators back (a placement pass is due).
         self.on_freed: Callable[[], None] | None = None
         # Announcements leave the path that stored them (services/scheduler/announcer.py).
@@ -58,7 +59,8 @@ class RunLifecycle:
 
     async def _move(self, run_id: str, target: RunStatus, message: str | None, *, previous: str | None,
                     guard: Document | None = None, fields: Document | None = None,
-                    trainer_id: str | None = None, attempt: int | None = None) -> bool:
+                    trainer_id: str | None = None, attempt: int | None = None,
+                    queued: QueuedRun | None = None) -> bool:
         """Store a transition with its event in the run's outbox and hand the event to the announcer;
         False if the run was not in a state to make it. An event the bus did not take stays in the
         outbox and the periodic pass publishes it (announce_unannounced): the change itself is stored."""
@@ -77,7 +79,7 @@ class RunLifecycle:
                                            announcement=event, urgent=target == RunStatus.PENDING):
             return False
         if target == RunStatus.PENDING and self.on_queued is not None:
-            await self.on_queued(run_id)
+            await self.on_queued(run_id, queued)
         if not self.broker_connected():
             # A publish now would wait out its timeout in the reconnect buffer: leave it to the pass.
             log.warning("NATS is not connected: the change of run %s to %s stays in its outbox", run_id, target)
@@ -125,8 +127,16 @@ class RunLifecycle:
         run = await self.store.run(run_id)
         if run is None or run.status != RunStatus.CREATED:
             return
+        sweep = run.sweep or {}
+        # The index takes the run as read here (the move is guarded by `created`, so nothing else
+        # changed it meanwhile): one read fewer between a run's creation and its assignment.
+        queued = QueuedRun(run_id=run.id, project=run.project, priority=run.spec.priority, created_at=run.created_at,
+                           accelerator=run.spec.accelerator, pending_reason="waiting for placement",
+                           attempt=run.attempt, sweep_id=sweep.get("id"),
+                           sweep_max_concurrent=int(sweep.get("max_concurrent", 0)),
+                           trace_context=run.trace_context or None)
         await self._move(run_id, RunStatus.PENDING, "waiting for placement", previous=RunStatus.CREATED,
-                         guard={"status": str(RunStatus.CREATED)},
+                         guard={"status": str(RunStatus.CREATED)}, queued=queued,
                          fields={"pending_reason": "waiting for placement", "trainer_id": None,
                                  "attempt_limit": None, "queued_at": utcnow(),
                                  "queue_key": queue_key(run.created_at, run.spec.priority, self.aging_s)})

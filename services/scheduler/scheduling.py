@@ -82,8 +82,8 @@ class Scheduler:
         """Ask for a placement pass soon; many requests while one runs coalesce into one more."""
         self._wanted.set()
 
-    async def note_queued(self, run_id: str) -> None:
-        run = await self.store.queued_run(run_id)
+    async def note_queued(self, run_id: str, queued: QueuedRun | None = None) -> None:
+        run = queued if queued is not None else await self.store.queued_run(run_id)
         if run is not None:
             self.queue.add(run)
 
