@@ -176,11 +176,6 @@ class Scheduler:
                     QUEUE_DEPTH.labels(accelerator=name).set(depth.get(name, 0))
             return len(batch)
 
-    async def claims_done(self) -> None:
-        """Wait for the claims started so far (a shutdown, a test)."""
-        while self._claims:
-            await asyncio.gather(*self._claims, return_exceptions=True)
-
     async def _claim(self, run: QueuedRun, trainer_id: str) -> AssignOutcome:
         outcome: AssignOutcome = "trainer_taken"
         try:
