@@ -12,7 +12,8 @@ from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker
 from prometheus_client import Counter
 
-from services.scheduler.placement import queue_key
+from services.scheduler.announcer import Announcer
+from services.scheduler.placement import QueuedRun, queue_key
 from services.scheduler.store import SchedulerStore
 from shared.bus import publish_event
 from shared.events import (
@@ -49,14 +50,20 @@ class RunLifecycle:
         self.subjects = subjects
         self.aging_s = aging_s
         # Told of every run that enters the queue (the scheduler's in-memory queue index).
-        self.on_queued: Callable[[str], Awaitable[None]] | None = None
+        # With the run as queued when the caller already read it, else None (the index reads it).
+        self.on_queued: Callable[[str, QueuedRun | None], Awaitable[None]] | None = None
+        # Told when a completed attempt gave its trainer's accelerators back (a placement pass is due).
+        self.on_freed: Callable[[], None] | None = None
+        # Announcements leave the path that stored them (services/scheduler/announcer.py).
+        self.announcer = Announcer(store, self._publish_change)
 
     async def _move(self, run_id: str, target: RunStatus, message: str | None, *, previous: str | None,
                     guard: Document | None = None, fields: Document | None = None,
-                    trainer_id: str | None = None, attempt: int | None = None) -> bool:
-        """Store a transition with its event in the run's outbox, then announce it; False if the
-        run was not in a state to make it. An event the bus did not take stays in the outbox and
-        the periodic pass publishes it (announce_unannounced): the change itself is stored."""
+                    trainer_id: str | None = None, attempt: int | None = None,
+                    queued: QueuedRun | None = None) -> bool:
+        """Store a transition with its event in the run's outbox and hand the event to the announcer;
+        False if the run was not in a state to make it. An event the bus did not take stays in the
+        outbox and the periodic pass publishes it (announce_unannounced): the change itself is stored."""
         guard = guard or {}
         event = RunStatusChanged(
             run_id=run_id,
@@ -66,20 +73,20 @@ class RunLifecycle:
             message=message,
             trainer_id=trainer_id if trainer_id is not None else guard.get("trainer_id"),
         )
+        # Into the queue is on the placement path (a new, requeued or reset run waits for it);
+        # the other moves are not (a completed attempt's trainer is already given back).
         if not await self.store.transition(run_id, target, guard=guard, fields=fields, message=message,
-                                           announcement=event):
+                                           announcement=event, urgent=target == RunStatus.PENDING):
             return False
         if target == RunStatus.PENDING and self.on_queued is not None:
-            await self.on_queued(run_id)
+            await self.on_queued(run_id, queued)
         if not self.broker_connected():
             # A publish now would wait out its timeout in the reconnect buffer: leave it to the pass.
             log.warning("NATS is not connected: the change of run %s to %s stays in its outbox", run_id, target)
             return True
-        try:
-            await self._announce(event)
-        except Exception:
-            log.warning("announcing the change of run %s to %s failed; it stays in its outbox", run_id, target,
-                        exc_info=True)
+        # Published and pulled from the outbox in the background, in the order stored: a JetStream
+        # round trip and an fsync'd update fewer on the path of every transition.
+        self.announcer.announce(event)
         return True
 
     def broker_connected(self) -> bool:
@@ -88,10 +95,13 @@ class RunLifecycle:
         except IncorrectState:  # never connected (or stopped): FastStream raises rather than answer None
             return False
 
-    async def _announce(self, event: RunStatusChanged) -> None:
+    async def _publish_change(self, event: RunStatusChanged) -> None:
         # The Msg-Id is the event's own id: publishing an entry again (the pass, a retry) is dropped
         # by the stream inside its duplicate window, and consumers can dedupe on event_id after it.
         await publish_event(self.broker, self.subjects, self.subjects.run_status_changed, event)
+
+    async def _announce(self, event: RunStatusChanged) -> None:
+        await self._publish_change(event)
         await self.store.announced(event.run_id, event.event_id)
 
     async def announce_unannounced(self, stored_before: datetime) -> int:
@@ -117,8 +127,16 @@ class RunLifecycle:
         run = await self.store.run(run_id)
         if run is None or run.status != RunStatus.CREATED:
             return
+        sweep = run.sweep or {}
+        # The index takes the run as read here (the move is guarded by `created`, so nothing else
+        # changed it meanwhile): one read fewer between a run's creation and its assignment.
+        queued = QueuedRun(run_id=run.id, project=run.project, priority=run.spec.priority, created_at=run.created_at,
+                           accelerator=run.spec.accelerator, pending_reason="waiting for placement",
+                           attempt=run.attempt, sweep_id=sweep.get("id"),
+                           sweep_max_concurrent=int(sweep.get("max_concurrent", 0)),
+                           trace_context=run.trace_context or None)
         await self._move(run_id, RunStatus.PENDING, "waiting for placement", previous=RunStatus.CREATED,
-                         guard={"status": str(RunStatus.CREATED)},
+                         guard={"status": str(RunStatus.CREATED)}, queued=queued,
                          fields={"pending_reason": "waiting for placement", "trainer_id": None,
                                  "attempt_limit": None, "queued_at": utcnow(),
                                  "queue_key": queue_key(run.created_at, run.spec.priority, self.aging_s)})
@@ -133,26 +151,33 @@ class RunLifecycle:
 
     async def completed(self, event: RunCompleted) -> bool:
         """An attempt's outcome; the trainer's accelerators are free again either way."""
-        if event.status == RunStatus.SUCCESS:
-            # run.started and run.completed reach separate consumers: a short run's
-            # completion can be handled first. Success implies it started.
-            await self._move(event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id}",
-                             previous=RunStatus.PENDING,
-                             guard={"attempt": event.attempt, "trainer_id": event.trainer_id,
-                                    "status": str(RunStatus.PENDING)},
-                             fields={"started_at": event.occurred_at, "pending_reason": None})
+        # The trainer is done whatever the run's record becomes: its accelerators go back first and a
+        # placement pass is asked for at once, so its next run does not wait for this run's own moves
+        # (each an fsync'd update). A redelivered completion gives back nothing twice (the release is
+        # guarded by the assignment), and the moves below are fenced by attempt as before.
+        if await self.store.release_trainer(event.trainer_id, event.run_id) and self.on_freed is not None:
+            self.on_freed()
         message = event.message
-        if event.status == RunStatus.SUCCESS and message is None:
-            # A sweep trial that ASHA stopped at a rung says so (the decision was stored with it).
+        if event.status == RunStatus.SUCCESS:
             run = await self.store.run(event.run_id)
-            message = (run.sweep or {}).get("stop_message") if run is not None else None
+            if run is not None and run.status == RunStatus.PENDING:
+                # run.started and run.completed reach separate consumers: a short run's
+                # completion can be handled first. Success implies it started. (Only then: an
+                # update that matches nothing still costs the database a round trip in its queue.)
+                await self._move(event.run_id, RunStatus.IN_PROGRESS, f"training on {event.trainer_id}",
+                                 previous=RunStatus.PENDING,
+                                 guard={"attempt": event.attempt, "trainer_id": event.trainer_id,
+                                        "status": str(RunStatus.PENDING)},
+                                 fields={"started_at": event.occurred_at, "pending_reason": None})
+            if message is None and run is not None:
+                # A sweep trial that ASHA stopped at a rung says so (the decision was stored with it).
+                message = (run.sweep or {}).get("stop_message")
         moved = await self._move(
             event.run_id, RunStatus(event.status), message, previous=None,
             guard={"attempt": event.attempt, "trainer_id": event.trainer_id},
             fields={"completed_at": event.occurred_at, "message": message, "pending_reason": None,
                     "epochs_completed": event.epochs_completed},
         )
-        await self.store.release_trainer(event.trainer_id, event.run_id)
         return moved
 
     async def kill(self, run_id: str, requested_at: datetime | None = None) -> str:

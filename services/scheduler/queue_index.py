@@ -21,6 +21,9 @@ class QueueIndex:
         self._accelerator_of: dict[str, str] = {}
         # Runs added while a rebuild read the database: the rebuild's snapshot may predate them.
         self._added_during_rebuild: dict[str, QueuedRun] | None = None
+        # Runs dropped while it read (claimed meanwhile: claims do not wait for passes): the
+        # snapshot may still hold them.
+        self._dropped_during_rebuild: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._accelerator_of)
@@ -35,6 +38,7 @@ class QueueIndex:
         self._accelerator_of[run.run_id] = name
         if self._added_during_rebuild is not None:
             self._added_during_rebuild[run.run_id] = run
+            self._dropped_during_rebuild.discard(run.run_id)
 
     def discard(self, run_id: str) -> None:
         name = self._accelerator_of.pop(run_id, None)
@@ -42,19 +46,24 @@ class QueueIndex:
             self._by_accelerator[name].pop(run_id, None)
         if self._added_during_rebuild is not None:
             self._added_during_rebuild.pop(run_id, None)
+            self._dropped_during_rebuild.add(run_id)
 
     def begin_rebuild(self) -> None:
         self._added_during_rebuild = {}
+        self._dropped_during_rebuild = set()
 
     def finish_rebuild(self, snapshot: list[QueuedRun]) -> None:
         """Replace the index by a snapshot read from the database, keeping what was added while it
-        was read. (Nothing is claimed meanwhile: claims and rebuilds both hold the pass's lock.)"""
+        was read and leaving out what was dropped meanwhile (a claim that ended during the read)."""
         added = self._added_during_rebuild or {}
+        dropped = self._dropped_during_rebuild
         self._added_during_rebuild = None
+        self._dropped_during_rebuild = set()
         self._by_accelerator.clear()
         self._accelerator_of.clear()
         for run in snapshot:
-            self.add(run)
+            if run.run_id not in dropped:
+                self.add(run)
         for run in added.values():
             self.add(run)
 

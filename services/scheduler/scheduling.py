@@ -63,6 +63,10 @@ class Scheduler:
         self._lock = asyncio.Lock()
         self._wanted = asyncio.Event()
         self._accelerators_seen: set[str] = set()
+        # Claims started by a pass and not ended yet: their runs, and the accelerators they hold.
+        self._claiming: dict[str, QueuedRun] = {}
+        self._reserved: dict[str, int] = {}
+        self._claims: set[asyncio.Task[AssignOutcome]] = set()
         self._reasons_task: asyncio.Task[None] | None = None
         # A trainer's silence counts from the later of its last heartbeat and this process's start:
         # heartbeats sent while this scheduler was down were never seen, not missed.
@@ -71,13 +75,15 @@ class Scheduler:
         self.queue = QueueIndex()
         # Runs entering the queue (created, requeued, reset) join the index at once.
         lifecycle.on_queued = self.note_queued
+        # A completed attempt's accelerators are free: place at once, before its own moves are stored.
+        lifecycle.on_freed = self.request_placement
 
     def request_placement(self) -> None:
         """Ask for a placement pass soon; many requests while one runs coalesce into one more."""
         self._wanted.set()
 
-    async def note_queued(self, run_id: str) -> None:
-        run = await self.store.queued_run(run_id)
+    async def note_queued(self, run_id: str, queued: QueuedRun | None = None) -> None:
+        run = queued if queued is not None else await self.store.queued_run(run_id)
         if run is not None:
             self.queue.add(run)
 
@@ -96,26 +102,36 @@ class Scheduler:
         self.queue.finish_rebuild(snapshot)
 
     async def assign_pending_runs(self, refresh_reasons: bool = True) -> int:
-        """One placement pass over the in-memory queue: decide every placement first, then make
-        the claims of all of them concurrently. `refresh_reasons` (the periodic pass) also
-        rebuilds the queue from the database and stores why runs wait."""
+        """One placement pass over the in-memory queue: decide every placement, then start the claim
+        of each (how many were started). The claims run on their own, outside the pass: a pass
+        never waits for the database's writes of the one before it, and each assignment is
+        published as soon as its own two writes are stored. `refresh_reasons` (the periodic pass)
+        also rebuilds the queue from the database and stores why runs wait."""
         async with self._lock:
             self._wanted.clear()
             if refresh_reasons:
                 await self._rebuild_queue()
             now = utcnow()
-            online = self.liveness.online_views(await self.store.trainer_docs(), now)
+            # Claims in flight hold their accelerators here until they end (a trainer whose claim is
+            # already stored is counted twice meanwhile: placed later, never twice over).
+            online = [replace(t, free=t.free - self._reserved.get(t.trainer_id, 0))
+                      for t in self.liveness.online_views(await self.store.trainer_docs(), now)]
             room = {t.accelerator_name for t in online if t.free > 0 and not t.draining}
             if not refresh_reasons and not room:
                 return 0  # nothing can be placed; the periodic pass keeps reasons current
             names = self.queue.accelerators() if refresh_reasons else [n for n in self.queue.accelerators()
                                                                        if n in room]
-            candidates = [run for name in names for run in self.queue.ordered(name, now, self.settings.aging_s)]
+            candidates = [run for name in names for run in self.queue.ordered(name, now, self.settings.aging_s)
+                          if run.run_id not in self._claiming]
             limit = self.settings.project_max_active_runs
             # Counted only when something can hold them back: each is a scan of the active runs.
             active = await self.store.active_runs_per_project() if limit and candidates else {}
             active_trials = await self.store.active_trials_per_sweep() \
                 if any(run.sweep_id for run in candidates) else {}
+            for claiming in self._claiming.values():  # not stored yet: counted as active all the same
+                active[claiming.project] = active.get(claiming.project, 0) + 1
+                if claiming.sweep_id:
+                    active_trials[claiming.sweep_id] = active_trials.get(claiming.sweep_id, 0) + 1
             batch: list[tuple[QueuedRun, str]] = []
             reasons: dict[str, str] = {}
             depth: dict[str, int] = {}
@@ -144,18 +160,42 @@ class Scheduler:
                     active_trials[run.sweep_id] = active_trials.get(run.sweep_id, 0) + 1
                 online = [replace(t, free=t.free - run.accelerator.count) if t.trainer_id == decision.trainer_id
                           else t for t in online]
-            # The claims of one pass go to the database together, not one after another.
-            outcomes = await asyncio.gather(*(self._assign(run, trainer_id) for run, trainer_id in batch))
-            for (run, _), outcome in zip(batch, outcomes, strict=True):
-                if outcome != "trainer_taken":
-                    self.queue.discard(run.run_id)  # assigned, or no longer queued here
+            # The claims of one pass go to the database together, not one after another, and the
+            # next pass does not wait for them.
+            for run, trainer_id in batch:
+                self._claiming[run.run_id] = run
+                self._reserved[trainer_id] = self._reserved.get(trainer_id, 0) + run.accelerator.count
+                task = asyncio.create_task(self._claim(run, trainer_id))
+                self._claims.add(task)
+                task.add_done_callback(self._claims.discard)
             if refresh_reasons:
                 self._store_reasons(reasons)
                 # Names seen before are set too, so an emptied queue reads 0, not its last depth.
                 self._accelerators_seen |= set(depth)
                 for name in self._accelerators_seen:
                     QUEUE_DEPTH.labels(accelerator=name).set(depth.get(name, 0))
-            return outcomes.count("assigned")
+            return len(batch)
+
+    async def _claim(self, run: QueuedRun, trainer_id: str) -> AssignOutcome:
+        outcome: AssignOutcome = "trainer_taken"
+        try:
+            outcome = await self._assign(run, trainer_id)
+        except Exception:
+            # The database went away mid-claim: the run stays queued (a claim stored without its
+            # assignment is retried by the acceptance timeout, as before).
+            log.exception("claiming run %s for trainer %s failed", run.run_id, trainer_id)
+        finally:
+            self._claiming.pop(run.run_id, None)
+            left = self._reserved.get(trainer_id, 0) - run.accelerator.count
+            if left > 0:
+                self._reserved[trainer_id] = left
+            else:
+                self._reserved.pop(trainer_id, None)
+        if outcome != "trainer_taken":
+            self.queue.discard(run.run_id)  # assigned, or no longer queued here
+        if outcome != "assigned":
+            self.request_placement()  # the run, or the trainer, may go elsewhere now
+        return outcome
 
     def _store_reasons(self, reasons: dict[str, str]) -> None:
         """Store why runs wait, off the placement path and a bounded number per pass (head of the

@@ -6,6 +6,7 @@ token), so a redelivered, late or reordered event cannot move a run backwards
 and two scheduler replicas cannot both assign one run or one accelerator.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Literal
@@ -28,6 +29,14 @@ HeartbeatNews = Literal["known", "joined", "restarted"]
 UNASSIGNED_PENDING = {"status": str(RunStatus.PENDING), "trainer_id": None}
 QUEUED_RUN_FIELDS = {"project": 1, "created_at": 1, "spec.priority": 1, "spec.accelerator": 1, "pending_reason": 1,
                      "attempt": 1, "sweep.id": 1, "sweep.max_concurrent": 1, "trace_context": 1}
+
+
+# Writes off the placement path (a run's accepted/started/completed moves, outbox pulls, the
+# trainers' last_seen, pending reasons) in flight at once. The local server stores a collection's
+# writes one after another, ~10 ms each under load: 16 handlers per consumer, all writing, queued
+# a claim behind dozens of them (0.1-0.5 s). This many keep the server as busy (it serialises them
+# anyway) while a claim, a release or a queueing, which pass by, wait behind at most these.
+BACKGROUND_WRITES = 2
 
 
 def outbox_entry(event: Event) -> Document:
@@ -59,6 +68,10 @@ class SchedulerStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.runs = db[RUNS]
         self.trainers = db[TRAINERS]
+        self.background = asyncio.Semaphore(BACKGROUND_WRITES)
+        # How many accelerators this process's claims took, by (trainer, run): the release of one
+        # of them needs no read first. The stored assignment stays what the release is guarded by.
+        self._claimed_counts: dict[tuple[str, str], int] = {}
 
     async def ensure_indexes(self) -> None:
         await self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="status_created")
@@ -81,9 +94,11 @@ class SchedulerStore:
         message: str | None = None,
         inc: Document | None = None,
         announcement: Event | None = None,
+        urgent: bool = False,
     ) -> bool:
         """Move a run to `target` if it may; whether it moved. An `announcement` is stored in the
-        run's outbox by the same write, so a change is never stored without its event."""
+        run's outbox by the same write, so a change is never stored without its event. An `urgent`
+        move (one placement waits for) passes the background writes (BACKGROUND_WRITES)."""
         push: Document = {"history": history_entry(target, message, (guard or {}).get("attempt"))}
         if announcement is not None:
             push["status_outbox"] = outbox_entry(announcement)
@@ -93,15 +108,29 @@ class SchedulerStore:
         }
         if inc:
             update["$inc"] = inc
+        query = {"_id": run_id, "status": {"$in": sources_of(target)}, **(guard or {})}
         # update_one, not find_one_and_update: several times cheaper on the local server.
-        result = await self.runs.update_one(
-            {"_id": run_id, "status": {"$in": sources_of(target)}, **(guard or {})}, update
-        )
+        if urgent:
+            result = await self.runs.update_one(query, update)
+        else:
+            async with self.background:
+                result = await self.runs.update_one(query, update)
         return result.modified_count == 1
 
     async def announced(self, run_id: str, event_id: str) -> None:
         """The event left the outbox: the stream acknowledged it."""
         await self.runs.update_one({"_id": run_id}, {"$pull": {"status_outbox": {"event_id": event_id}}})
+
+    async def announced_many(self, events: list[tuple[str, str]]) -> None:
+        """These (run, event) pairs left the outbox, in one multi-document update: the database
+        commits it as one transaction (one fsync), where an update per event cost one each."""
+        if not events:
+            return
+        async with self.background:
+            await self.runs.update_many(
+                {"_id": {"$in": sorted({run_id for run_id, _ in events})}},
+                {"$pull": {"status_outbox": {"event_id": {"$in": [event_id for _, event_id in events]}}}},
+            )
 
     async def unannounced(self, stored_before: datetime) -> list[tuple[str, list[Document]]]:
         """Runs with outbox entries stored before `stored_before`, each with its entries in the
@@ -157,12 +186,13 @@ class SchedulerStore:
         if not reasons:
             return
         now = utcnow()
-        await self.runs.bulk_write(
-            [UpdateOne({**UNASSIGNED_PENDING, "_id": run_id, "pending_reason": {"$ne": reason}},
-                       {"$set": {"pending_reason": reason, "updated_at": now}})
-             for run_id, reason in reasons.items()],
-            ordered=False,
-        )
+        async with self.background:
+            await self.runs.bulk_write(
+                [UpdateOne({**UNASSIGNED_PENDING, "_id": run_id, "pending_reason": {"$ne": reason}},
+                           {"$set": {"pending_reason": reason, "updated_at": now}})
+                 for run_id, reason in reasons.items()],
+                ordered=False,
+            )
 
     async def claim_run(self, run_id: str, attempt: int, trainer_id: str) -> bool:
         """Give attempt `attempt` of a queued run to a trainer; False if another replica did."""
@@ -209,12 +239,13 @@ class SchedulerStore:
         return result.modified_count == 1
 
     async def mark_accepted(self, run_id: str, attempt: int, trainer_id: str, instance: str) -> bool:
-        result = await self.runs.update_one(
-            {"_id": run_id, "attempt": attempt, "trainer_id": trainer_id, "accepted_at": None},
-            # The accepting process: if the trainer comes back as another, this attempt is gone.
-            {"$set": {"accepted_at": utcnow(), "trainer_instance": instance or None,
-                      "pending_reason": f"accepted by trainer {trainer_id}; starting"}},
-        )
+        async with self.background:
+            result = await self.runs.update_one(
+                {"_id": run_id, "attempt": attempt, "trainer_id": trainer_id, "accepted_at": None},
+                # The accepting process: if the trainer comes back as another, this attempt is gone.
+                {"$set": {"accepted_at": utcnow(), "trainer_instance": instance or None,
+                          "pending_reason": f"accepted by trainer {trainer_id}; starting"}},
+            )
         return result.modified_count == 1
 
     async def unaccepted_assignments(self, assigned_before: datetime) -> list[RunDocument]:
@@ -258,6 +289,7 @@ class SchedulerStore:
             return "restarted"
         # New, or back from being presumed lost: a clean slate. Its old runs moved
         # on (and it is told to stop them when it reports them).
+        self._forget_claims_on(beat.trainer_id)
         await self.trainers.update_one(
             {"_id": beat.trainer_id},
             {"$set": {**fields, "lost": False, "assignments": {}, "free": capacity},
@@ -276,12 +308,13 @@ class SchedulerStore:
         a trainer meanwhile presumed lost or restarted is left alone."""
         if not beats:
             return
-        await self.trainers.bulk_write(
-            [UpdateOne({"_id": trainer_id, "lost": False, "instance": instance},
-                       {"$max": {"last_seen": at}, "$set": {"reported_running": running}})
-             for trainer_id, instance, at, running in beats],
-            ordered=False,
-        )
+        async with self.background:
+            await self.trainers.bulk_write(
+                [UpdateOne({"_id": trainer_id, "lost": False, "instance": instance},
+                           {"$max": {"last_seen": at}, "$set": {"reported_running": running}})
+                 for trainer_id, instance, at, running in beats],
+                ordered=False,
+            )
 
     async def trainer(self, trainer_id: str) -> Document | None:
         return await self.trainers.find_one({"_id": trainer_id})
@@ -292,7 +325,15 @@ class SchedulerStore:
             {"_id": trainer_id, "last_seen": last_seen, "lost": {"$ne": True}},
             {"$set": {"lost": True, "assignments": {}, "free": 0}},
         )
-        return result.modified_count == 1
+        if result.modified_count == 1:
+            self._forget_claims_on(trainer_id)
+            return True
+        return False
+
+    def _forget_claims_on(self, trainer_id: str) -> None:
+        """The trainer's stored assignments were wiped: nothing of it is released any more."""
+        for key in [key for key in self._claimed_counts if key[0] == trainer_id]:
+            del self._claimed_counts[key]
 
     async def claim_trainer(self, trainer_id: str, run_id: str, count: int) -> bool:
         """Take `count` accelerators of a trainer for a run, if still free."""
@@ -303,15 +344,21 @@ class SchedulerStore:
             {"$inc": {"free": -count},
              "$set": {f"assignments.{run_id}": {"count": count, "assigned_at": now}}},
         )
-        return result.modified_count == 1
+        if result.modified_count == 1:
+            self._claimed_counts[(trainer_id, run_id)] = count
+            return True
+        return False
 
     async def release_trainer(self, trainer_id: str, run_id: str) -> bool:
         """Give a run's accelerators back; False if they were already given back."""
-        doc = await self.trainers.find_one({"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}},
-                                           {f"assignments.{run_id}": 1})
-        if doc is None:
-            return False
-        count = int(doc["assignments"][run_id]["count"])
+        count = self._claimed_counts.pop((trainer_id, run_id), None)
+        if count is None:
+            # Claimed by another process (a replica, this one before a restart): read how many.
+            doc = await self.trainers.find_one({"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}},
+                                               {f"assignments.{run_id}": 1})
+            if doc is None:
+                return False
+            count = int(doc["assignments"][run_id]["count"])
         result = await self.trainers.update_one(
             {"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}, "lost": {"$ne": True}},
             {"$unset": {f"assignments.{run_id}": ""}, "$inc": {"free": count}},

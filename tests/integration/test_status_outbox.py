@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import nats
 from pymongo import MongoClient
 
-from shared.events import utcnow
+from shared.events import RunKillRequested, utcnow
 from shared.run_document import HistoryEntry, RunDocument
 from shared.specs import DatasetLayout, DatasetSplit, RunSpec
 from shared.status import RunStatus
@@ -110,5 +110,51 @@ def test_a_change_stored_while_nats_is_down_is_published_once_it_is_back(tmp_pat
         # Passes after the one that published it add nothing: the entry left the outbox with the ack.
         assert [c["event_id"] for c in _published_changes(stack.nats_url, subjects)
                 if c["run_id"] == RUN_ID] == [stored]
+    finally:
+        stack.stop()
+
+
+def test_changes_of_many_runs_are_announced_once_each_in_the_order_stored(tmp_path: Path) -> None:
+    """The announcer publishes in the background: every change reaches the stream once, each run's in
+    the order it was stored, and every outbox empties (acknowledged entries pulled in batches)."""
+    stack = LocalStack(tmp_path / "own")
+    run_ids = [f"{i:032x}" for i in range(1, 21)]
+    try:
+        stack.start_servers()
+        assert stack.nats_url and stack.mongo_url
+        subjects = Subjects(stack.subject_prefix)
+        stack.start_service("scheduler")
+        wait_until(lambda: "started successfully" in service_log(stack, "scheduler"), 120, "the scheduler to start")
+        with _mongo(stack.mongo_url) as client:
+            runs = client[stack.mongo_db][RUNS]
+            runs.insert_many([_unannounced_run(created_ago_s=60) | {"_id": run_id} for run_id in run_ids])
+            # The periodic pass queues them all (created -> pending), no trainer online: they stay queued.
+            wait_until(lambda: runs.count_documents({"_id": {"$in": run_ids}, "status": "pending"}) == len(run_ids),
+                       60, "the scheduler to queue the runs")
+
+            async def kill_all() -> None:
+                connection = await nats.connect(stack.nats_url or "", connect_timeout=2)
+                try:
+                    js = connection.jetstream()
+                    for run_id in run_ids:
+                        kill = RunKillRequested(run_id=run_id)
+                        await js.publish(subjects.run_kill_requested, kill.model_dump_json().encode(),
+                                         stream=subjects.stream, headers={"Nats-Msg-Id": kill.event_id})
+                finally:
+                    await connection.close()
+
+            asyncio.run(kill_all())  # pending -> terminated, a second change of each run
+            wait_until(lambda: runs.count_documents({"_id": {"$in": run_ids}, "status": "terminated"})
+                       == len(run_ids), 60, "the scheduler to end the runs")
+            wait_until(lambda: runs.count_documents({"_id": {"$in": run_ids}, "status_outbox.0": {"$exists": True}})
+                       == 0, 30, "every outbox to empty")
+            stored = {doc["_id"]: doc for doc in runs.find({"_id": {"$in": run_ids}})}
+        changes = [c for c in _published_changes(stack.nats_url, subjects) if c["run_id"] in stored]
+        for run_id in run_ids:
+            of_run = [(c["previous_status"], c["status"]) for c in changes if c["run_id"] == run_id]
+            assert of_run == [("created", "pending"), ("pending", "terminated")], (run_id, of_run)
+        assert len({c["event_id"] for c in changes}) == len(changes) == 2 * len(run_ids)
+        # Announced and pulled by the announcer itself: the periodic pass found nothing left to publish.
+        assert "from its outbox" not in service_log(stack, "scheduler")
     finally:
         stack.stop()
