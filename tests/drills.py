@@ -203,14 +203,23 @@ class Recovery:
         return (self.next_epoch_at - self.restarted_at) / self.median_epoch_s
 
 
-def wait_next_epoch(drill: Drill, run_id: str, restarted_at: float, timeout: float = 120) -> float:
-    """When the first epoch not stored at the restart is stored (monotonic time).
+def stored_epoch_keys(drill: Drill, run_id: str) -> set[tuple[int, int]]:
+    return {(e["epoch"], e["attempt"]) for e in drill.stored_epochs(run_id)}
 
+
+def wait_next_epoch(drill: Drill, run_id: str, restarted_at: float, timeout: float = 120,
+                    before: set[tuple[int, int]] | None = None) -> float:
+    """When the first epoch not stored at the restart (or in `before`, what was stored when the fault
+    was made) is seen stored (monotonic time, never before the restart).
+
+    A fault that does not stop training (the api) may see the next epoch stored while it is down: its
+    recovery is then the time to the first look after the restart, nearly 0.
     Fails at once if the run ends without one (it failed instead of recovering)."""
-    before = {(e["epoch"], e["attempt"]) for e in drill.stored_epochs(run_id)}
+    if before is None:
+        before = stored_epoch_keys(drill, run_id)
 
     def stored_since() -> bool:
-        if {(e["epoch"], e["attempt"]) for e in drill.stored_epochs(run_id)} - before:
+        if stored_epoch_keys(drill, run_id) - before:
             return True
         run = drill.run(run_id)
         if run and run.get("status") in TERMINAL:

@@ -37,6 +37,15 @@ RECONNECT_DELAY_MS = 2000
 _POSITION = re.compile(r"^(\d{1,9})-(\d{1,9})-(\d{1,9})$")
 
 
+def event_stream_content(kinds: list[str]) -> dict[str, object]:
+    """The OpenAPI `content` of an SSE response: its schema describes one event, as OpenAPI 3.1 reads it
+    for `text/event-stream` (the `retry:` line comes first, on its own; `data` is JSON text)."""
+    event = {"type": "object", "required": ["data"], "properties": {
+        "event": {"type": "string", "enum": kinds}, "data": {"type": "string"},
+        "id": {"type": "string"}, "retry": {"type": "integer"}}}
+    return {"text/event-stream": {"schema": event}}
+
+
 class StatusEvent(StatusChange):
     run_id: str
 

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from services.api.auth import DatasetsReader, ModelsReader, Principal, RunsReader, TrainersReader
 from services.api.deps import Settings, Store
 from services.api.errors import NotFound, Unprocessable, problem_responses
-from services.api.live import Snapshot, parse_digest, snapshot_events
+from services.api.live import Snapshot, event_stream_content, parse_digest, snapshot_events
 from services.api.models import TrainerOut
 from services.api.routes.datasets import list_datasets
 from services.api.routes.models import ModelId, get_model, list_models
@@ -39,7 +39,7 @@ def _doc(kind: str, get: str) -> dict[int | str, dict[str, object]]:
     text = (f"Server-sent events: `{kind}`, the whole of what `{get}` answers, at once and then each "
             "time it changes; `revoked` (the key was revoked) closes the stream. The event id is a digest "
             "of the state sent: reconnecting with `Last-Event-ID` sends nothing until the state differs.")
-    return {200: {"description": text, "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+    return {200: {"description": text, "content": event_stream_content([kind, "gone", "end", "revoked"])}}
 
 
 def _stream(kind: str, read: Callable[[], Awaitable[Snapshot | None]], caller: Principal, store: Store,

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from services.api.auth import RunsReader
 from services.api.deps import Settings, Store
 from services.api.errors import Unprocessable, problem_responses
-from services.api.live import StreamPosition, live_events
+from services.api.live import StreamPosition, event_stream_content, live_events
 from services.api.routes.runs import RunId, existing_run
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problem_responses(403, 404))
@@ -28,7 +28,7 @@ Every event's `id` is the position after it: reconnect with `Last-Event-ID`
     "/{run_id}/events",
     response_class=StreamingResponse,
     responses={200: {"description": EVENT_STREAM_DOC,
-                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+                     "content": event_stream_content(["status", "epoch", "end", "revoked"])}},
 )
 async def stream_run_events(
     run_id: RunId,
