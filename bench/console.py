@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, sync_playwright
 
-from bench.seeding import ensure_seeded
+from bench.seeding import SEEDED_CACHE, ensure_seeded
 from trainyard.localstack import LocalStack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="trainyard-bench-console-"))
     # The listing benchmark's database and subjects: one --data-dir serves both.
-    stack = LocalStack(data_dir, subject_prefix="bench", mongo_db="bench")
+    stack = LocalStack(data_dir, subject_prefix="bench", mongo_db="bench", mongo_cache_size=SEEDED_CACHE)
     try:
         stack.start_servers()
         try:

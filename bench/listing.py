@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.seeding import ensure_seeded
+from bench.seeding import SEEDED_CACHE, ensure_seeded
 from trainyard.localstack import LocalStack
 
 
@@ -49,7 +49,7 @@ def main() -> None:
                                                       "next time; default: a temporary directory, removed")
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="trainyard-bench-"))
-    stack = LocalStack(data_dir, subject_prefix="bench", mongo_db="bench")
+    stack = LocalStack(data_dir, subject_prefix="bench", mongo_db="bench", mongo_cache_size=SEEDED_CACHE)
     try:
         stack.start_servers()
         assert stack.mongo_url

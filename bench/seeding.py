@@ -42,6 +42,9 @@ DATASET = {"layout": {"root": "/data/shapes",
                       "classes": ["square", "circle", "triangle"]}}
 EPOCHS = 12
 BATCH = 1000
+# The database server's cache for a stack holding the seeded runs: 100,000 runs and their indexes
+# are over 300 MB, and inserting past the local stack's default 256 MB slowed to a crawl.
+SEEDED_CACHE = "2G"
 TRAINERS = [f"trainer-{n}" for n in range(8)]
 
 
@@ -147,7 +150,6 @@ def seed_runs(mongo_url: str, database: str, count: int, *, days: float = 30, se
     indexed = time.perf_counter()
     insert_runs(mongo_url, database, count, days=days, seed=seed, progress=progress)
     return Seeded(runs=count, indexes_s=indexed - started, insert_s=time.perf_counter() - indexed)
-
 
 
 def ensure_seeded(mongo_url: str, database: str, count: int, where: str,
