@@ -1,11 +1,13 @@
 """The scheduler against real servers, driven through the API, with simulated trainers
-(bench.loadgen: real processes speaking the trainer protocol, training nothing)."""
+(bench.loadgen: real processes speaking the trainer protocol, training nothing; or one the test
+plays itself on the bus), and its store's trainer claims against the real database."""
 
 import asyncio
 import contextlib
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,9 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
+from services.scheduler.store import SchedulerStore
 from shared.events import (
     Accelerator,
     Event,
@@ -26,6 +29,7 @@ from shared.events import (
     RunStarted,
     StoredCheckpoint,
     TrainerHeartbeat,
+    utcnow,
 )
 from shared.run_document import RunDocument
 from shared.status import RunStatus
@@ -419,3 +423,40 @@ def test_a_late_completion_of_an_older_attempt_frees_nothing_of_the_current_one(
         assert (done["status"], done["attempt"]) == ("success", 2)
 
     asyncio.run(scenario())
+
+
+async def test_a_trainer_release_frees_only_the_attempt_it_names(servers: LocalStack) -> None:
+    """The store's claims and releases against the real database: the claiming process (which
+    keeps the count it took) and a replica (which reads the stored one) alike free nothing for an
+    older attempt, and an assignment stored before assignments named their attempt is freed by any."""
+    assert servers.mongo_url
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo_url, tz_aware=True)
+
+    async def trainer() -> dict[str, Any]:
+        doc = await db[TRAINERS].find_one({"_id": "t"})
+        assert doc is not None
+        return doc
+
+    try:
+        db = mongo["t" + uuid.uuid4().hex[:10]]
+        await db[TRAINERS].insert_one({"_id": "t", "capacity": 2, "free": 2, "lost": False, "draining": False,
+                                       "assignments": {}})
+        claimer, replica = SchedulerStore(db), SchedulerStore(db)
+        assert await claimer.claim_trainer("t", "r", 2, 1)
+        assert not await claimer.claim_trainer("t", "r", 3, 1)  # one assignment per run and trainer
+        assert not await claimer.release_trainer("t", "r", 1)
+        assert not await replica.release_trainer("t", "r", 1)
+        held = await trainer()
+        assert held["free"] == 1 and held["assignments"]["r"]["attempt"] == 2
+        assert await replica.release_trainer("t", "r", 2)
+        assert not await claimer.release_trainer("t", "r", 2)  # given back once
+        assert (await trainer())["free"] == 2
+
+        # Stored by a scheduler from before assignments named their attempt.
+        await db[TRAINERS].update_one({"_id": "t"}, {"$set": {"assignments.old": {"count": 1, "assigned_at": utcnow()}},
+                                                     "$inc": {"free": -1}})
+        assert await replica.release_trainer("t", "old", 3)
+        freed = await trainer()
+        assert freed["free"] == 2 and freed["assignments"] == {}
+    finally:
+        await mongo.close()
