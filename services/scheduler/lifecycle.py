@@ -154,8 +154,10 @@ class RunLifecycle:
         # The trainer is done whatever the run's record becomes: its accelerators go back first and a
         # placement pass is asked for at once, so its next run does not wait for this run's own moves
         # (each an fsync'd update). A redelivered completion gives back nothing twice (the release is
-        # guarded by the assignment), and the moves below are fenced by attempt as before.
-        if await self.store.release_trainer(event.trainer_id, event.run_id) and self.on_freed is not None:
+        # guarded by the assignment), a late one of an older attempt gives back nothing of the current
+        # attempt (the assignment names its attempt), and the moves below are fenced by attempt as before.
+        freed = await self.store.release_trainer(event.trainer_id, event.run_id, event.attempt)
+        if freed and self.on_freed is not None:
             self.on_freed()
         message = event.message
         if event.status == RunStatus.SUCCESS:
@@ -283,12 +285,12 @@ class RunLifecycle:
                                 fields={"trainer_id": None, "accepted_at": None}):
                 await self._requeue(run_id, f"{reason}; resuming from the latest checkpoint")
         if trainer_id:
-            await self.store.release_trainer(trainer_id, run_id)
+            await self.store.release_trainer(trainer_id, run_id, attempt)
 
     async def released(self, event: RunReleased) -> None:
         run = await self.store.run(event.run_id)
         if run is None or run.attempt != event.attempt or run.trainer_id != event.trainer_id:
-            await self.store.release_trainer(event.trainer_id, event.run_id)
+            await self.store.release_trainer(event.trainer_id, event.run_id, event.attempt)
             return
         if event.checkpoint is not None:
             # Its checkpoint.saved may not have been handled yet: the retry resumes from it all the same.

@@ -216,12 +216,12 @@ class Scheduler:
     @traced_assignment
     async def _assign(self, run: QueuedRun, trainer_id: str) -> AssignOutcome:
         run_id, count = run.run_id, run.accelerator.count
-        if not await self.store.claim_trainer(trainer_id, run_id, count):
-            return "trainer_taken"
         attempt = run.attempt + 1
+        if not await self.store.claim_trainer(trainer_id, run_id, attempt, count):
+            return "trainer_taken"
         claimed = await self.store.claim_run(run_id, attempt, trainer_id) and await self.store.assignment_of(run_id)
         if not claimed:
-            await self.store.release_trainer(trainer_id, run_id)
+            await self.store.release_trainer(trainer_id, run_id, attempt)
             return "run_gone"
         event = RunAssigned(
             run_id=run_id,
@@ -239,7 +239,7 @@ class Scheduler:
         except Exception:
             log.exception("publishing the assignment of run %s failed; it stays queued", run_id)
             await self.store.unclaim_run(run_id, trainer_id, "assignment could not be sent; will retry")
-            await self.store.release_trainer(trainer_id, run_id)
+            await self.store.release_trainer(trainer_id, run_id, attempt)
             return "unsent"
         ASSIGNMENTS.inc()
         queued_since = claimed.get("queued_at") or claimed["created_at"]

@@ -69,9 +69,9 @@ class SchedulerStore:
         self.runs = db[RUNS]
         self.trainers = db[TRAINERS]
         self.background = asyncio.Semaphore(BACKGROUND_WRITES)
-        # How many accelerators this process's claims took, by (trainer, run): the release of one
-        # of them needs no read first. The stored assignment stays what the release is guarded by.
-        self._claimed_counts: dict[tuple[str, str], int] = {}
+        # How many accelerators this process's claims took, by (trainer, run, attempt): the release
+        # of one of them needs no read first. The stored assignment stays what the release is guarded by.
+        self._claimed_counts: dict[tuple[str, str, int], int] = {}
 
     async def ensure_indexes(self) -> None:
         await self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="status_created")
@@ -335,32 +335,43 @@ class SchedulerStore:
         for key in [key for key in self._claimed_counts if key[0] == trainer_id]:
             del self._claimed_counts[key]
 
-    async def claim_trainer(self, trainer_id: str, run_id: str, count: int) -> bool:
-        """Take `count` accelerators of a trainer for a run, if still free."""
+    async def claim_trainer(self, trainer_id: str, run_id: str, attempt: int, count: int) -> bool:
+        """Take `count` accelerators of a trainer for attempt `attempt` of a run, if still free."""
         now = utcnow()
         result = await self.trainers.update_one(
             {"_id": trainer_id, "free": {"$gte": count}, "draining": {"$ne": True}, "lost": {"$ne": True},
              f"assignments.{run_id}": {"$exists": False}},
             {"$inc": {"free": -count},
-             "$set": {f"assignments.{run_id}": {"count": count, "assigned_at": now}}},
+             "$set": {f"assignments.{run_id}": {"count": count, "attempt": attempt, "assigned_at": now}}},
         )
         if result.modified_count == 1:
-            self._claimed_counts[(trainer_id, run_id)] = count
+            self._claimed_counts[(trainer_id, run_id, attempt)] = count
             return True
         return False
 
-    async def release_trainer(self, trainer_id: str, run_id: str) -> bool:
-        """Give a run's accelerators back; False if they were already given back."""
-        count = self._claimed_counts.pop((trainer_id, run_id), None)
+    async def release_trainer(self, trainer_id: str, run_id: str, attempt: int) -> bool:
+        """Give back the accelerators attempt `attempt` of a run holds; False if it holds none (they
+        were given back already, or the trainer now holds them for another attempt of the run: a
+        late completion or release of an older attempt frees nothing of the current one)."""
+        held = assignment_of_attempt(run_id, attempt)
+        count = self._claimed_counts.pop((trainer_id, run_id, attempt), None)
         if count is None:
             # Claimed by another process (a replica, this one before a restart): read how many.
-            doc = await self.trainers.find_one({"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}},
-                                               {f"assignments.{run_id}": 1})
+            doc = await self.trainers.find_one({"_id": trainer_id, **held}, {f"assignments.{run_id}": 1})
             if doc is None:
                 return False
             count = int(doc["assignments"][run_id]["count"])
         result = await self.trainers.update_one(
-            {"_id": trainer_id, f"assignments.{run_id}": {"$exists": True}, "lost": {"$ne": True}},
+            {"_id": trainer_id, **held, "lost": {"$ne": True}},
             {"$unset": {f"assignments.{run_id}": ""}, "$inc": {"free": count}},
         )
         return result.modified_count == 1
+
+
+def assignment_of_attempt(run_id: str, attempt: int) -> Document:
+    """The filter matching a trainer that holds accelerators for this attempt of the run. An
+    assignment stored before assignments named their attempt matches any: the attempt it was for
+    can no longer be told, and leaving it unreleased would leak the trainer's capacity for good."""
+    field = f"assignments.{run_id}"
+    return {field: {"$exists": True},
+            "$or": [{f"{field}.attempt": attempt}, {f"{field}.attempt": {"$exists": False}}]}

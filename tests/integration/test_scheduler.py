@@ -1,22 +1,39 @@
 """The scheduler against real servers, driven through the API, with simulated trainers
-(bench.loadgen: real processes speaking the trainer protocol, training nothing)."""
+(bench.loadgen: real processes speaking the trainer protocol, training nothing; or one the test
+plays itself on the bus), and its store's trainer claims against the real database."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
-from pymongo import MongoClient
+from nats.aio.client import Client
+from pymongo import AsyncMongoClient, MongoClient
 
-from shared.events import RunReleased, StoredCheckpoint
+from services.scheduler.store import SchedulerStore
+from shared.events import (
+    Accelerator,
+    Event,
+    RunAccepted,
+    RunAssigned,
+    RunCompleted,
+    RunningAttempt,
+    RunReleased,
+    RunStarted,
+    StoredCheckpoint,
+    TrainerHeartbeat,
+    utcnow,
+)
 from shared.run_document import RunDocument
 from shared.status import RunStatus
-from shared.store import RUNS
+from shared.store import RUNS, TRAINERS
 from shared.subjects import Subjects
 from tests.helpers import TERMINAL, wait_status, wait_until
 from trainyard.localstack import LocalStack
@@ -254,3 +271,192 @@ def test_a_training_process_killed_by_a_signal_is_a_reset_that_honours_on_reset(
     assert resume_from is not None and resume_from["epoch"] == 3
     done = wait_status(client, failing["id"], TERMINAL)
     assert done["status"] == "failed" and done["message"] == f"{killed}; on_reset is 'fail'", done
+
+
+class ScriptedTrainer:
+    """A trainer the test plays itself over the real bus: it heartbeats what it runs, and accepts,
+    starts and ends exactly the attempts the test tells it to, when it tells it to (a late report
+    of an older attempt, say, which no real trainer can be made to send on cue)."""
+
+    def __init__(self, connection: Client, subjects: Subjects, trainer_id: str, capacity: int) -> None:
+        self.connection = connection
+        self.jetstream = connection.jetstream()
+        self.subjects = subjects
+        self.trainer_id = trainer_id
+        self.capacity = capacity
+        self.instance = f"{trainer_id}-process"
+        self.assigned: asyncio.Queue[RunAssigned] = asyncio.Queue()
+        self.running: dict[str, int] = {}
+
+    async def __aenter__(self) -> "ScriptedTrainer":
+        async def take(message: Any) -> None:
+            await self.assigned.put(RunAssigned.model_validate_json(message.data))
+
+        await self.connection.subscribe(self.subjects.run_assigned(self.trainer_id), cb=take)
+        await self.connection.flush()
+        self._beating = asyncio.create_task(self._heartbeats())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._beating
+
+    async def _heartbeats(self) -> None:
+        while True:
+            beat = TrainerHeartbeat(
+                trainer_id=self.trainer_id, instance=self.instance, host="scripted", version="test",
+                accelerators=[Accelerator(name="CPU", count=self.capacity)],
+                running=[RunningAttempt(run_id=r, attempt=a) for r, a in self.running.items()],
+                free=self.capacity - len(self.running),
+            )
+            await self.connection.publish(self.subjects.trainer_heartbeat(self.trainer_id),
+                                          beat.model_dump_json().encode())
+            await asyncio.sleep(0.5)
+
+    async def report(self, subject: str, event: Event) -> int:
+        """Publish a trainer report on the stream; its stream sequence number."""
+        ack = await self.jetstream.publish(subject, event.model_dump_json().encode(),
+                                           headers={"Nats-Msg-Id": event.event_id})
+        return int(ack.seq)
+
+    async def next_assignment(self) -> RunAssigned:
+        return await asyncio.wait_for(self.assigned.get(), timeout=30)
+
+    async def run(self, assignment: RunAssigned) -> None:
+        """Accept and start an attempt (it then runs until the test ends it)."""
+        ids = {"run_id": assignment.run_id, "attempt": assignment.attempt, "trainer_id": self.trainer_id}
+        self.running[assignment.run_id] = assignment.attempt
+        await self.report(self.subjects.run_accepted(self.trainer_id), RunAccepted(**ids, instance=self.instance))
+        await self.report(self.subjects.run_started(self.trainer_id), RunStarted(**ids, device="scripted"))
+
+
+def handled_by(stack: LocalStack, consumer: str, sequence: int) -> bool:
+    """Whether the scheduler's consumer has acked every message up to this stream sequence."""
+
+    async def ack_floor() -> int:
+        assert stack.nats_url
+        connection = await nats.connect(stack.nats_url)
+        try:
+            info = await connection.jetstream().consumer_info(Subjects(stack.subject_prefix).stream, consumer)
+            return int(info.ack_floor.stream_seq) if info.ack_floor else 0
+        finally:
+            await connection.close()
+
+    return asyncio.run(ack_floor()) >= sequence
+
+
+def stored_trainer(stack: LocalStack, trainer_id: str) -> dict[str, Any]:
+    assert stack.mongo_url
+    mongo: MongoClient[dict[str, Any]]
+    with MongoClient(stack.mongo_url, tz_aware=True) as mongo:
+        doc = mongo[stack.mongo_db][TRAINERS].find_one({"_id": trainer_id})
+    assert doc is not None
+    return doc
+
+
+def test_a_late_completion_of_an_older_attempt_frees_nothing_of_the_current_one(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    """Attempt 1 is handed back (its training process killed), attempt 2 is placed on the same
+    one-accelerator trainer and runs; then attempt 1's run.completed arrives. The trainer stays
+    full and attempt 2 keeps running: before, the late completion released the run's assignment
+    whatever its attempt, the trainer showed a free accelerator and took a second run."""
+    stack.start_service("scheduler")
+    subjects = Subjects(stack.subject_prefix)
+    nats_url = stack.nats_url
+    assert nats_url
+
+    async def scenario() -> None:
+        connection = await nats.connect(nats_url)
+        try:
+            async with ScriptedTrainer(connection, subjects, "solo", capacity=1) as trainer:
+                await played(trainer)
+        finally:
+            await connection.close()
+
+    async def until(check: Callable[[], Any], what: str) -> Any:
+        return await asyncio.to_thread(wait_until, check, 30, what)
+
+    async def played(trainer: ScriptedTrainer) -> None:
+        run = await asyncio.to_thread(start, client, dataset_id, "twice")
+        first = await trainer.next_assignment()
+        assert (first.run_id, first.attempt) == (run["id"], 1)
+        await trainer.run(first)
+        await until(lambda: client.runs.get(run["id"])["status"] == "in_progress", "attempt 1 in progress")
+
+        trainer.running.pop(run["id"])
+        await trainer.report(subjects.run_released("solo"), RunReleased(
+            run_id=run["id"], attempt=1, trainer_id="solo", cause="child_killed",
+            reason="training process was killed by signal 9 (SIGKILL)"))
+        second = await trainer.next_assignment()
+        assert (second.run_id, second.attempt) == (run["id"], 2)
+        await trainer.run(second)
+        await until(lambda: (r := client.runs.get(run["id"]))["status"] == "in_progress" and r["attempt"] == 2,
+                    "attempt 2 in progress")
+        before = stored_trainer(stack, "solo")
+        assert before["free"] == 0 and before["assignments"][run["id"]]["attempt"] == 2, before
+
+        late = await trainer.report(subjects.run_completed("solo"), RunCompleted(
+            run_id=run["id"], attempt=1, trainer_id="solo", status=RunStatus.ABORTED, message="killed"))
+        await until(lambda: handled_by(stack, "scheduler-run-completed", late), "the late completion handled")
+        after = stored_trainer(stack, "solo")
+        assert after["free"] == 0 and after["assignments"] == before["assignments"], after
+        current = await asyncio.to_thread(client.runs.get, run["id"])
+        assert (current["status"], current["attempt"], current["trainer_id"]) == ("in_progress", 2, "solo")
+        listed = await asyncio.to_thread(client.trainers.list)
+        assert [(t["id"], t["free"]) for t in listed] == [("solo", 0)]
+
+        # The trainer is full: a second run waits for it (before, it was assigned there at once).
+        other = await asyncio.to_thread(start, client, dataset_id, "waiting")
+        await until(lambda: client.runs.get(other["id"])["pending_reason"]
+                    == "waiting for CPU x1 to free up (1 trainers online, all busy)", "the second run to wait")
+        assert trainer.assigned.empty()
+
+        # Attempt 2's own completion frees the trainer, and the waiting run gets it.
+        trainer.running.pop(run["id"])
+        await trainer.report(subjects.run_completed("solo"), RunCompleted(
+            run_id=run["id"], attempt=2, trainer_id="solo", status=RunStatus.SUCCESS, epochs_completed=1))
+        third = await trainer.next_assignment()
+        assert (third.run_id, third.attempt) == (other["id"], 1)
+        done = await asyncio.to_thread(wait_status, client, run["id"], TERMINAL)
+        assert (done["status"], done["attempt"]) == ("success", 2)
+
+    asyncio.run(scenario())
+
+
+async def test_a_trainer_release_frees_only_the_attempt_it_names(servers: LocalStack) -> None:
+    """The store's claims and releases against the real database: the claiming process (which
+    keeps the count it took) and a replica (which reads the stored one) alike free nothing for an
+    older attempt, and an assignment stored before assignments named their attempt is freed by any."""
+    assert servers.mongo_url
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo_url, tz_aware=True)
+
+    async def trainer() -> dict[str, Any]:
+        doc = await db[TRAINERS].find_one({"_id": "t"})
+        assert doc is not None
+        return doc
+
+    try:
+        db = mongo["t" + uuid.uuid4().hex[:10]]
+        await db[TRAINERS].insert_one({"_id": "t", "capacity": 2, "free": 2, "lost": False, "draining": False,
+                                       "assignments": {}})
+        claimer, replica = SchedulerStore(db), SchedulerStore(db)
+        assert await claimer.claim_trainer("t", "r", 2, 1)
+        assert not await claimer.claim_trainer("t", "r", 3, 1)  # one assignment per run and trainer
+        assert not await claimer.release_trainer("t", "r", 1)
+        assert not await replica.release_trainer("t", "r", 1)
+        held = await trainer()
+        assert held["free"] == 1 and held["assignments"]["r"]["attempt"] == 2
+        assert await replica.release_trainer("t", "r", 2)
+        assert not await claimer.release_trainer("t", "r", 2)  # given back once
+        assert (await trainer())["free"] == 2
+
+        # Stored by a scheduler from before assignments named their attempt.
+        await db[TRAINERS].update_one({"_id": "t"}, {"$set": {"assignments.old": {"count": 1, "assigned_at": utcnow()}},
+                                                     "$inc": {"free": -1}})
+        assert await replica.release_trainer("t", "old", 3)
+        freed = await trainer()
+        assert freed["free"] == 2 and freed["assignments"] == {}
+    finally:
+        await mongo.close()
