@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,14 +323,18 @@ class ArtifactCache:
     def __init__(self, root: Path, artifacts: Artifacts) -> None:
         self.root = root
         self.artifacts = artifacts
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per object being fetched, so two fetches of one name download it once; weakly
+        # held, so a long-lived trainer keeps no lock for each object it ever fetched.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def path(self, name: str) -> Path:
         return self.root / name
 
     async def fetch(self, name: str) -> Path:
         """A local path holding the object's current bytes; downloads when needed."""
-        lock = self._locks.setdefault(name, asyncio.Lock())
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
         async with lock:
             info = await self.artifacts.info(name)
             target = self.path(name)

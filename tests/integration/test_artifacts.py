@@ -1,5 +1,7 @@
 """The artifact store on the real NATS server: what trainers resume from and fine-tune from."""
 
+import asyncio
+import gc
 import os
 import re
 import time
@@ -74,6 +76,22 @@ async def test_the_cache_downloads_once_and_again_when_the_object_changes(
 
     await artifacts.upload_bytes("models/m1.pth", b"replaced weights")
     assert (await cache.fetch("models/m1.pth")).read_bytes() == b"replaced weights"
+
+
+async def test_the_cache_keeps_no_lock_for_objects_fetched_and_done(
+    bus: tuple[NatsBroker, Subjects], tmp_path: Path
+) -> None:
+    broker, subjects = bus
+    artifacts = await Artifacts.open(broker, subjects)
+    cache = ArtifactCache(tmp_path / "cache", artifacts)
+    names = [f"models/m{n}.pth" for n in range(5)]
+    for name in names:
+        await artifacts.upload_bytes(name, name.encode())
+    # Two fetches of each at once: the second waits on the first's lock and finds the copy made.
+    paths = await asyncio.gather(*(cache.fetch(name) for name in names + names))
+    assert [path.read_bytes() for path in paths] == [name.encode() for name in names + names]
+    gc.collect()
+    assert len(cache._locks) == 0
 
 
 async def test_deleting_a_prefix_removes_only_that_run(bus: tuple[NatsBroker, Subjects]) -> None:
