@@ -78,10 +78,11 @@ def test_patience_stops_when_the_metric_does_not_improve(tmp_path: Path) -> None
     assert runner.train_loop.stop_training
 
 
-def scripted_training(work_dir: Path, scores: list[float], interval: int, **hooks: Any) -> list[list[str]]:
+def scripted_training(work_dir: Path, scores: list[float], interval: int, save_best: bool = True,
+                      **hooks: Any) -> list[list[str]]:
     """A one-weight model trained by MMEngine's Runner with build_config's checkpoint hook
-    (TrainyardCheckpointHook, `save_best` on a score the metric reads from `scores`, one per
-    epoch) and the Trainyard hooks given; returns, for each report TrainyardReportHook wrote,
+    (TrainyardCheckpointHook; with `save_best`, on a score the metric reads from `scores`, one
+    per epoch) and the Trainyard hooks given; returns, for each report TrainyardReportHook wrote,
     the full checkpoints (`epoch_N.pth`) in the work dir as it wrote it."""
     import torch
     from mmengine.evaluator import BaseMetric
@@ -122,7 +123,9 @@ def scripted_training(work_dir: Path, scores: list[float], interval: int, **hook
         optim_wrapper={"optimizer": {"type": "SGD", "lr": 0.01}},
         train_cfg={"by_epoch": True, "max_epochs": len(scores), "val_interval": 1},
         default_hooks={"checkpoint": {"type": "TrainyardCheckpointHook", "interval": interval, "max_keep_ckpts": 10,
-                                      "save_last": True, "save_best": METRIC_PREFIX + "score", "rule": "greater"}},
+                                      "save_last": True,
+                                      **({"save_best": METRIC_PREFIX + "score", "rule": "greater"} if save_best
+                                         else {})}},
         custom_hooks=[*hooks.get("custom_hooks", []), {"type": "TrainyardReportHook"}],
     )
     for hook in runner.hooks:
@@ -159,3 +162,15 @@ def test_a_limit_saves_the_epoch_it_stops_at_before_its_report(tmp_path: Path) -
              "stopping_threshold": 0.05, "patience": 2**31, "min_delta": 0.0, "check_finite": False}
     reports = scripted_training(tmp_path, [0.9, 0.5, 0.01, 0.9, 0.9], interval=2, custom_hooks=[limit])
     assert reports == [["epoch_1.pth"], ["epoch_1.pth", "epoch_2.pth"], ["epoch_1.pth", "epoch_2.pth", "epoch_3.pth"]]
+
+
+def test_a_drain_off_the_interval_saves_the_epoch_it_stops_after(tmp_path: Path) -> None:
+    from services.trainer.drain import DRAIN_MARKER
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / DRAIN_MARKER).touch()  # the trainer drains from the start: stop after epoch 1
+    reports = scripted_training(tmp_path / "w", [0.1, 0.2, 0.3, 0.4], interval=2, save_best=False,
+                                custom_hooks=[{"type": "TrainyardDrainHook"}])
+    # Reported before the drain was decided, saved after: the trainer stores it on `drained`.
+    assert reports == [[]]
+    assert sorted(p.name for p in (tmp_path / "w").glob("epoch_*.pth")) == ["epoch_1.pth"]
