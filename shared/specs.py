@@ -46,7 +46,8 @@ class CheckpointPolicy(Strict):
         description="save a checkpoint every N epochs; the last epoch, an epoch a limit or patience stops the "
                     "run at, and (with `best`/`lowest_val_loss`) each new best epoch are saved too. A run "
                     "resumed after a fault continues from its latest saved checkpoint, so with N > 1 up to "
-                    "N-1 epochs are trained again. More than the run's epochs is allowed: only the last is saved",
+                    "N-1 epochs are trained again. More than the run's epochs is allowed: then only the last "
+                    "(and new bests) are saved",
     )] = 1
 
 

@@ -5,7 +5,8 @@ hooks their writer (`hook.write = ...`), so the config stays plain data and
 the hooks are testable with a list's append.
 
 - TrainyardCheckpointHook: MMEngine's CheckpointHook, saving full checkpoints of new best
-  epochs and of an epoch training stops early at, on the interval or not.
+  epochs and of an epoch training stops early after (limit, patience, drain, rung), on
+  checkpoint.interval or not.
 - TrainyardDivergenceHook: a NaN or infinite loss ends the attempt with a message.
 - TrainyardIterationLogHook: every log_interval steps an IterationLog, sent in batches.
 - TrainyardValLossHook: the model's loss on the validation set (a second forward pass).
@@ -85,8 +86,8 @@ REPORT_PRIORITY = 95
 class TrainyardCheckpointHook(CheckpointHook):  # type: ignore[misc]
     """MMEngine's CheckpointHook (every `interval` epochs and the last one, build_config's
     checkpoint.interval), which also writes the full checkpoint (optimizer and schedule
-    included, `epoch_N.pth`) of every new best epoch, and of an epoch at which a limit or
-    patience stops training (`save_epoch`, from TrainyardEarlyStoppingHook).
+    included, `epoch_N.pth`) of every new best epoch, and of an epoch after which a limit,
+    patience, a drain or a rung decision stops training (`save_stopped_epoch`).
 
     MMEngine's save_best writes the best epoch's weights alone (`best_<metric>_epoch_N.pth`,
     what the model is made of) and re-saves that epoch's full checkpoint only once it has
