@@ -33,13 +33,22 @@ LOWER_IS_BETTER = frozenset({"val_loss"})
 
 
 class CheckpointPolicy(Strict):
-    """Which checkpoints a run keeps. The latest epochs are always kept (at least two:
-    resuming may need the epoch before the last); `best` also keeps the best epoch by
-    `metric`, `lowest_val_loss` the epoch of lowest validation loss."""
+    """Which checkpoints a run saves and keeps. Every `interval` epochs one is saved; of those
+    the latest are always kept (at least two: resuming may need the epoch before the last);
+    `best` also keeps the best epoch by `metric`, `lowest_val_loss` the epoch of lowest
+    validation loss, whether or not it falls on the interval."""
 
     strategy: Literal["latest", "best", "lowest_val_loss"] = "latest"
     metric: TrackedMetric = "bbox_mAP"
     keep: Annotated[int, Field(ge=1, le=100, description="latest epoch checkpoints kept (at least 2 are)")] = 2
+    interval: Annotated[int, Field(
+        ge=1, le=1000,
+        description="save a checkpoint every N epochs; the last epoch, an epoch a limit or patience stops the "
+                    "run at, and (with `best`/`lowest_val_loss`) each new best epoch are saved too. A run "
+                    "resumed after a fault continues from its latest saved checkpoint, so with N > 1 up to "
+                    "N-1 epochs are trained again. More than the run's epochs is allowed: then only the last "
+                    "(and new bests) are saved",
+    )] = 1
 
 
 class StopLimit(Strict):

@@ -31,6 +31,7 @@ class CheckpointPolicy(TypedDict):
     strategy: Literal["latest", "best", "lowest_val_loss"]
     metric: str
     keep: int
+    interval: int
 
 
 class StopLimit(TypedDict):

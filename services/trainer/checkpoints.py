@@ -1,7 +1,10 @@
 """An attempt's checkpoints in the artifact store: what a later attempt, on any trainer, resumes from.
 
 The training child writes MMEngine checkpoints into the attempt's local work
-dir; after each epoch is reported the session stores that epoch's checkpoint
+dir: every `checkpoint.interval` epochs, the last one, each new best and an
+early stop's (services/trainer/hooks.py, TrainyardCheckpointHook), each before
+the epoch's report goes out. After each reported epoch that has one, the session
+stores that epoch's checkpoint
 under the attempt's own prefix, records it in the attempt's manifest (with the
 run's best epoch by the spec's watched metric), drops what the checkpoint
 policy no longer keeps, and announces it (`checkpoint.saved`). The scheduler
@@ -108,6 +111,9 @@ class RunCheckpoints:
         self._stored_at: dict[int, int] = {}
         self._queue: list[_Queued] = []
         self._storing: asyncio.Task[None] | None = None
+        # The newest reported epoch that had no checkpoint when reported, with its metrics:
+        # the child saves it after its report when training stops there (queue_saved_late).
+        self._unsaved: tuple[int, Mapping[str, float | None]] | None = None
 
     async def resume_point(self) -> Path | None:
         """A local copy of the checkpoint this attempt continues from, or None for a fresh start."""
@@ -126,8 +132,12 @@ class RunCheckpoints:
         """Store a reported epoch's checkpoint in the background (see the module's doc); returns at once."""
         source = work_dir / f"epoch_{epoch}.pth"
         if not source.is_file():
-            log.warning("run %s: epoch %d has no checkpoint at %s; not stored", self.run_id, epoch, source)
+            # The child writes an epoch's checkpoints before its report: this epoch has none
+            # (between checkpoint.interval's epochs, and not a new best).
+            log.debug("run %s: epoch %d saved no checkpoint; none to store", self.run_id, epoch)
+            self._unsaved = (epoch, dict(metrics))
             return
+        self._unsaved = None
         queued = work_dir / QUEUED_DIR / source.name
         queued.parent.mkdir(exist_ok=True)
         queued.unlink(missing_ok=True)
@@ -135,6 +145,14 @@ class RunCheckpoints:
         self._queue.append(_Queued(epoch, dict(metrics), queued, announce))
         if self._storing is None or self._storing.done():
             self._storing = asyncio.create_task(self._store_queued())
+
+    def queue_saved_late(self, work_dir: Path, announce: Announce) -> None:
+        """Training ended (finished or drained): store the last reported epoch if the child saved
+        its checkpoint only after reporting it (a rung decision's or a drain's stop off
+        checkpoint.interval, services/trainer/hooks.py `save_stopped_epoch`)."""
+        if self._unsaved is not None and (work_dir / f"epoch_{self._unsaved[0]}.pth").is_file():
+            epoch, metrics = self._unsaved
+            self.queue_epoch(epoch, metrics, work_dir, announce)
 
     async def settled(self) -> None:
         """Wait until every queued epoch is stored (or its storing failed, which is logged)."""

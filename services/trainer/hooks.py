@@ -4,6 +4,9 @@ build_config adds them to custom_hooks; the child then gives the reporting
 hooks their writer (`hook.write = ...`), so the config stays plain data and
 the hooks are testable with a list's append.
 
+- TrainyardCheckpointHook: MMEngine's CheckpointHook, saving full checkpoints of new best
+  epochs and of an epoch training stops early after (limit, patience, drain, rung), on
+  checkpoint.interval or not.
 - TrainyardDivergenceHook: a NaN or infinite loss ends the attempt with a message.
 - TrainyardIterationLogHook: every log_interval steps an IterationLog, sent in batches.
 - TrainyardValLossHook: the model's loss on the validation set (a second forward pass).
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mmengine.dist import is_main_process
-from mmengine.hooks import EarlyStoppingHook, Hook
+from mmengine.hooks import CheckpointHook, EarlyStoppingHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
@@ -68,6 +71,49 @@ class ReportingHook(Hook):  # type: ignore[misc]
     def _write(self, report: Any) -> None:
         if is_main_process():
             self.write(report)
+
+
+# Between CheckpointHook (VERY_LOW, 90) and the hooks at LOWEST (100): early stopping decides
+# after the epoch's checkpoints are written, and may add one (TrainyardCheckpointHook.save_epoch);
+# the epoch's report goes out once every checkpoint of the epoch is written, as the trainer
+# stores the epoch's file when it reads the report (services/trainer/checkpoints.py), and before
+# the rung and drain hooks, which wait on or follow it.
+EARLY_STOPPING_PRIORITY = 91
+REPORT_PRIORITY = 95
+
+
+@HOOKS.register_module()
+class TrainyardCheckpointHook(CheckpointHook):  # type: ignore[misc]
+    """MMEngine's CheckpointHook (every `interval` epochs and the last one, build_config's
+    checkpoint.interval), which also writes the full checkpoint (optimizer and schedule
+    included, `epoch_N.pth`) of every new best epoch, and of an epoch after which a limit,
+    patience, a drain or a rung decision stops training (`save_stopped_epoch`).
+
+    MMEngine's save_best writes the best epoch's weights alone (`best_<metric>_epoch_N.pth`,
+    what the model is made of) and re-saves that epoch's full checkpoint only once it has
+    saved a regular one in this process; here it always does, so the trainer stores the best
+    epoch, off the interval or not, as one a run can resume from."""
+
+    def after_val_epoch(self, runner: Any, metrics: dict[str, Any]) -> None:
+        best_before = getattr(self, "best_ckpt_path", None)
+        super().after_val_epoch(runner, metrics)
+        if getattr(self, "best_ckpt_path", None) != best_before:
+            self.save_epoch(runner, runner.epoch)  # counted by now
+
+    def save_epoch(self, runner: Any, epoch: int) -> None:
+        """The full checkpoint of `epoch` (1-based, the one just trained), unless it is written already."""
+        if self.last_ckpt is not None and Path(self.last_ckpt).name == self.filename_tmpl.format(epoch):
+            return
+        # An explicit meta: Runner.save_checkpoint would otherwise count runner.epoch + 1, right
+        # only in after_train_epoch; a resume continues after meta's epoch.
+        self._save_checkpoint_with_step(runner, epoch, meta={"epoch": epoch, "iter": runner.iter})
+
+
+def save_stopped_epoch(runner: Any, epoch: int) -> None:
+    """Training stops after `epoch`: save its full checkpoint, on checkpoint.interval or not."""
+    for hook in runner.hooks:
+        if isinstance(hook, TrainyardCheckpointHook):
+            hook.save_epoch(runner, epoch)
 
 
 @HOOKS.register_module()
@@ -178,7 +224,7 @@ class TrainyardReportHook(ReportingHook):
     end of its validation. metrics, confusion matrix, predictions and previews: the evaluation's
     trainyard/ results (services/trainer/evaluation.py, TrainyardValLossHook)."""
 
-    priority = "LOW"
+    priority = REPORT_PRIORITY
 
     def __init__(self, write: Callable[[Any], None] | None = None) -> None:
         super().__init__(write)
@@ -241,25 +287,33 @@ class TrainyardEarlyStoppingHook(EarlyStoppingHook):  # type: ignore[misc]
     """MMEngine's EarlyStoppingHook, with a limit that stops when it is reached (MMEngine's
     `stopping_threshold` needs it passed) and patience that counts an equal value as no
     improvement (MMEngine's, with min_delta 0, counts it as one); an undefined (None) value
-    is skipped, as CheckpointHook's save_best skips it. Runs after CheckpointHook (lowest
-    priority), so that epoch's checkpoints are written first; the loop stops at its next check.
-    build_config adds one for the limit (`stopping_threshold`) and one for patience."""
+    is skipped, as CheckpointHook's save_best skips it. Runs after CheckpointHook, so that
+    epoch's checkpoints are written first; the loop stops at its next check. The epoch it stops
+    at is saved even off checkpoint.interval: the run's model (its last epoch, or the one that
+    reached the limit) must be stored. build_config adds one for the limit
+    (`stopping_threshold`) and one for patience."""
 
+    priority = EARLY_STOPPING_PRIORITY
     rule_map: ClassVar[dict[str, Callable[[float, float], bool]]] = {"greater": operator.ge, "less": operator.le}
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, Any] | None = None) -> None:
         if (metrics or {}).get(self.monitor) is None:
             return
         super().after_val_epoch(runner, metrics)
+        if runner.train_loop.stop_training:
+            save_stopped_epoch(runner, runner.epoch)  # counted by now
 
 
 @HOOKS.register_module()
 class TrainyardDrainHook(Hook):  # type: ignore[misc]
     """Stops training after the reported epoch during which the trainer asked for a drain.
 
-    Lowest priority: the epoch's checkpoint (CheckpointHook) and report
+    Lowest priority: the epoch's checkpoints (TrainyardCheckpointHook) and report
     (TrainyardReportHook) come first, and a stop decided by TrainyardEarlyStoppingHook
-    (the run is done) is not mistaken for a drain."""
+    (the run is done) is not mistaken for a drain. The epoch it stops after is saved, on
+    checkpoint.interval or not, after its report: the trainer stores it once the child
+    reports the drain (services/trainer/checkpoints.py, `queue_saved_late`), so the next
+    attempt resumes after it."""
 
     priority = "LOWEST"
 
@@ -282,6 +336,7 @@ class TrainyardDrainHook(Hook):  # type: ignore[misc]
             print_log(f"trainyard: the trainer drains; stopping after epoch {epoch}", logger="current")
             self.drained_after = epoch
             loop.stop_training = True
+            save_stopped_epoch(runner, epoch)
 
 
 def _log_report(report: Any) -> None:

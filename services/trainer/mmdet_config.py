@@ -202,10 +202,12 @@ def build_config(job: TrainingJob) -> Config:
     cfg.work_dir = job.work_dir
     cfg.randomness = {"seed": spec.seed, "deterministic": False}
     cfg.default_hooks.checkpoint = {
-        "type": "CheckpointHook",
-        "interval": 1,
+        # MMEngine's, plus the full checkpoint of each new best epoch and of an early stop (services/trainer/hooks.py).
+        "type": "TrainyardCheckpointHook",
+        "interval": spec.checkpoint.interval,
         # At least two: a resume may need the epoch before the last (see session.latest_checkpoint).
         "max_keep_ckpts": max(2, spec.checkpoint.keep),
+        # The last epoch is saved off the interval too: it is the run's result.
         "save_last": True,
     }
     watched = spec.watched_metric

@@ -3,7 +3,9 @@
 The trainer writes each decision (run.rung_decided) into the attempt's work dir as
 `decisions/epoch_<n>.json`; this hook, after the epoch's evaluation has been
 reported, waits for that file and either lets training go on or ends it there,
-successfully, after that epoch's checkpoints are written. A decision that comes
+successfully, after that epoch's checkpoints are written (and the epoch saved, on
+checkpoint.interval or not: the trainer stores it once the child reports it finished,
+services/trainer/checkpoints.py `queue_saved_late`). A decision that comes
 late (the scheduler restarting) still stops the trial at its next epoch.
 """
 
@@ -18,6 +20,7 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 from services.trainer.decisions import decision_path, stop_decision
+from services.trainer.hooks import save_stopped_epoch
 from services.trainer.ranks import from_rank_0
 
 POLL_S = 0.2
@@ -49,3 +52,4 @@ class TrainyardRungHook(Hook):  # type: ignore[misc]
         if message is not None:
             print_log(f"trainyard: stopping after epoch {epoch}: {message}", logger="current")
             runner.train_loop.stop_training = True
+            save_stopped_epoch(runner, epoch)

@@ -293,9 +293,18 @@ class TrainingSession:
 
     async def _on_finished(self, report: FinishedReport) -> None:
         self._progress.finished = True
+        self._store_saved_late()
 
     async def _on_drained(self, report: DrainedReport) -> None:
         self.drained_after = report.epoch
+        self._store_saved_late()
+
+    def _store_saved_late(self) -> None:
+        """The epoch a rung decision or a drain stopped training after is saved after its report."""
+        try:
+            self.checkpoints.queue_saved_late(self.work_dir, self._announce_checkpoint)
+        except OSError:
+            log.exception("run %s: cannot queue the checkpoint saved after the last report", self.run_id)
 
     def _outcome(self, ended: ChildExit, world_size: int, processes: TrainingProcesses,
                  log_path: Path) -> AttemptOutcome:

@@ -101,6 +101,7 @@ def test_new_run_form_shows_problems_at_their_fields_then_starts_a_run(stack: Lo
 
     page.locator("#field-input_size").fill("64")
     page.locator("#field-checkpoint-keep").fill("3")
+    page.locator("#field-checkpoint-interval").fill("2")
     page.locator("#field-epochs").fill("1")
     page.locator("#field-learning_rate").fill("0.002")
     page.locator("#field-checkpoint-strategy").select_option("best")
@@ -113,7 +114,7 @@ def test_new_run_form_shows_problems_at_their_fields_then_starts_a_run(stack: Lo
     assert (spec["name"], spec["dataset_id"], spec["input_size"], spec["epochs"]) == (
         "from-the-form", dataset["id"], 64, 1)
     assert spec["learning_rate"] == 0.002 and spec["checkpoint"] == {"strategy": "best", "metric": "bbox_mAP",
-                                                                   "keep": 3}
+                                                                   "keep": 3, "interval": 2}
     assert "limit" not in spec or spec["limit"] is None  # the limit's metric alone sets no limit
 
     phone = signed_in(browser, stack, stack.admin_key, PHONE)

@@ -94,11 +94,13 @@ def test_a_training_process_killed_by_a_signal_is_retried_and_the_message_names_
     assert "killed by signal 9 (SIGKILL)" in done["message"] and "on_reset is 'fail'" in done["message"], done
 
 
+# checkpoint.interval 3: the drained epoch is saved (and stored) off the interval all the same.
+@pytest.mark.parametrize("interval", [1, 3])
 def test_a_draining_trainer_stores_the_epoch_in_progress_and_the_next_attempt_resumes_after_it(
-    stack: LocalStack, client: TrainyardClient, dataset_id: str
+    stack: LocalStack, client: TrainyardClient, dataset_id: str, interval: int
 ) -> None:
     leaving = trainer(stack, "leaving")
-    run = start_run(client, dataset_id, epochs=5)
+    run = start_run(client, dataset_id, epochs=5, checkpoint={"interval": interval})
     wait_until(lambda: len(client.runs.logs(run["id"], "epoch")) >= 1, 120, "an epoch before the drain")
     trainer(stack, "staying")
     reported_at_signal = len(client.runs.logs(run["id"], "epoch"))

@@ -57,11 +57,12 @@ def test_spec_file_with_flags_over_it_and_ids_by_prefix(stack: LocalStack, tmp_p
     started = json.loads(trainyard(
         "runs", "start", "-f", str(spec_file), "--epochs", "3", "--frozen-stages", "1", "--attempts", "2",
         "--timeout", "600", "--evaluation-interval", "2", "--checkpoint-metric", "bbox_mAP_50",
+        "--checkpoint-interval", "3",
         "--limit-metric", "bbox_mAP", "--limit-value", "0.9", "--accelerator-count", "1", "--json"))
     spec = started["spec"]
     assert (spec["name"], spec["epochs"], spec["priority"], spec["num_frozen_stages"]) == ("from-file", 3, 5, 1)
     assert (spec["max_attempts"], spec["execution_timeout_s"], spec["evaluation_interval"]) == (2, 600, 2)
-    assert spec["checkpoint"] == {"strategy": "best", "metric": "bbox_mAP_50", "keep": 2}
+    assert spec["checkpoint"] == {"strategy": "best", "metric": "bbox_mAP_50", "keep": 2, "interval": 3}
     assert spec["limit"] == {"metric": "bbox_mAP", "value": 0.9}
 
     json_file = tmp_path / "spec.json"

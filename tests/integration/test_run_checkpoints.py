@@ -167,3 +167,31 @@ async def test_weights_of_the_childs_epoch_are_uploaded_as_written(
     weights_path(work, 1).write_bytes(b"the child's weights")
     assert await run.store_model_weights("m2", work) == ("models/m2.pth", 1)
     assert await artifacts.read("models/m2.pth") == b"the child's weights"
+
+
+async def test_epochs_off_the_interval_are_skipped_and_a_stop_saved_after_its_report_is_stored(
+    bus: tuple[NatsBroker, Subjects], tmp_path: Path
+) -> None:
+    broker, subjects = bus
+    artifacts = await Artifacts.open(broker, subjects)
+    run = RunCheckpoints("i1", 1, spec(interval=2, keep=10), ArtifactCache(tmp_path / "cache", artifacts))
+    work = tmp_path / "w"
+    announced: list[int] = []
+
+    async def announce(stored: StoredCheckpoint) -> None:
+        announced.append(stored.epoch)
+
+    # Epoch 1 saved no checkpoint (off the interval); 2 did; 3 none when reported.
+    for epoch in (1, 2, 3):
+        if epoch == 2:
+            write_checkpoint(work, epoch)
+        run.queue_epoch(epoch, {"bbox_mAP": 0.1}, work, announce)
+    run.queue_saved_late(work, announce)  # nothing saved since: nothing more to store
+    await run.settled()
+    assert announced == [2]
+    # A drain (or a rung's stop) after epoch 3: the child saves it after its report.
+    write_checkpoint(work, 3)
+    run.queue_saved_late(work, announce)
+    run.queue_saved_late(work, announce)  # once only
+    await run.settled()
+    assert announced == [2, 3] and (await artifacts.manifest("i1", 1)).epochs == [2, 3]

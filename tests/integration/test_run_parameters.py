@@ -20,6 +20,8 @@ def test_parameters_shape_the_config(tmp_path: Path) -> None:
     assert stock.optim_wrapper.optimizer.type == "SGD"
     assert stock.model.backbone.frozen_stages == -1 and stock.train_cfg.val_interval == 1
     assert stock.train_dataloader.num_workers == 0 and not stock.train_dataloader.persistent_workers
+    assert stock.default_hooks.checkpoint == {"type": "TrainyardCheckpointHook", "interval": 1, "max_keep_ckpts": 2,
+                                              "save_last": True}
 
     cfg = build_config(tiny_job(tmp_path / "b", "retinanet-r18", optimizer="adamw", num_frozen_stages=2,
                                 evaluation_interval=3, workers=2, learning_rate=0.001))
@@ -27,6 +29,14 @@ def test_parameters_shape_the_config(tmp_path: Path) -> None:
     assert cfg.model.backbone.frozen_stages == 2
     assert cfg.train_cfg.val_interval == 3
     assert cfg.train_dataloader.num_workers == 2 and cfg.train_dataloader.persistent_workers
+
+    # Every 3rd epoch and the last; the best one too (save_best, TrainyardCheckpointHook).
+    best = build_config(tiny_job(tmp_path / "e", "retinanet-r18", epochs=10,
+                                 checkpoint={"strategy": "best", "metric": "bbox_mAP_50", "interval": 3, "keep": 4}))
+    assert best.default_hooks.checkpoint == {
+        "type": "TrainyardCheckpointHook", "interval": 3, "max_keep_ckpts": 4, "save_last": True,
+        "save_best": "trainyard/bbox_mAP_50", "rule": "greater",
+    }
 
     # RTMDet's stock optimizer is AdamW; asking for it explicitly changes nothing.
     rtm = build_config(tiny_job(tmp_path / "c", "rtmdet-tiny", optimizer="adamw"))

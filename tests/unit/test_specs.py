@@ -48,6 +48,7 @@ def test_checkpoint_policy_limits_and_patience() -> None:
         "patience": 4,
     })
     assert spec.watched_metric == "val_loss" and spec.needs_val_loss
+    assert spec.checkpoint.interval == 1, "a checkpoint every epoch unless asked otherwise"
     assert not RunSpec(name="r", dataset_id=DATASET, architecture="rtmdet-tiny").needs_val_loss
     with pytest.raises(ValidationError, match="bbox_mAP"):
         RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
@@ -88,3 +89,18 @@ def test_an_integer_learning_rate_is_still_a_float() -> None:
     spec = RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
                                    "learning_rate": 1, "accelerator": {"count": 1}})
     assert spec.learning_rate == 1.0
+
+
+def test_checkpoint_interval_is_1_to_1000_epochs_and_may_exceed_the_runs_epochs() -> None:
+    def spec(**checkpoint: object) -> RunSpec:
+        return RunSpec.model_validate({"name": "r", "dataset_id": DATASET, "architecture": "rtmdet-tiny",
+                                       "epochs": 4, "checkpoint": checkpoint})
+
+    assert spec(interval=2).checkpoint.interval == 2
+    # More than the run's epochs: only the last epoch (and new bests) are saved, as documented.
+    assert spec(interval=1000).checkpoint.interval == 1000
+    for bad in (0, 1001, "2", 2.5, True):
+        with pytest.raises(ValidationError, match=r"checkpoint\.interval"):
+            spec(interval=bad)
+    description = RunSpec.model_json_schema()["$defs"]["CheckpointPolicy"]["properties"]["interval"]["description"]
+    assert "N-1 epochs are trained again" in description

@@ -95,6 +95,7 @@ def start(
     priority: Annotated[int | None, typer.Option(help="-100..100, higher is placed first")] = None,
     checkpoint_strategy: Annotated[str | None, typer.Option(help="latest, best or lowest_val_loss")] = None,
     checkpoint_metric: Annotated[str | None, typer.Option(help="the metric `best` keeps")] = None,
+    checkpoint_interval: Annotated[int | None, typer.Option(help="save a checkpoint every N epochs")] = None,
     attempts: Annotated[int | None, typer.Option(help="attempts before the run ends aborted")] = None,
     timeout: Annotated[int | None, typer.Option(help="an attempt's time limit, in seconds")] = None,
     limit_metric: Annotated[str | None, typer.Option(help="stop once this metric reaches --limit-value")] = None,
@@ -121,7 +122,8 @@ def start(
             "base_model_id": common.model_id(client, base_model) if base_model else None,
             "num_frozen_stages": frozen_stages, "priority": priority, "max_attempts": attempts,
             "execution_timeout_s": timeout, "checkpoint": {"strategy": checkpoint_strategy,
-                                                           "metric": checkpoint_metric},
+                                                           "metric": checkpoint_metric,
+                                                           "interval": checkpoint_interval},
             "limit": limit, "patience": patience, "evaluation_interval": evaluation_interval,
             "matrix": matrix, "preview": preview, "preview_images": preview_images,
         })

@@ -166,6 +166,8 @@ export async function render(root, { me, query }) {
        field("checkpoint.strategy", "Checkpoint strategy", el("select", {}, ...options(STRATEGIES, "latest"))),
        field("checkpoint.metric", "Checkpoint metric", el("select", {}, ...options(metrics.map((m) => [m, m]), "bbox_mAP"))),
        field("checkpoint.keep", "Latest checkpoints kept", numberInput(2, "1", 1, 100)),
+       field("checkpoint.interval", "Save a checkpoint every (epochs)", numberInput(1, "1", 1, 1000),
+             "and the last epoch and each new best; a resumed run retrains up to interval - 1 epochs"),
        field("limit.metric", "Stop when metric", el("select", {}, ...options(metrics.map((m) => [m, m]), "bbox_mAP"))),
        field("limit.value", "reaches", numberInput(null, "any"), "leave empty for no limit")),
     el("fieldset", {}, el("legend", {}, "Evaluation"),
