@@ -53,6 +53,10 @@ async def page_of_runs(store: ApiStore, project: str, *, status: RunStatus | Non
     lanes, direction = _lanes(sort, status)
     fingerprint = query_fingerprint(kind="runs", status=status, search=search, sort=sort)
     first_lane, after, window = _resume(cursor, fingerprint, len(lanes))
+    # A newest-first first page starts from the window that filled it last time (one query, not three).
+    remembered = cursor is None and len(lanes) == 1 and direction == "newest"
+    if remembered:
+        window = store.first_page_windows.get(project, fingerprint)
     items: list[Document] = []
     lane_of: list[int] = []
     for lane in range(first_lane, len(lanes)):
@@ -68,6 +72,10 @@ async def page_of_runs(store: ApiStore, project: str, *, status: RunStatus | Non
         lane_of += [lane] * len(docs)
         if len(items) > limit:
             break
+    if remembered:
+        # Reaching back to the item after the page, with a margin; the whole project if it fits in one.
+        filled = (now - items[limit]["created_at"]) * 1.25 if len(items) > limit else window
+        store.first_page_windows.remember(project, fingerprint, max(MIN_WINDOW, filled))
     return Page(items[:limit], _next_cursor(items, lane_of, limit, fingerprint, window))
 
 

@@ -5,6 +5,7 @@ Every read of a project's things filters by project, so another project's id
 is indistinguishable from an id that does not exist.
 """
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.api.pagination import ORIGIN, After, Direction, Fetch, scan_by_created
+from services.api.pagination import ORIGIN, After, Direction, Fetch, FirstPageWindows, scan_by_created
 from services.api.search import run_matcher, search_key, search_keys
 from shared.events import utcnow
 from shared.run_document import RunDocument, RunSummary
@@ -34,6 +35,7 @@ from shared.store import (
 )
 
 SEARCH_KEYS_MIGRATION = "run_search_keys"
+FIRST_RUN_AT_TTL_S = 60.0
 # A listed run leaves at home what no list item shows: the resolved training config the trainer
 # stored (tens of kB), the search keys, the dataset layout, the trace context, the checkpoint.
 # What is left reads as a RunSummary.
@@ -56,6 +58,10 @@ class ApiStore:
         self.models = db[MODELS]
         self.migrations = db[MIGRATIONS]
         self.sweeps = db[SWEEPS]
+        self.first_page_windows = FirstPageWindows()
+        # Each project's first run time, read at most once a minute: it only bounds scans (a stale
+        # one, later than the truth, makes the last window open-ended: slower, never short).
+        self._first_run_at: dict[str, tuple[datetime, float]] = {}
 
     async def ensure_indexes(self) -> None:
         newest = [("created_at", DESCENDING), ("_id", DESCENDING)]
@@ -115,9 +121,14 @@ class ApiStore:
         await self.runs.insert_one(doc)
 
     async def first_run_at(self, project: str) -> datetime:
+        known = self._first_run_at.get(project)
+        if known is not None and time.monotonic() - known[1] < FIRST_RUN_AT_TTL_S:
+            return known[0]
         stats = await self.projects.find_one({"_id": project})
-        first: datetime | None = (stats or {}).get("first_run_at")
-        return first or ORIGIN
+        first: datetime = (stats or {}).get("first_run_at") or ORIGIN
+        if first is not ORIGIN:
+            self._first_run_at[project] = (first, time.monotonic())
+        return first
 
     async def run(self, project: str, run_id: str) -> RunDocument | None:
         doc = await self.runs.find_one({"_id": run_id, "project": project})

@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 
-from services.api.listing import STATUS_ORDER
+from services.api.listing import STATUS_ORDER, page_of_runs
 from services.api.store import ApiStore
 from services.scheduler.store import SchedulerStore
+from shared.status import RunStatus
 from tests.helpers import http, private_stack, problem_of
 from trainyard.localstack import LocalStack
 from trainyard.synth import write_synthetic_coco
@@ -199,6 +200,65 @@ async def test_runs_stored_before_search_keys_get_them_once(servers: LocalStack)
         assert doc is not None and {"old", "detec", "aaaa"} <= set(doc["search_keys"])
         await db.runs.insert_one(stored_run("b" * 32, "Later", "success", datetime.now(UTC)))
         assert await store.add_missing_search_keys() == 0  # done once; later runs get keys when created
+    finally:
+        await client.close()
+
+
+class RunFinds(monitoring.CommandListener):
+    """Counts the `find` commands sent to the runs collection."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command.get("find") == "runs":
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_first_page_starts_from_the_window_that_filled_it_last_time(servers: LocalStack) -> None:
+    """300 runs over 5 hours (one a minute): the first first page widens its window from 60 s, query by
+    query; the next one is a single query, with the same runs, and still right when runs came meanwhile."""
+    assert servers.mongo_url
+    finds = RunFinds()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo_url, tz_aware=True,
+                                                                event_listeners=[finds])
+    try:
+        db = client["t" + uuid.uuid4().hex[:10]]
+        now = datetime.now(UTC)
+        runs = [stored_run(uuid.uuid4().hex, f"run {i}", "success", now - timedelta(minutes=300 - i))
+                for i in range(300)]
+        await db.runs.insert_many(runs)
+        await db.projects.insert_one({"_id": "default", "first_run_at": runs[0]["created_at"]})
+        store = ApiStore(db)
+        newest = [run["_id"] for run in reversed(runs)]
+
+        async def first_page() -> tuple[list[str], int]:
+            before = finds.count
+            page = await page_of_runs(store, "default", status=None, search=None, sort="-created_at", limit=50,
+                                      cursor=None, now=datetime.now(UTC))
+            return [doc["_id"] for doc in page.items], finds.count - before
+
+        listed, queries = await first_page()
+        assert listed == newest[:50] and queries >= 3
+        listed, queries = await first_page()
+        assert listed == newest[:50] and queries == 1
+        # Twenty more runs in the last minute: the remembered window now holds more than a page.
+        burst = [stored_run(uuid.uuid4().hex, f"burst {i}", "success", datetime.now(UTC) - timedelta(seconds=i))
+                 for i in range(20)]
+        await db.runs.insert_many(burst)
+        listed, _ = await first_page()
+        assert listed == [run["_id"] for run in burst] + newest[:30]
+        # A filter is its own listing, with its own window.
+        before = finds.count
+        page = await page_of_runs(store, "default", status=RunStatus.FAILED, search=None, sort="-created_at",
+                                  limit=50, cursor=None, now=datetime.now(UTC))
+        assert page.items == [] and finds.count - before > 1
     finally:
         await client.close()
 
