@@ -174,9 +174,20 @@ class ApiStore:
         scan = await scan_by_created(matching, direction=direction, after=after, wanted=limit, window=window,
                                      now=now, origin=origin)
         ids = [run["_id"] for run in scan.items]
-        full = {doc["_id"]: doc
-                for doc in await self.runs.find({"_id": {"$in": ids}, "project": project}, LISTED_RUN).to_list()}
+        full = await self.runs_by_ids(project, ids, LISTED_RUN)
         return [full[run_id] for run_id in ids if run_id in full], scan.window
+
+    async def runs_by_ids(self, project: str, run_ids: list[str], fields: dict[str, int]) -> dict[str, Document]:
+        """The project's runs among `run_ids`, by id, with `fields` (an inclusion or an exclusion).
+
+        By id alone, the project checked here: with `project` in the filter the local server walked
+        the project's index instead of seeking the ids (200 ms, not 30, for 50 of 100,000 runs)."""
+        if not run_ids:
+            return {}
+        included = any(fields.values())
+        projection = {**fields, "project": 1} if included else fields
+        found = await self.runs.find({"_id": {"$in": run_ids}}, projection).to_list()
+        return {doc["_id"]: doc for doc in found if doc.get("project") == project}
 
     async def add_missing_search_keys(self) -> int:
         """Runs stored before search keys existed get them, once: a marker in `migrations` says

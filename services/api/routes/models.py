@@ -31,9 +31,8 @@ async def _run_statuses(store: Store, project: str, run_ids: list[str]) -> dict[
     read per model: 500 for the models page, whose live stream reads the listing every second)."""
     statuses: dict[str, str] = {}
     for start in range(0, len(run_ids), STATUS_CHUNK):
-        found = store.runs.find({"project": project, "_id": {"$in": run_ids[start:start + STATUS_CHUNK]}},
-                                {"status": 1})
-        statuses.update({doc["_id"]: str(doc["status"]) async for doc in found})
+        found = await store.runs_by_ids(project, run_ids[start:start + STATUS_CHUNK], {"status": 1})
+        statuses.update({run_id: str(doc["status"]) for run_id, doc in found.items()})
     return statuses
 
 

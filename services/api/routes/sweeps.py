@@ -49,8 +49,7 @@ def sweep_out(doc: dict[str, Any], runs: dict[str, dict[str, Any]]) -> SweepOut:
 
 async def _trial_runs(store: Store, project: str, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     fields = {"name": 1, "status": 1, "sweep": 1, "epochs_completed": 1, "message": 1}
-    return {doc["_id"]: doc async for doc in store.runs.find({"project": project, "_id": {"$in": run_ids}},
-                                                                fields)}
+    return await store.runs_by_ids(project, run_ids, fields)
 
 
 async def existing_sweep(store: Store, project: str, sweep_id: str) -> dict[str, Any]:
