@@ -226,8 +226,12 @@ class ApiStore:
 
     async def epochs_unsent(self, run_id: str, attempt: int, epoch: int) -> list[Document]:
         """Epochs after `epoch`, and every epoch a newer attempt than `attempt` logged (again)."""
-        query = {"run_id": run_id, "$or": [{"epoch": {"$gt": epoch}}, {"attempt": {"$gt": attempt}}]}
-        return await self.epochs.find(query, {"_id": 0}).sort("epoch", ASCENDING).to_list()
+        # Two queries, not one `$or`: the local server answers an `$or` by reading the whole collection
+        # (2 s a poll at 48,000 epochs, against 2 ms for these), and every open live stream polls twice a second.
+        later = await self.epochs.find({"run_id": run_id, "epoch": {"$gt": epoch}}, {"_id": 0}).to_list()
+        newer = await self.epochs.find({"run_id": run_id, "attempt": {"$gt": attempt}, "epoch": {"$lte": epoch}},
+                                       {"_id": 0}).to_list()
+        return sorted(later + newer, key=lambda doc: int(doc["epoch"]))
 
     async def predictions_of(self, run_id: str) -> dict[int, str]:
         """Epoch -> the object name of its evaluation's predictions, for every epoch that has them."""
@@ -278,12 +282,12 @@ class ApiStore:
         key = run.queue_key
         if key is None:
             return None
-        ahead = await self.runs.count_documents({
-            "status": "pending", "trainer_id": None, "_id": {"$ne": run.id},
-            "spec.accelerator.name": run.spec.accelerator.name,
-            "spec.accelerator.count": run.spec.accelerator.count,
-            "$or": [{"queue_key": {"$lt": key}}, {"queue_key": key, "created_at": {"$lt": run.created_at}}],
-        })
+        queued = {"status": "pending", "trainer_id": None, "_id": {"$ne": run.id},
+                  "spec.accelerator.name": run.spec.accelerator.name,
+                  "spec.accelerator.count": run.spec.accelerator.count}
+        # Two counts, not one `$or`: the local server reads the whole collection for an `$or`.
+        ahead = await self.runs.count_documents({**queued, "queue_key": {"$lt": key}})
+        ahead += await self.runs.count_documents({**queued, "queue_key": key, "created_at": {"$lt": run.created_at}})
         return ahead + 1
 
     async def models_of(self, project: str, published: bool | None, limit: int) -> list[Document]:

@@ -229,14 +229,18 @@ class SchedulerStore:
         """Record the newest stored checkpoint of the run's current attempt (the next attempt
         resumes from it); a superseded attempt's, or an older epoch's, changes nothing."""
         stored = event.checkpoint
-        result = await self.runs.update_one(
-            {"_id": event.run_id, "attempt": event.attempt, "trainer_id": event.trainer_id,
-             "status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]},
-             "$or": [{"checkpoint": None}, {"checkpoint.attempt": {"$lt": event.attempt}},
-                     {"checkpoint.epoch": {"$lt": stored.epoch}}]},
-            {"$set": {"checkpoint": stored.model_dump()}},
-        )
-        return result.modified_count == 1
+        current = {"_id": event.run_id, "attempt": event.attempt, "trainer_id": event.trainer_id,
+                   "status": {"$in": [str(RunStatus.PENDING), str(RunStatus.IN_PROGRESS)]}}
+        # One guard at a time, the common one first (this attempt's earlier epoch), not one `$or`:
+        # the local server answers a filter with an `$or` by reading the whole collection, even
+        # with `_id` beside it (780 ms an update at 40,000 runs, against 1.5 ms).
+        for newer_than_stored in ({"checkpoint.attempt": event.attempt, "checkpoint.epoch": {"$lt": stored.epoch}},
+                                  {"checkpoint": None}, {"checkpoint.attempt": {"$lt": event.attempt}}):
+            result = await self.runs.update_one({**current, **newer_than_stored},
+                                                {"$set": {"checkpoint": stored.model_dump()}})
+            if result.modified_count == 1:
+                return True
+        return False
 
     async def mark_accepted(self, run_id: str, attempt: int, trainer_id: str, instance: str) -> bool:
         async with self.background:
