@@ -62,12 +62,17 @@ async def test_a_missing_object_is_named_and_leaves_no_file(bus: tuple[NatsBroke
     assert (await artifacts.manifest("nope", 1)) == CheckpointManifest(attempt=1)
 
 
+@pytest.fixture
+async def cached(bus: tuple[NatsBroker, Subjects], tmp_path: Path) -> tuple[Artifacts, ArtifactCache]:
+    """The artifact store on the real server, and a trainer's local cache of it."""
+    artifacts = await Artifacts.open(*bus)
+    return artifacts, ArtifactCache(tmp_path / "cache", artifacts)
+
+
 async def test_the_cache_downloads_once_and_again_when_the_object_changes(
-    bus: tuple[NatsBroker, Subjects], tmp_path: Path
+    cached: tuple[Artifacts, ArtifactCache]
 ) -> None:
-    broker, subjects = bus
-    artifacts = await Artifacts.open(broker, subjects)
-    cache = ArtifactCache(tmp_path / "cache", artifacts)
+    artifacts, cache = cached
     await artifacts.upload_bytes("models/m1.pth", b"first weights")
     path = await cache.fetch("models/m1.pth")
     assert path.read_bytes() == b"first weights"
@@ -79,11 +84,9 @@ async def test_the_cache_downloads_once_and_again_when_the_object_changes(
 
 
 async def test_the_cache_keeps_no_lock_for_objects_fetched_and_done(
-    bus: tuple[NatsBroker, Subjects], tmp_path: Path
+    cached: tuple[Artifacts, ArtifactCache]
 ) -> None:
-    broker, subjects = bus
-    artifacts = await Artifacts.open(broker, subjects)
-    cache = ArtifactCache(tmp_path / "cache", artifacts)
+    artifacts, cache = cached
     names = [f"models/m{n}.pth" for n in range(5)]
     for name in names:
         await artifacts.upload_bytes(name, name.encode())
