@@ -131,7 +131,13 @@ def test_live_table_and_curves_heat_map_then_kill(live_stack: LocalStack, client
     iterations_drawn = number_of(page, "#chart-loss-iteration", "data-points")
     page.wait_for_function(f"Number(document.querySelector('{curve}').dataset.points) > {epochs_drawn}",
                            timeout=LIVE_TIMEOUT_MS)
-    assert number_of(page, "#chart-loss-iteration", "data-points") > iterations_drawn
+    # Iteration logs are stored apart from epochs, and may land after the epoch they belong to: the page
+    # asks for them itself while the run trains, only those after its newest step.
+    with page.expect_response(lambda answer: "/logs?kind=iteration&after_step=" in answer.url and answer.ok,
+                              timeout=LIVE_TIMEOUT_MS):
+        pass
+    page.wait_for_function(f"Number(document.querySelector('#chart-loss-iteration').dataset.points) > "
+                           f"{iterations_drawn}", timeout=LIVE_TIMEOUT_MS)
     assert page.evaluate("window.notReloaded") is True
     expect(page.locator("#run-eta")).to_contain_text("about")
 

@@ -107,3 +107,22 @@ def test_iteration_logs_every_log_interval_steps(tmp_path: Path) -> None:
     for s in steps:
         assert {"loss_cls", "loss_bbox"} <= s.losses.keys() and s.learning_rate > 0
         assert s.loss == pytest.approx(sum(s.losses.values()), rel=1e-5)
+
+
+def test_a_comparison_of_two_configs_shows_what_differs_and_not_where_each_trained(tmp_path: Path) -> None:
+    import difflib
+
+    from services.api.routes.compare import WORK_DIR, config_lines
+    from services.trainer.mmdet_config import build_config
+
+    job = tiny_job(tmp_path, "rtmdet-tiny")
+    first = build_config(job.model_copy(update={"work_dir": str(tmp_path / "first")})).pretty_text
+    # The same dataset, another learning rate, trained in another directory.
+    spec = job.spec.model_copy(update={"learning_rate": 0.001})
+    other = build_config(job.model_copy(update={"spec": spec, "work_dir": str(tmp_path / "other")})).pretty_text
+    assert first.count(str(tmp_path / "first")) > 1
+    changed = [line for line in difflib.unified_diff(config_lines(first), config_lines(other), lineterm="", n=0)
+               if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed and all("lr=" in line for line in changed), changed
+    assert f"work_dir = '{WORK_DIR}'" in config_lines(first)
+    assert not any(str(tmp_path / "first") in line for line in config_lines(first))

@@ -25,6 +25,9 @@ MIN_RUNS, MAX_RUNS = 2, 10
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 # The metrics a table of runs shows; any other series is still in `series`.
 COMPARED_METRICS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "precision_50", "recall_50", "loss")
+# The generated config's own line naming the directory its attempt trains in.
+WORK_DIR_LINE = re.compile(r"^work_dir\s*=\s*(?P<quote>['\"])(?P<path>[^'\"]+)(?P=quote)", re.MULTILINE)
+WORK_DIR = "<work_dir>"
 
 
 class BestValue(BaseModel):
@@ -54,7 +57,8 @@ class FieldDifference(BaseModel):
 
 class ConfigDifference(BaseModel):
     run_id: str
-    diff: str = Field(description="unified diff of this run's generated config against the first run's; "
+    diff: str = Field(description="unified diff of this run's generated config against the first run's, each "
+                                  "attempt's own directory written as <work_dir>; "
                                   "empty when equal or when either has no config yet")
 
 
@@ -86,10 +90,18 @@ def _best(epochs: list[dict[str, Any]]) -> dict[str, BestValue]:
     return best
 
 
+def config_lines(config: str) -> list[str]:
+    """The config's lines with its attempt's directory written as <work_dir>: every attempt trains in a
+    directory of its own, and the paths under it (work_dir, the annotation copies, the metric's output)
+    would otherwise be a difference between any two runs."""
+    found = WORK_DIR_LINE.search(config)
+    return (config.replace(found["path"], WORK_DIR) if found else config).splitlines()
+
+
 def _config_diff(first: RunDocument, other: RunDocument) -> str:
     if not first.config or not other.config:
         return ""
-    lines = difflib.unified_diff(first.config.splitlines(), other.config.splitlines(),
+    lines = difflib.unified_diff(config_lines(first.config), config_lines(other.config),
                                  fromfile=f"{first.id}/config.py", tofile=f"{other.id}/config.py",
                                  lineterm="", n=1)
     return "\n".join(lines)

@@ -10,6 +10,9 @@ const METRICS = [["bbox_mAP", "mAP"], ["bbox_mAP_50", "mAP50"], ["precision_50",
 const RERUNNABLE = ["failed", "aborted", "terminated"];
 const LOG_TAIL = 15;
 const RERUN_WAIT_MS = 60_000;
+// The run's stream speaks at each epoch; an iteration curve that waited for it would stand still for a
+// whole epoch, so while the run trains the page asks for the iteration logs after its newest step.
+const ITERATION_POLL_MS = 2000;
 
 const CHECKPOINT_COLUMNS = ["Attempt", "Epoch", "Size", "Stored", "Best"];
 const HISTORY_COLUMNS = ["At", "Attempt", "Status", "Message"];
@@ -92,6 +95,7 @@ export function hideRun() {
   if (!page) return;
   page.close?.();
   clearInterval(page.ticker);
+  clearInterval(page.iterationPoller);
   const element = $("run-page");
   disposeCharts(element);
   element.hidden = true;
@@ -104,7 +108,7 @@ export async function showRun(runId, ctx) {
   const element = section();
   element.innerHTML = TEMPLATE;
   element.hidden = false;
-  page = { runId, ctx, epochs: -1, attempt: -1, matrixEpochs: [], run: null };
+  page = { runId, ctx, epochs: -1, attempt: -1, matrixEpochs: [], iterations: [], run: null };
   const current = page;
   $("matrix-epoch").addEventListener("input", debounced(() => showMatrix(current), 150));
   $("preview-epoch").addEventListener("change", () => showPreviews(current));
@@ -116,6 +120,8 @@ export async function showRun(runId, ctx) {
 function follow(current) {
   const later = debounced(() => refresh(current).catch((error) => text("run-error", error.message)));
   current.streaming = true;
+  clearInterval(current.iterationPoller);
+  current.iterationPoller = setInterval(() => followIterations(current), ITERATION_POLL_MS);
   current.close = followRun(current.runId, (kind) => {
     if (kind === "end" || kind === "revoked") current.streaming = false;
     later();
@@ -138,7 +144,9 @@ async function refresh(current) {
   showActions(current, run);
   showHistory(run);
   showFailure(run, logs.items);
-  await showCurves(logs.items, epochs);
+  current.iterations = logs.items.filter((entry) => entry.kind === "iteration");
+  if (isEnded(run.status)) clearInterval(current.iterationPoller);
+  await showCurves(current, epochs);
   if (!isEnded(run.status) && !current.streaming) { current.rerunAsked = null; follow(current); }
   if (isEnded(run.status) && current.rerunAsked && Date.now() - current.rerunAsked < RERUN_WAIT_MS) {
     // The scheduler applies a rerun a moment after the API accepts it; until then the run still reads ended.
@@ -244,12 +252,35 @@ function showFailure(run, items) {
   text("run-log-tail", lines.join("\n") || "nothing was logged");
 }
 
-async function showCurves(items, epochs) {
-  const iterations = items.filter((entry) => entry.kind === "iteration" && entry.loss != null);
+/** The iteration logs stored after the newest one shown, added to the curve (the stream says nothing of them). */
+async function followIterations(current) {
+  if (current.iterationsAsked) return;  // one question at a time: a slow answer is not asked again over it
+  current.iterationsAsked = true;
+  try {
+    const newest = current.iterations.length ? current.iterations[current.iterations.length - 1].step : 0;
+    const answer = await current.ctx.api("GET",
+      `/v1/runs/${current.runId}/logs?kind=iteration&after_step=${newest}`);
+    // A refresh may have read them meanwhile: only steps after the newest now shown are new.
+    const shown = current.iterations.length ? current.iterations[current.iterations.length - 1].step : 0;
+    const fresh = answer.items.filter((entry) => entry.step > shown);
+    if (page !== current || fresh.length === 0) return;
+    current.iterations = [...current.iterations, ...fresh];
+    await showIterations(current);
+  }
+  catch (error) { text("run-error", error.message); }
+  finally { current.iterationsAsked = false; }
+}
+
+function showIterations(current) {
+  const points = current.iterations.filter((entry) => entry.loss != null).map((entry) => [entry.step, entry.loss]);
+  return lineChart($("chart-loss-iteration"), { title: "Loss per logged iteration", xName: "iteration",
+                                               yName: "loss", series: [{ name: "loss", points }] });
+}
+
+async function showCurves(current, epochs) {
   const evaluated = epochs.filter((entry) => Object.keys(entry.metrics).length > 0);
   await Promise.all([
-    lineChart($("chart-loss-iteration"), { title: "Loss per logged iteration", xName: "iteration", yName: "loss",
-      series: [{ name: "loss", points: iterations.map((entry) => [entry.step, entry.loss]) }] }),
+    showIterations(current),
     lineChart($("chart-loss-epoch"), { title: "Loss per epoch", xName: "epoch", yName: "loss",
       series: [{ name: "loss", points: epochs.map((entry) => [entry.epoch, entry.loss]) }] }),
     lineChart($("chart-metrics"), { title: "Validation per epoch", xName: "epoch", yName: "",
