@@ -15,6 +15,13 @@ class Progress(TypedDict):
     percent: float
 
 
+class BestMetric(TypedDict):
+    metric: str
+    value: float
+    epoch: int
+    attempt: int | None
+
+
 class StatusChange(TypedDict):
     status: str
     at: str
@@ -86,6 +93,7 @@ class Run(TypedDict):
     progress: Progress
     queue_position: int | None
     latest_metrics: dict[str, float | None]
+    best: BestMetric | None
     created_at: str
     updated_at: str
     started_at: str | None

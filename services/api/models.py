@@ -55,6 +55,15 @@ class Progress(BaseModel):
     percent: float
 
 
+class BestMetric(BaseModel):
+    """A run's best value of one metric so far, as its listing shows it."""
+
+    metric: str = Field(description="bbox_mAP")
+    value: float
+    epoch: int
+    attempt: int | None = Field(None, description="the attempt that logged that epoch")
+
+
 class StatusChange(BaseModel):
     """One entry of a run's status history, oldest first."""
 
@@ -84,6 +93,9 @@ class RunOut(BaseModel):
                           "takes them (priority, with waiting time counted as priority: aging)")
     latest_metrics: dict[str, float | None] = Field(
         default_factory=dict, description="the latest epoch's COCO metrics; null: undefined for that evaluation")
+    best: BestMetric | None = Field(
+        None, description="the highest bbox_mAP among the run's stored epochs and the epoch it came from; null "
+                          "until an evaluation defines it")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None

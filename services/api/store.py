@@ -40,7 +40,7 @@ FIRST_RUN_AT_TTL_S = 60.0
 # stored (tens of kB), the search keys, the dataset layout, the trace context, the checkpoint.
 # What is left reads as a RunSummary.
 # What a run's latest epoch shows in a list item or a run's overview.
-LATEST_EPOCH_FIELDS = {"epoch": 1, "attempt": 1, "metrics": 1}
+LATEST_EPOCH_FIELDS = {"epoch": 1, "attempt": 1, "metrics": 1, "best": 1}
 LISTED_RUN = {"config": 0, "search_keys": 0, "dataset": 0, "trace_context": 0, "checkpoint": 0}
 
 

@@ -68,6 +68,7 @@ def run_out(run: RunSummary, latest_epoch: Doc | None, now: datetime, queue_posi
         message=message, pending_reason=run.pending_reason, spec=run.spec,
         trainer_id=run.trainer_id, attempt=run.attempt, device=run.device,
         progress=progress, queue_position=queue_position, latest_metrics=(latest_epoch or {}).get("metrics", {}),
+        best=(latest_epoch or {}).get("best"),
         created_at=run.created_at, updated_at=run.updated_at, started_at=started, completed_at=completed,
         duration_s=duration_s, history=[status_change(entry) for entry in run.history],
     )

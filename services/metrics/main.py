@@ -24,6 +24,7 @@ def build_app(settings: MetricsSettings) -> FastStream:
     async def prepare_storage() -> None:
         await store.ensure_indexes()
         await store.backfill_latest_epochs()
+        await store.backfill_best_epochs()
 
     @app.after_shutdown
     async def close_storage() -> None:

@@ -37,6 +37,10 @@ RANK_ATTEMPTS = 1_000_000
 # The marker of the one-off fill of `latest_epochs` from epochs stored before it existed; not a
 # run id (those are 32 hex digits), so no listing's `_id: {$in: run ids}` ever reads it.
 LATEST_BACKFILL_MARKER = "migration:backfilled"
+# The same for `best`, added to `latest_epochs` later (runs stored before get theirs once).
+BEST_BACKFILL_MARKER = "migration:best-backfilled"
+# What a run's `best` in `latest_epochs` is of: the runs table's Best mAP column.
+BEST_METRIC = "bbox_mAP"
 LATEST_FIELDS = ("epoch", "attempt", "total_epochs", "metrics", "logged_at")
 
 
@@ -166,6 +170,7 @@ class MetricsStore:
         # Also when the epoch was stored already: a redelivery after a crash between the two
         # writes completes the second; otherwise the guard makes it a no-op.
         await self.raise_latest_epoch(event.run_id, {name: epoch_doc[name] for name in LATEST_FIELDS})
+        await self.refresh_best_epoch(event.run_id)
         if event.confusion_matrix is not None:
             matrix_doc = {**key, **event.confusion_matrix.model_dump(), "attempt": event.attempt,
                           "logged_at": event.occurred_at}
@@ -197,6 +202,46 @@ class MetricsStore:
             return False
         return result.upserted_id is not None or result.modified_count == 1
 
+    async def refresh_best_epoch(self, run_id: str) -> bool:
+        """Keep the run's best bbox_mAP and its epoch, over the epochs stored now, in its
+        `latest_epochs` document, so a page of runs shows it with the one query it already makes;
+        True when this call wrote it. Recomputed from the stored epochs rather than raised with
+        `$max`: an epoch a resumed attempt logs again replaces the earlier attempt's, and its
+        value may be lower.
+
+        Stores may run side by side (metrics replicas share the consumer). Each one counts itself
+        on the document (`epochs_counted`), then reads the count and the epochs: every epoch
+        counted up to that number is stored already, and a best is written only over one
+        computed from a lower count, so they settle on the newest, whatever order they end in."""
+        counted = await self.latest_epochs.update_one(
+            {"_id": run_id}, {"$inc": {"epochs_counted": 1, "best_basis": 0}})  # $inc 0 creates it at 0
+        if counted.matched_count == 0:
+            return False  # no latest epoch: the run was removed meanwhile
+        doc = await self.latest_epochs.find_one({"_id": run_id}, {"epochs_counted": 1})
+        if doc is None:
+            return False
+        basis = int(doc["epochs_counted"])
+        best = await self.best_epoch(run_id, BEST_METRIC)
+        value = None if best is None else {"metric": BEST_METRIC, "value": best["metrics"][BEST_METRIC],
+                                           "epoch": best["epoch"], "attempt": best.get("attempt")}
+        result = await self.latest_epochs.update_one({"_id": run_id, "best_basis": {"$lt": basis}},
+                                                     {"$set": {"best": value, "best_basis": basis}})
+        return result.modified_count == 1
+
+    async def backfill_best_epochs(self) -> int:
+        """Runs whose latest epoch was stored before it held a best get one, once (a marker says it
+        was done); how many."""
+        if await self.latest_epochs.find_one({"_id": BEST_BACKFILL_MARKER}, {"_id": 1}) is not None:
+            return 0
+        missing = [doc["_id"] for doc in await self.latest_epochs.find(
+            {"best_basis": {"$exists": False}, "rank": {"$exists": True}}, {"_id": 1}).to_list()]
+        for run_id in missing:
+            await self.refresh_best_epoch(run_id)
+        await self.latest_epochs.update_one({"_id": BEST_BACKFILL_MARKER},
+                                            {"$setOnInsert": {"done_at": utcnow(), "runs": len(missing)}},
+                                            upsert=True)
+        return len(missing)
+
     async def epochs_stored(self, run_id: str) -> int:
         return await self.epochs.count_documents({"run_id": run_id})
 
@@ -205,7 +250,8 @@ class MetricsStore:
         undefined (null) or missing never wins. Chosen here, not by a sort: null sorts below every
         number, so a run with no defined value would name a null epoch best."""
         best: Document | None = None
-        async for doc in self.epochs.find({"run_id": run_id}, {"_id": 0}).sort("epoch", ASCENDING):
+        async for doc in self.epochs.find({"run_id": run_id}, {"_id": 0, "predictions": 0, "previews": 0}).sort(
+                "epoch", ASCENDING):
             value = doc.get("metrics", {}).get(metric)
             if isinstance(value, int | float) and (best is None or value > best["metrics"][metric]):
                 best = doc

@@ -234,8 +234,12 @@ def test_compare_models_trainers_and_sweep_pages_with_real_training(stack: Local
     sweep = admin.get(f"/v1/sweeps/{sweep['id']}").json()
     assert {trial["status"] for trial in sweep["trials"]} <= TERMINAL
 
-    # Compare: select the two trials in the runs table.
+    # Compare: select the two trials in the runs table, which shows each one's best mAP and its epoch.
     page.get_by_role("link", name="Runs").click()
+    for trial_id in trial_ids:
+        best = admin.get(f"/v1/runs/{trial_id}").json()["best"]
+        expect(page.locator(f"tr[data-run-id='{trial_id}'] td.best")).to_have_text(
+            f"{best['value']:.3f} (epoch {best['epoch']})" if best else "\u2013")
     for trial in sweep["trials"]:
         page.get_by_label(f"Select run {trial['name']} for comparison").check()
     page.get_by_role("button", name="Compare selected (2)").click()

@@ -110,6 +110,11 @@ def test_run_trains_two_epochs_end_to_end(stack: LocalStack, tmp_path: Path) -> 
         assert model["best_epoch"] == by_map["epoch"] and model["base_model_id"] is None
         best = client.request("GET", f"/v1/models/{model['id']}/best-epoch")
         assert best["epoch"] == by_map["epoch"] and best["value"] == by_map["metrics"]["bbox_mAP"]
+        # The same best in the run's listing (the console's Best mAP column, `trainyard runs list`).
+        [listed] = [item for item in client.runs.list()["items"] if item["id"] == run["id"]]
+        assert listed["best"] == {"metric": "bbox_mAP", "value": by_map["metrics"]["bbox_mAP"],
+                                  "epoch": by_map["epoch"], "attempt": 1}
+        assert client.runs.get(run["id"])["best"] == listed["best"]
         assert client.models.publish(model["id"])["published"] is True
         assert [m["id"] for m in client.models.list(published=True)["items"]] == [model["id"]]
         assert client.models.unpublish(model["id"])["published"] is False

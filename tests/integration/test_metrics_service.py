@@ -229,3 +229,64 @@ async def test_epochs_stored_before_latest_epochs_existed_fill_it_once(stack: Lo
         assert await db.latest_epochs.count_documents({"_id": "later"}) == 0
     finally:
         await client.close()
+
+
+async def test_each_runs_best_map_follows_its_stored_epochs_also_when_stored_side_by_side(stack: LocalStack) -> None:
+    """The `best` a listing shows: the highest bbox_mAP among the epochs stored now. It goes down when a
+    resumed attempt replaces the best epoch with a lower one, skips undefined values, and two stores
+    writing the same run's epochs at once (two metrics replicas) settle on the right one."""
+    from services.api.store import ApiStore
+    from services.metrics.store import MetricsStore
+
+    clients: list[AsyncMongoClient[dict[str, Any]]] = [AsyncMongoClient(stack.mongo_url) for _ in range(2)]
+    try:
+        replicas = [MetricsStore(client[stack.mongo_db]) for client in clients]
+        api = ApiStore(clients[0][stack.mongo_db])
+
+        def at(attempt: int, n: int, mAP: float | None, run_id: str = "run-best") -> EpochLogged:
+            return epoch(n).model_copy(update={"run_id": run_id, "attempt": attempt, "metrics": {"bbox_mAP": mAP}})
+
+        async def best(run_id: str = "run-best") -> tuple[object, ...] | None:
+            found = (await api.latest_epochs([run_id])).get(run_id, {}).get("best")
+            return (found["value"], found["epoch"], found["attempt"]) if found else None
+
+        assert await replicas[0].record_epoch(at(1, 1, None))
+        assert await best() is None  # nothing defined yet
+        for n, mAP in ((2, 0.3), (3, 0.2)):
+            await replicas[0].record_epoch(at(1, n, mAP))
+        assert await best() == (0.3, 2, 1)
+        # Attempt 2 resumed from epoch 1 and trained epoch 2 again, lower: the best is now epoch 3's.
+        await replicas[1].record_epoch(at(2, 2, 0.15))
+        assert await best() == (0.2, 3, 1)
+        await replicas[1].record_epoch(at(2, 3, 0.25))
+        assert await best() == (0.25, 3, 2)
+
+        # Twenty epochs of another run, stored by both replicas at once, in a shuffled order.
+        values = [round(0.01 * ((n * 7) % 20), 2) for n in range(1, 21)]
+        order = sorted(range(1, 21), key=lambda n: (n * 13) % 20)
+        await asyncio.gather(*(replicas[n % 2].record_epoch(at(1, n, values[n - 1], "run-side")) for n in order))
+        top = max(values)
+        assert await best("run-side") == (top, values.index(top) + 1, 1)
+        doc = await clients[0][stack.mongo_db].latest_epochs.find_one({"_id": "run-side"})
+        assert doc is not None and doc["epochs_counted"] == 20 and doc["best_basis"] <= 20
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_latest_epochs_stored_before_they_held_a_best_get_one_once(stack: LocalStack) -> None:
+    from services.metrics.store import MetricsStore
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url)
+    try:
+        db = client[stack.mongo_db]
+        store = MetricsStore(db)
+        await db.epochs.insert_many([{"run_id": "older", "epoch": n, "attempt": 1, "metrics": {"bbox_mAP": value}}
+                                     for n, value in ((1, 0.2), (2, 0.4), (3, 0.3))])
+        await db.latest_epochs.insert_one({"_id": "older", "epoch": 3, "attempt": 1, "rank": 3_000_001})
+        assert await store.backfill_best_epochs() == 1
+        doc = await db.latest_epochs.find_one({"_id": "older"})
+        assert doc is not None and doc["best"] == {"metric": "bbox_mAP", "value": 0.4, "epoch": 2, "attempt": 1}
+        assert await store.backfill_best_epochs() == 0  # done once
+    finally:
+        await client.close()

@@ -32,12 +32,13 @@ SERIES_PER_TABLE = 5
 
 
 def _runs_table(page: RunPage, wide: bool) -> None:
-    made = common.table("id", "name", "status", "epochs", "mAP", "created")
+    made = common.table("id", "name", "status", "epochs", "best mAP", "created")
     for run in page["items"]:
         progress = run["progress"]
+        top = run.get("best")
         made.add_row(short(run["id"], wide), run["name"], run["status"],
-                     f"{progress['epoch']}/{progress['total_epochs']}", metric(run["latest_metrics"], "bbox_mAP"),
-                     when(run["created_at"]))
+                     f"{progress['epoch']}/{progress['total_epochs']}",
+                     f"{top['value']:.3f} (epoch {top['epoch']})" if top else "-", when(run["created_at"]))
     show_table(made, wide)
     if page["next_cursor"]:
         console.print(f"more: --cursor {page['next_cursor']}", highlight=False, markup=False)
@@ -59,6 +60,8 @@ def show_run(run: Run) -> None:
         ("updated", when(run["updated_at"])),
         ("metrics", "  ".join(f"{k} {metric(run['latest_metrics'], k)}" for k in sorted(run["latest_metrics"]))
          or "-"),
+        ("best", f"{top['metric']} {top['value']:.3f} at epoch {top['epoch']}" if (top := run.get("best"))
+         else "-"),
     ]
     for name, value in rows:
         grid.add_row(name, common.shown(value))

@@ -19,7 +19,7 @@ function duration(seconds) {
 }
 
 const COLUMNS = ["Compare", "Name", "Created", "Status", "Progress", "Duration", "Trainer", "Architecture", "Dataset",
-                 "Latest mAP", ""];
+                 "Best mAP", ""];
 
 function row(run) {
   const tr = document.createElement("tr");
@@ -27,7 +27,7 @@ function row(run) {
   tr.dataset.status = run.status;
   const cells = [null, new Date(run.created_at).toLocaleString(), null, null, duration(run.duration_s),
                  run.trainer_id || "–", run.spec.architecture, run.spec.dataset_id.slice(0, 8),
-                 run.latest_metrics.bbox_mAP != null ? run.latest_metrics.bbox_mAP.toFixed(3) : "–"];
+                 run.best ? `${run.best.value.toFixed(3)} (epoch ${run.best.epoch})` : "–"];
   for (const text of cells) {
     const td = document.createElement("td");
     if (text !== null) td.textContent = text;
@@ -44,6 +44,7 @@ function row(run) {
   bar.max = 100; bar.value = run.progress.percent;
   bar.setAttribute("aria-label", `${run.name}: epoch ${run.progress.epoch} of ${run.progress.total_epochs}`);
   tr.children[3].append(bar, ` ${run.progress.epoch}/${run.progress.total_epochs}`);
+  tr.children[8].className = "best";
   const actions = document.createElement("td");
   const ended = ["success", "failed", "aborted", "terminated"].includes(run.status);
   if (may("runs:write")) {
