@@ -71,7 +71,11 @@ function action(verb, run, method, path, warning = "") {
   button.setAttribute("aria-label", `${verb} run ${run.name}`);
   button.addEventListener("click", async () => {
     if (!confirm(`${verb} run ${run.name}?${warning}`)) return;
-    try { await api(method, path); await loadRuns(true); }
+    try {
+      await api(method, path);
+      await loadRuns(true);
+      if (verb === "Rerun") liveTable.awaitRerun(run.id);
+    }
     catch (error) { $("runs-error").textContent = error.message; }
   });
   return button;

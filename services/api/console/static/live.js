@@ -5,6 +5,9 @@ const ENDED = ["success", "failed", "aborted", "terminated"];
 // A browser keeps at most 6 HTTP/1.1 connections to one origin; the table must leave room for fetches.
 export const MAX_TABLE_STREAMS = 3;
 const UNWATCHED_REFRESH_S = 10;
+// The scheduler applies a rerun a moment after the API accepts it (longer while it restarts): until
+// then the run still reads ended, and no stream follows an ended row.
+const RERUN_WAIT_MS = 120_000;
 
 export const isEnded = (status) => ENDED.includes(status);
 
@@ -44,6 +47,14 @@ export class LiveTable {
     Object.assign(this, { tbody, api, renderRow, duration });
     this.streams = new Map();
     this.ticker = null;
+    this.reruns = new Map();  // run id -> until when its ended row is read again each second
+  }
+
+  /** A rerun was accepted: read the run again each second until it no longer reads ended, when a
+   *  stream takes it on (watch), or until RERUN_WAIT_MS have passed. */
+  awaitRerun(runId) {
+    this.reruns.set(runId, Date.now() + RERUN_WAIT_MS);
+    if (!this.ticker) this.ticker = setInterval(() => this.tick(), 1000);
   }
 
   watch() {
@@ -91,6 +102,11 @@ export class LiveTable {
   }
 
   tick() {
+    for (const [runId, until] of this.reruns) {
+      const tr = this.tbody.querySelector(`tr[data-run-id='${runId}']`);
+      if (!tr || !isEnded(tr.dataset.status) || Date.now() > until) this.reruns.delete(runId);
+      else this.refresh(runId);
+    }
     // Rows beyond the streams' cap are read again now and then, so they move too (slower).
     this.ticks = (this.ticks || 0) + 1;
     if (this.ticks % UNWATCHED_REFRESH_S === 0) {
