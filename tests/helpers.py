@@ -28,8 +28,20 @@ def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condi
 
 
 def wait_status(client: TrainyardClient, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
-    return dict(wait_until(lambda: (r := client.runs.get(run_id))["status"] in statuses and r,
-                           timeout, f"run {run_id} to become {statuses}"))
+    seen: list[dict[str, Any]] = []
+
+    def reached() -> dict[str, Any] | None:
+        seen[:] = [dict(client.runs.get(run_id))]
+        return seen[0] if seen[0]["status"] in statuses else None
+
+    try:
+        return dict(wait_until(reached, timeout, f"run {run_id} to become {statuses}"))
+    except AssertionError as timed_out:
+        # What it was instead, and how it got there: a failure in CI has nothing else to go on.
+        last = seen[0] if seen else {}
+        history = [(h["status"], h.get("attempt"), h.get("message")) for h in last.get("history", [])]
+        raise AssertionError(f"{timed_out}; it is {last.get('status')} ({last.get('pending_reason') or ''}), "
+                             f"history {history}") from None
 
 
 def private_stack(servers: LocalStack, data_dir: Path) -> LocalStack:

@@ -14,6 +14,7 @@ from prometheus_client import Counter
 
 from services.scheduler.announcer import Announcer
 from services.scheduler.placement import QueuedRun, queue_key
+from services.scheduler.state import ACTIVE_STATUSES
 from services.scheduler.store import SchedulerStore
 from shared.bus import publish_event
 from shared.events import (
@@ -259,10 +260,21 @@ class RunLifecycle:
     async def reset_attempt(self, run: RunDocument, cause: str, reason: str) -> None:
         """An attempt ended without an outcome (trainer lost, never accepted, handed back):
         retry it from the latest checkpoint while attempts remain, else end the run."""
-        RESETS.labels(cause=cause).inc()
         run_id, attempt, trainer_id = run.id, run.attempt, run.trainer_id
+        if run.status not in ACTIVE_STATUSES:
+            # Ended already (killed, say, and its trainer then handed it back): only the trainer is
+            # freed. A terminal status may move to rerun, so without this the hand-back would
+            # start a killed run again.
+            log.info("run %s is %s: its attempt %d ended (%s) frees its trainer only", run_id, run.status,
+                     attempt, reason)
+            if trainer_id:
+                await self.store.release_trainer(trainer_id, run_id, attempt)
+            return
+        RESETS.labels(cause=cause).inc()
         limit = run.attempt_limit or run.spec.max_attempts
-        guard = {"attempt": attempt, "trainer_id": trainer_id}
+        # The status too: a kill may end the attempt between the read and these moves.
+        active = {"$in": sorted(str(status) for status in ACTIVE_STATUSES)}
+        guard = {"attempt": attempt, "trainer_id": trainer_id, "status": active}
         if run.spec.on_reset == "fail" and cause != "released":
             message = f"{reason}; on_reset is 'fail'"
             await self._move(run_id, RunStatus.FAILED, message, previous=run.status, guard=guard,
@@ -281,7 +293,8 @@ class RunLifecycle:
                              fields={"pending_reason": f"{reason}; waiting for placement", "trainer_id": None,
                                      "accepted_at": None, "queued_at": utcnow()})
         else:
-            if await self._move(run_id, RunStatus.RERUN, reason, previous=run.status, guard=guard,
+            if await self._move(run_id, RunStatus.RERUN, reason, previous=run.status,
+                                guard={**guard, "status": str(RunStatus.IN_PROGRESS)},
                                 fields={"trainer_id": None, "accepted_at": None}):
                 await self._requeue(run_id, f"{reason}; resuming from the latest checkpoint")
         if trainer_id:

@@ -425,6 +425,50 @@ def test_a_late_completion_of_an_older_attempt_frees_nothing_of_the_current_one(
     asyncio.run(scenario())
 
 
+def test_a_killed_run_stays_killed_when_its_trainer_then_hands_it_back(
+    stack: LocalStack, client: TrainyardClient, dataset_id: str
+) -> None:
+    """A kill ends the run at once and tells its trainer to stop. If the training process dies of
+    that stop (or of anything) before the trainer has taken the stop in, the trainer hands the run
+    back as `child_killed`. That hand-back must free the trainer and nothing more: before, it
+    moved the killed run terminated -> rerun -> pending, and it trained again (seen in CI)."""
+    stack.start_service("scheduler")
+    subjects = Subjects(stack.subject_prefix)
+    nats_url = stack.nats_url
+    assert nats_url
+
+    async def scenario() -> None:
+        connection = await nats.connect(nats_url)
+        try:
+            async with ScriptedTrainer(connection, subjects, "solo", capacity=1) as trainer:
+                await played(trainer)
+        finally:
+            await connection.close()
+
+    async def until(check: Callable[[], Any], what: str) -> Any:
+        return await asyncio.to_thread(wait_until, check, 30, what)
+
+    async def played(trainer: ScriptedTrainer) -> None:
+        run = await asyncio.to_thread(start, client, dataset_id, "killed")
+        first = await trainer.next_assignment()
+        await trainer.run(first)
+        await until(lambda: client.runs.get(run["id"])["status"] == "in_progress", "attempt 1 in progress")
+        await asyncio.to_thread(client.runs.kill, run["id"])
+        await until(lambda: client.runs.get(run["id"])["status"] == "terminated", "the kill")
+
+        trainer.running.pop(run["id"])
+        released = await trainer.report(subjects.run_released("solo"), RunReleased(
+            run_id=run["id"], attempt=1, trainer_id="solo", cause="child_killed",
+            reason="training process was killed by signal 15 (SIGTERM)"))
+        await until(lambda: handled_by(stack, "scheduler-run-released", released), "the hand-back handled")
+        current = await asyncio.to_thread(client.runs.get, run["id"])
+        assert (current["status"], current["attempt"]) == ("terminated", 1), current["history"]
+        assert stored_trainer(stack, "solo")["free"] == 1
+        assert trainer.assigned.empty()
+
+    asyncio.run(scenario())
+
+
 async def test_a_trainer_release_frees_only_the_attempt_it_names(servers: LocalStack) -> None:
     """The store's claims and releases against the real database: the claiming process (which
     keeps the count it took) and a replica (which reads the stored one) alike free nothing for an
