@@ -1,5 +1,6 @@
 """The metrics service's collections: epoch logs and confusion matrices, one per (run, epoch)."""
 
+import logging
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ from shared.store import (
     report_refusal,
 )
 
+log = logging.getLogger(__name__)
+
 # What a run.removed finds: the run's document is gone (remove its data now), still there as
 # a finished run (the api has not deleted it yet: wait), or active again (the removal lost a
 # race with a rerun and was refused: keep everything).
@@ -41,6 +44,9 @@ LATEST_BACKFILL_MARKER = "migration:backfilled"
 BEST_BACKFILL_MARKER = "migration:best-backfilled"
 # What a run's `best` in `latest_epochs` is of: the runs table's Best mAP column.
 BEST_METRIC = "bbox_mAP"
+# Conditional writes of one run's best tried before leaving it to the next epoch (each lost one
+# means another store changed it in between).
+BEST_WRITE_TRIES = 5
 LATEST_FIELDS = ("epoch", "attempt", "total_epochs", "metrics", "logged_at")
 
 
@@ -166,11 +172,17 @@ class MetricsStore:
             "logged_at": event.occurred_at,
             "event_id": event.event_id,
         }
-        inserted = await self._insert_once(self.epochs, key, epoch_doc)
+        stored = await self._store_once(self.epochs, key, epoch_doc)
+        inserted = stored is not None
         # Also when the epoch was stored already: a redelivery after a crash between the two
         # writes completes the second; otherwise the guard makes it a no-op.
         await self.raise_latest_epoch(event.run_id, {name: epoch_doc[name] for name in LATEST_FIELDS})
-        await self.refresh_best_epoch(event.run_id)
+        if stored == "new":
+            await self.keep_best_epoch(event.run_id, offered=epoch_doc)
+        else:
+            # It replaced an earlier attempt's epoch, which may have been the best, or it is a
+            # redelivery whose values may be stale: only the stored epochs can tell.
+            await self.keep_best_epoch(event.run_id)
         if event.confusion_matrix is not None:
             matrix_doc = {**key, **event.confusion_matrix.model_dump(), "attempt": event.attempt,
                           "logged_at": event.occurred_at}
@@ -191,42 +203,58 @@ class MetricsStore:
             stored += await self._insert_once(self.iterations, key, doc)
         return stored
 
+    @classmethod
+    async def _insert_once(cls, collection: Any, key: Document, doc: Document) -> bool:
+        return await cls._store_once(collection, key, doc) is not None
+
     @staticmethod
-    async def _insert_once(collection: Any, key: Document, doc: Document) -> bool:
+    async def _store_once(collection: Any, key: Document, doc: Document) -> Literal["new", "replaced"] | None:
+        """Store `doc` under `key` unless this attempt or a newer one stored it: whether it was new,
+        replaced an earlier attempt's, or was not stored."""
         try:
             result = await collection.update_one(
                 {**key, "attempt": {"$lt": doc["attempt"]}}, {"$set": doc}, upsert=True
             )
         except DuplicateKeyError:
             # This epoch is stored already, from this attempt or a newer one.
-            return False
-        return result.upserted_id is not None or result.modified_count == 1
+            return None
+        if result.upserted_id is not None:
+            return "new"
+        return "replaced" if result.modified_count == 1 else None
 
-    async def refresh_best_epoch(self, run_id: str) -> bool:
-        """Keep the run's best bbox_mAP and its epoch, over the epochs stored now, in its
-        `latest_epochs` document, so a page of runs shows it with the one query it already makes;
-        True when this call wrote it. Recomputed from the stored epochs rather than raised with
-        `$max`: an epoch a resumed attempt logs again replaces the earlier attempt's, and its
-        value may be lower.
+    async def keep_best_epoch(self, run_id: str, offered: Document | None = None) -> bool:
+        """Keep the run's best bbox_mAP and its epoch (the highest; the earliest among equals; never
+        an undefined value) in its `latest_epochs` document, so a page of runs shows it with the one
+        query it already makes; True when this call changed it.
 
-        Stores may run side by side (metrics replicas share the consumer). Each one counts itself
-        on the document (`epochs_counted`), then reads the count and the epochs: every epoch
-        counted up to that number is stored already, and a best is written only over one
-        computed from a lower count, so they settle on the newest, whatever order they end in."""
-        counted = await self.latest_epochs.update_one(
-            {"_id": run_id}, {"$inc": {"epochs_counted": 1, "best_basis": 0}})  # $inc 0 creates it at 0
-        if counted.matched_count == 0:
-            return False  # no latest epoch: the run was removed meanwhile
-        doc = await self.latest_epochs.find_one({"_id": run_id}, {"epochs_counted": 1})
-        if doc is None:
-            return False
-        basis = int(doc["epochs_counted"])
-        best = await self.best_epoch(run_id, BEST_METRIC)
-        value = None if best is None else {"metric": BEST_METRIC, "value": best["metrics"][BEST_METRIC],
-                                           "epoch": best["epoch"], "attempt": best.get("attempt")}
-        result = await self.latest_epochs.update_one({"_id": run_id, "best_basis": {"$lt": basis}},
-                                                     {"$set": {"best": value, "best_basis": basis}})
-        return result.modified_count == 1
+        `offered`, a newly stored epoch, is compared with the best kept: one read, and one write
+        when it wins. Without one (an epoch that replaced an earlier attempt's, which may have been
+        the best, so the best can go down; a redelivery; a document from before `best`) it is
+        recomputed from the stored epochs, which reads them all.
+
+        Stores of one run may run side by side (metrics replicas share the consumer): every write
+        of `best` is conditional on the `best_version` it read and increments it, so a write
+        computed from a best changed meanwhile is refused and done again from the new one."""
+        for _ in range(BEST_WRITE_TRIES):
+            kept = await self.latest_epochs.find_one({"_id": run_id}, {"best": 1, "best_version": 1})
+            if kept is None:
+                return False  # no latest epoch: the run was removed meanwhile
+            if offered is not None and "best_version" in kept:
+                best = _better_best(kept.get("best"), offered)
+                if best is None:
+                    return False
+            else:
+                found = await self.best_epoch(run_id, BEST_METRIC)
+                best = None if found is None else _best_of(found)
+                if "best_version" in kept and best == kept.get("best"):
+                    return False
+            changed = await self.latest_epochs.update_one(
+                {"_id": run_id, "best_version": kept.get("best_version")},
+                {"$set": {"best": best}, "$inc": {"best_version": 1}})
+            if changed.modified_count == 1:
+                return True
+        log.warning("run %s: its best epoch kept changing while being stored; the next epoch stores it", run_id)
+        return False
 
     async def backfill_best_epochs(self) -> int:
         """Runs whose latest epoch was stored before it held a best get one, once (a marker says it
@@ -234,9 +262,9 @@ class MetricsStore:
         if await self.latest_epochs.find_one({"_id": BEST_BACKFILL_MARKER}, {"_id": 1}) is not None:
             return 0
         missing = [doc["_id"] for doc in await self.latest_epochs.find(
-            {"best_basis": {"$exists": False}, "rank": {"$exists": True}}, {"_id": 1}).to_list()]
+            {"best_version": {"$exists": False}, "rank": {"$exists": True}}, {"_id": 1}).to_list()]
         for run_id in missing:
-            await self.refresh_best_epoch(run_id)
+            await self.keep_best_epoch(run_id)
         await self.latest_epochs.update_one({"_id": BEST_BACKFILL_MARKER},
                                             {"$setOnInsert": {"done_at": utcnow(), "runs": len(missing)}},
                                             upsert=True)
@@ -286,3 +314,19 @@ class MetricsStore:
 
 def _rank_of(epoch: Document) -> int:
     return latest_rank(int(epoch["epoch"]), int(epoch.get("attempt") or 0))
+
+
+def _best_of(epoch: Document) -> Document:
+    return {"metric": BEST_METRIC, "value": epoch["metrics"][BEST_METRIC], "epoch": epoch["epoch"],
+            "attempt": epoch.get("attempt")}
+
+
+def _better_best(kept: Document | None, offered: Document) -> Document | None:
+    """The offered epoch as the new best if it beats the kept one (higher, or as high and earlier);
+    None if it does not, or if its value is undefined."""
+    value = offered.get("metrics", {}).get(BEST_METRIC)
+    if not isinstance(value, int | float):
+        return None
+    if kept is not None and (value < kept["value"] or (value == kept["value"] and offered["epoch"] >= kept["epoch"])):
+        return None
+    return _best_of(offered)
