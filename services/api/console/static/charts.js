@@ -20,8 +20,11 @@ export function loadECharts() {
   return loading;
 }
 
-const charts = new Set();
-window.addEventListener("resize", () => { for (const chart of charts) chart.resize(); });
+// Each chart follows its own box, not the window: a box also changes width when a scroll bar comes or
+// goes, or a media query applies, and a chart left at its old width makes the page wider than a phone.
+const boxes = new ResizeObserver((entries) => {
+  for (const entry of entries) window.echarts?.getInstanceByDom(entry.target)?.resize();
+});
 
 /** An ECharts instance on `element`, made once and reused, so later data only updates it. */
 async function chartOn(element) {
@@ -29,7 +32,7 @@ async function chartOn(element) {
   let chart = echarts.getInstanceByDom(element);
   if (!chart) {
     chart = echarts.init(element, null, { renderer: "canvas" });
-    charts.add(chart);
+    boxes.observe(element);
   }
   return chart;
 }
@@ -39,7 +42,8 @@ export function disposeCharts(container) {
   if (!window.echarts) return;
   for (const element of container.querySelectorAll(".chart")) {
     const chart = window.echarts.getInstanceByDom(element);
-    if (chart) { charts.delete(chart); chart.dispose(); }
+    boxes.unobserve(element);
+    if (chart) chart.dispose();
   }
 }
 
