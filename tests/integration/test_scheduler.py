@@ -8,7 +8,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +355,27 @@ def stored_trainer(stack: LocalStack, trainer_id: str) -> dict[str, Any]:
     return doc
 
 
+def play_with_one_trainer(stack: LocalStack, played: Callable[[ScriptedTrainer], Awaitable[None]]) -> None:
+    """Start the scheduler and play `played` as trainer "solo" (one accelerator) over real NATS."""
+    stack.start_service("scheduler")
+    nats_url = stack.nats_url
+    assert nats_url
+
+    async def scenario() -> None:
+        connection = await nats.connect(nats_url)
+        try:
+            async with ScriptedTrainer(connection, Subjects(stack.subject_prefix), "solo", capacity=1) as trainer:
+                await played(trainer)
+        finally:
+            await connection.close()
+
+    asyncio.run(scenario())
+
+
+async def until(check: Callable[[], Any], what: str) -> Any:
+    return await asyncio.to_thread(wait_until, check, 30, what)
+
+
 def test_a_late_completion_of_an_older_attempt_frees_nothing_of_the_current_one(
     stack: LocalStack, client: TrainyardClient, dataset_id: str
 ) -> None:
@@ -362,21 +383,7 @@ def test_a_late_completion_of_an_older_attempt_frees_nothing_of_the_current_one(
     one-accelerator trainer and runs; then attempt 1's run.completed arrives. The trainer stays
     full and attempt 2 keeps running: before, the late completion released the run's assignment
     whatever its attempt, the trainer showed a free accelerator and took a second run."""
-    stack.start_service("scheduler")
     subjects = Subjects(stack.subject_prefix)
-    nats_url = stack.nats_url
-    assert nats_url
-
-    async def scenario() -> None:
-        connection = await nats.connect(nats_url)
-        try:
-            async with ScriptedTrainer(connection, subjects, "solo", capacity=1) as trainer:
-                await played(trainer)
-        finally:
-            await connection.close()
-
-    async def until(check: Callable[[], Any], what: str) -> Any:
-        return await asyncio.to_thread(wait_until, check, 30, what)
 
     async def played(trainer: ScriptedTrainer) -> None:
         run = await asyncio.to_thread(start, client, dataset_id, "twice")
@@ -422,7 +429,7 @@ def test_a_late_completion_of_an_older_attempt_frees_nothing_of_the_current_one(
         done = await asyncio.to_thread(wait_status, client, run["id"], TERMINAL)
         assert (done["status"], done["attempt"]) == ("success", 2)
 
-    asyncio.run(scenario())
+    play_with_one_trainer(stack, played)
 
 
 def test_a_killed_run_stays_killed_when_its_trainer_then_hands_it_back(
@@ -432,21 +439,7 @@ def test_a_killed_run_stays_killed_when_its_trainer_then_hands_it_back(
     that stop (or of anything) before the trainer has taken the stop in, the trainer hands the run
     back as `child_killed`. That hand-back must free the trainer and nothing more: before, it
     moved the killed run terminated -> rerun -> pending, and it trained again (seen in CI)."""
-    stack.start_service("scheduler")
     subjects = Subjects(stack.subject_prefix)
-    nats_url = stack.nats_url
-    assert nats_url
-
-    async def scenario() -> None:
-        connection = await nats.connect(nats_url)
-        try:
-            async with ScriptedTrainer(connection, subjects, "solo", capacity=1) as trainer:
-                await played(trainer)
-        finally:
-            await connection.close()
-
-    async def until(check: Callable[[], Any], what: str) -> Any:
-        return await asyncio.to_thread(wait_until, check, 30, what)
 
     async def played(trainer: ScriptedTrainer) -> None:
         run = await asyncio.to_thread(start, client, dataset_id, "killed")
@@ -466,7 +459,7 @@ def test_a_killed_run_stays_killed_when_its_trainer_then_hands_it_back(
         assert stored_trainer(stack, "solo")["free"] == 1
         assert trainer.assigned.empty()
 
-    asyncio.run(scenario())
+    play_with_one_trainer(stack, played)
 
 
 async def test_a_trainer_release_frees_only_the_attempt_it_names(servers: LocalStack) -> None:
